@@ -1,0 +1,567 @@
+//! `yardmaster.yaml`: deployment settings. Read with serde_yaml; unknown fields are errors that
+//! name their line. Paths in the file are relative to the file. Secrets are never in the file:
+//! only the names of environment variables that hold them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer};
+
+use crate::catalog::{Capability, Catalog, Endpoint, Model, Price};
+
+/// A config that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// 1-based line (1 when unknown).
+    pub line: usize,
+    /// 1-based column (1 when unknown).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen (`127.0.0.1:8080` by default).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The entry policy file.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Providers by name.
+    #[serde(default)]
+    pub providers: IndexMap<String, ProviderConfig>,
+    /// The model catalog, in order.
+    #[serde(default)]
+    pub models: IndexMap<String, ModelConfig>,
+    /// Gateway keys.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// The admin key that guards `/admin/*`.
+    #[serde(default)]
+    pub admin: Option<SecretRef>,
+    /// Storage.
+    #[serde(default)]
+    pub storage: Option<StorageConfig>,
+    /// Reload behaviour.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// Request log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Allow an open gateway (no keys) on a non-loopback address.
+    #[serde(default)]
+    pub allow_open: bool,
+    /// Server limits.
+    #[serde(default)]
+    pub limits: ServerLimits,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+
+/// The kind of a provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's generateContent.
+    Gemini,
+    /// Built in, no network.
+    Mock,
+}
+
+/// One provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Its kind.
+    pub kind: ProviderKind,
+    /// The API root, as that kind's official SDK takes it.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The environment variable that holds the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Mock: delay before the first byte.
+    #[serde(default, deserialize_with = "opt_duration_ms")]
+    pub latency: Option<u64>,
+    /// Mock: share of calls that fail with a 500.
+    #[serde(default)]
+    pub fail_rate: Option<f64>,
+    /// Mock: streaming speed.
+    #[serde(default)]
+    pub tokens_per_second: Option<f64>,
+    /// Extra headers sent upstream.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One catalog model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The provider that serves it.
+    pub provider: String,
+    /// The upstream id (the catalog name when absent).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Prices in USD per million tokens.
+    #[serde(default)]
+    pub price: Option<PriceConfig>,
+    /// Context window in tokens.
+    #[serde(default)]
+    pub context: Option<u64>,
+    /// Tags for `tagged("...")`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Capabilities.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// `chat` (default) or `embeddings`.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+}
+
+/// Prices in USD per million tokens.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Input tokens.
+    #[serde(default)]
+    pub input: f64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output: f64,
+}
+
+/// One gateway key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Its name (`user.name`).
+    pub name: String,
+    /// The environment variable that holds the key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// The SHA-256 of the key, in hex.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// `user.tier`.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Spending limit.
+    #[serde(default)]
+    pub budget: Option<BudgetConfig>,
+    /// Rate limits.
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
+    /// The only models this key may name.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+/// A budget.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// USD per period.
+    pub usd: f64,
+    /// The period.
+    #[serde(default)]
+    pub per: Period,
+}
+
+/// A budget period (UTC calendar days and months).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// A UTC day.
+    Day,
+    /// A UTC calendar month.
+    #[default]
+    Month,
+    /// Never resets.
+    Total,
+}
+
+/// Rate limits.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+}
+
+/// A secret given by environment variable or by hash.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// The environment variable that holds it.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Its SHA-256 in hex.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+}
+
+/// Storage.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The SQLite file.
+    #[serde(default)]
+    pub sqlite: Option<PathBuf>,
+}
+
+/// Reload behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Run `*.tests.yaml` beside the policy before a reload takes effect.
+    #[serde(default = "yes")]
+    pub require_tests: bool,
+    /// Quiet time before a burst of file events is loaded.
+    #[serde(default = "default_debounce", deserialize_with = "duration_ms")]
+    pub debounce: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig { require_tests: true, debounce: default_debounce() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_debounce() -> u64 {
+    200
+}
+
+/// The request log.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Keep prompt text in the request log.
+    #[serde(default)]
+    pub prompts: bool,
+    /// Where to append the request log (JSONL).
+    #[serde(default)]
+    pub requests: Option<PathBuf>,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Server limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Largest request body, in bytes.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits { max_body_bytes: default_body() }
+    }
+}
+
+fn default_body() -> usize {
+    10 * 1024 * 1024
+}
+
+/// Parses `250ms`, `20s`, `5m`, `1h` (or a bare number of milliseconds).
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e3)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600e3)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    if !v.is_finite() || v < 0.0 {
+        return None;
+    }
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked finite and non-negative")]
+    Some((v * mult).round() as u64)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationRepr {
+    Num(u64),
+    Text(String),
+}
+
+fn duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match DurationRepr::deserialize(d)? {
+        DurationRepr::Num(n) => Ok(n),
+        DurationRepr::Text(s) => parse_duration_ms(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a duration (try `250ms`, `20s`, `5m`)"))),
+    }
+}
+
+fn opt_duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    duration_ms(d).map(Some)
+}
+
+/// A config with where it came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The parsed settings.
+    pub config: Config,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Warnings (unset environment variables and the like).
+    pub warnings: Vec<String>,
+}
+
+impl Loaded {
+    /// The directory paths in the file are relative to.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// The entry policy file, resolved against the config's directory.
+    pub fn policy_path(&self) -> Option<PathBuf> {
+        self.config.policy.as_ref().map(|p| self.base_dir().join(p))
+    }
+
+    /// The catalog that policies are checked against.
+    pub fn catalog(&self) -> Catalog {
+        catalog_of(&self.config)
+    }
+}
+
+/// Builds the catalog of a config.
+pub fn catalog_of(config: &Config) -> Catalog {
+    Catalog::new(
+        config
+            .models
+            .iter()
+            .map(|(name, m)| Model {
+                name: name.clone(),
+                provider: m.provider.clone(),
+                upstream_id: m.id.clone().unwrap_or_else(|| name.clone()),
+                price: m.price.map(|p| Price { input: p.input, output: p.output }),
+                context: m.context,
+                tags: m.tags.clone(),
+                capabilities: m.capabilities.clone(),
+                endpoint: m.endpoint.unwrap_or(Endpoint::Chat),
+            })
+            .collect(),
+    )
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.display().to_string(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read the config: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates config text.
+pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    let shown = path.display().to_string();
+    let config: Config = if text.trim().is_empty() {
+        Config { listen: default_listen(), ..Config::default() }
+    } else {
+        serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            ConfigError { path: shown.clone(), line, column, message: e.to_string() }
+        })?
+    };
+    let err = |needle: &str, message: String| {
+        let line = line_of(text, needle);
+        ConfigError { path: shown.clone(), line, column: 1, message }
+    };
+    let mut warnings = Vec::new();
+    for (name, p) in &config.providers {
+        if let Some(rate) = p.fail_rate {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(err(name, format!("provider `{name}`: fail_rate must be between 0 and 1")));
+            }
+        }
+        if p.kind != ProviderKind::Mock && p.base_url.is_none() && p.kind == ProviderKind::Openai {
+            return Err(err(name, format!("provider `{name}`: an `openai` provider needs a `base_url`")));
+        }
+        if let Some(env) = &p.api_key_env {
+            if std::env::var_os(env).is_none() {
+                warnings.push(format!("provider `{name}`: ${env} is not set; the provider is unavailable"));
+            }
+        }
+    }
+    for (name, m) in &config.models {
+        if !config.providers.contains_key(&m.provider) {
+            let help = did_you_mean(&m.provider, config.providers.keys().map(String::as_str));
+            return Err(err(
+                name,
+                format!(
+                    "model `{name}` names provider `{}`, which is not in `providers`{}",
+                    m.provider,
+                    help.map(|h| format!(" (did you mean `{h}`?)")).unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(p) = m.price {
+            if p.input < 0.0 || p.output < 0.0 || !p.input.is_finite() || !p.output.is_finite() {
+                return Err(err(name, format!("model `{name}`: prices cannot be negative")));
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for k in &config.keys {
+        if !seen.insert(k.name.as_str()) {
+            return Err(err(&k.name, format!("key `{}` is defined twice", k.name)));
+        }
+        match (&k.key_env, &k.key_sha256) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(err(&k.name, format!("key `{}` needs exactly one of `key_env` and `key_sha256`", k.name)))
+            }
+            (Some(env), None) => {
+                if std::env::var_os(env).is_none() {
+                    warnings.push(format!("key `{}`: ${env} is not set; the key is disabled", k.name));
+                }
+            }
+            (None, Some(h)) => {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(err(&k.name, format!("key `{}`: key_sha256 must be 64 hex digits", k.name)));
+                }
+            }
+        }
+        for m in k.models.iter().flatten() {
+            if !config.models.contains_key(m) {
+                return Err(err(&k.name, format!("key `{}` allows model `{m}`, which is not in `models`", k.name)));
+            }
+        }
+        if let Some(b) = k.budget {
+            if !(b.usd >= 0.0 && b.usd.is_finite()) {
+                return Err(err(&k.name, format!("key `{}`: a budget must be a non-negative amount", k.name)));
+            }
+        }
+    }
+    if let Some(admin) = &config.admin {
+        if let Some(env) = &admin.key_env {
+            if std::env::var_os(env).is_none() {
+                warnings.push(format!("admin: ${env} is not set; /admin is disabled"));
+            }
+        }
+    }
+    Ok(Loaded { config, path: path.to_path_buf(), warnings })
+}
+
+/// The closest name within edit distance 2 (or a third of the name's length).
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(2);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|(d, c)| *d <= limit && *c != name)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The first line on which `needle` appears as a word (1 when it does not).
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.match_indices(needle).any(|(i, _)| {
+                let before = l.get(..i).and_then(|s| s.chars().last());
+                let after = l.get(i + needle.len()..).and_then(|s| s.chars().next());
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '-')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '-')
+            })
+        })
+        .map_or(1, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SKETCH: &str = r#"
+listen: 127.0.0.1:8080
+policy: rules/main.route
+providers:
+  openai:    { kind: openai,    base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY }
+  anthropic: { kind: anthropic, base_url: https://api.anthropic.com, api_key_env: ANTHROPIC_API_KEY }
+  local:     { kind: openai,    base_url: http://127.0.0.1:11434/v1 }          # Ollama, vLLM, ...
+  demo:      { kind: mock, latency: 30ms, fail_rate: 0.0, tokens_per_second: 200 }  # built in
+models:                      # name used in policies -> provider + upstream id
+  gpt-4o-mini:   { provider: openai, id: gpt-4o-mini, price: { input: 0.15, output: 0.60 }, context: 128000, tags: [cheap], capabilities: [tools, images] }
+  claude-sonnet: { provider: anthropic, id: claude-sonnet-4-5, price: { input: 3, output: 15 }, context: 200000, capabilities: [tools, images] }
+  embed-small:   { provider: openai, id: text-embedding-3-small, endpoint: embeddings, price: { input: 0.02 }, context: 8191 }
+keys:
+  - { name: team-a, key_env: TEAM_A_KEY, tier: premium, budget: { usd: 100, per: month }, limits: { rpm: 600, tpm: 200000 } }
+  - { name: batch, key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, tier: free, models: [gpt-4o-mini, embed-small] }   # may only name these
+admin: { key_env: YARDMASTER_ADMIN_KEY }    # guards /admin/*
+storage: { sqlite: yardmaster.db }          # later also: { redis: redis://127.0.0.1:6379 }
+"#;
+
+    #[test]
+    fn the_spec_sketch_loads() {
+        let l = parse(Path::new("x/yardmaster.yaml"), SKETCH).unwrap();
+        assert_eq!(l.config.providers["demo"].latency, Some(30));
+        assert_eq!(l.config.models.len(), 3);
+        let cat = l.catalog();
+        assert_eq!(cat.by_name("embed-small").unwrap().endpoint, Endpoint::Embeddings);
+        assert_eq!(cat.by_name("claude-sonnet").unwrap().upstream_id, "claude-sonnet-4-5");
+        assert_eq!(l.policy_path().unwrap(), Path::new("x/rules/main.route"));
+        assert_eq!(l.config.keys[0].budget.unwrap().per, Period::Month);
+    }
+
+    #[test]
+    fn unknown_fields_name_their_line() {
+        let e = parse(Path::new("y.yaml"), "listen: 1.2.3.4:1\nmodels:\n  a: { provider: p, prize: 3 }\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("prize"), "{}", e.message);
+    }
+
+    #[test]
+    fn unknown_provider_names_the_model_line() {
+        let e = parse(
+            Path::new("y.yaml"),
+            "providers:\n  openai: { kind: mock }\nmodels:\n  a: { provider: opena }\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("did you mean `openai`"), "{}", e.message);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        assert_eq!(parse_duration_ms("20s"), Some(20_000));
+        assert_eq!(parse_duration_ms("5m"), Some(300_000));
+        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
+        assert_eq!(parse_duration_ms("x"), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! Yardmaster: an LLM gateway whose routing is a policy written in its own language.
+//!
+//! The pipeline, one module per stage (see README, "Architecture"):
+//! `policy` (text -> program -> decision), `catalog` and `config` (yardmaster.yaml), and the CLI in
+//! `main.rs` and `cli`.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod policy;

@@ -1,0 +1,190 @@
+//! Plans: a matched rule's target expanded into the models to try, in order, each taken or
+//! skipped with a reason. Dispatch tries the taken steps in order; `explain` prints all of them.
+
+use serde::Serialize;
+
+use super::{count_tokens, split_arm, sticky_key, Context, RequestFacts};
+use crate::catalog::{Capability, Catalog, ModelId};
+use crate::policy::check::ir::{RuleIr, SetIr, SetKind, TargetIr};
+use crate::policy::syntax::ast::PickKind;
+
+/// One step of a plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step<'p> {
+    /// The catalog model (none for `deny`, or a `requested` name outside the catalog).
+    #[serde(skip)]
+    pub model: Option<ModelId>,
+    /// The model's name (or the requested name).
+    #[serde(rename = "model")]
+    pub name: String,
+    /// Whether the step would be tried.
+    pub taken: bool,
+    /// Why it is taken or skipped.
+    pub reason: String,
+    /// Overrides applied to the request that leaves.
+    #[serde(skip)]
+    pub with: &'p [(String, serde_json::Value)],
+    /// A refusal: status and message.
+    #[serde(skip)]
+    pub deny: Option<(u16, &'p str)>,
+}
+
+/// Expands a rule's target. `tokens` is the request's token count when already known; it is
+/// filled in when a context check needs it (at most one count per request).
+pub fn plan<'p>(rule: &'p RuleIr, catalog: &Catalog, req: &RequestFacts, ctx: &Context<'_>, tokens: &mut Option<u64>) -> Vec<Step<'p>> {
+    let mut p = Planner { rule, catalog, req, ctx, tokens, out: Vec::new(), taken: 0 };
+    p.target(&rule.target, &[]);
+    p.out
+}
+
+struct Planner<'p, 'a, 'c> {
+    rule: &'p RuleIr,
+    catalog: &'a Catalog,
+    req: &'a RequestFacts,
+    ctx: &'a Context<'c>,
+    tokens: &'a mut Option<u64>,
+    out: Vec<Step<'p>>,
+    taken: usize,
+}
+
+const NO_WITH: &[(String, serde_json::Value)] = &[];
+
+impl<'p> Planner<'p, '_, '_> {
+    fn done(&self) -> bool {
+        self.out.last().is_some_and(|s| s.deny.is_some())
+    }
+
+    fn target(&mut self, t: &'p TargetIr, with: &'p [(String, serde_json::Value)]) {
+        if self.done() {
+            return;
+        }
+        match t {
+            TargetIr::Model { model, with } => self.model(*model, with, None),
+            TargetIr::Requested { with } => match self.req.model.as_deref().map(|n| (n, self.catalog.id(n))) {
+                Some((_, Some(m))) => self.model(m, with, Some("requested")),
+                Some((n, None)) => self.out.push(Step {
+                    model: None,
+                    name: n.to_string(),
+                    taken: false,
+                    reason: "skipped: requested model is not in the catalog".into(),
+                    with: NO_WITH,
+                    deny: None,
+                }),
+                None => self.out.push(Step {
+                    model: None,
+                    name: String::new(),
+                    taken: false,
+                    reason: "skipped: the request names no model".into(),
+                    with: NO_WITH,
+                    deny: None,
+                }),
+            },
+            TargetIr::Pick { kind, set } => {
+                for m in self.order(*kind, set) {
+                    self.model(m, with, Some(kind.as_str()));
+                }
+            }
+            TargetIr::Split(arms) => {
+                let chosen = split_arm(arms.iter().map(|(w, _)| *w), sticky_key(self.req, self.ctx), &self.rule.name);
+                let mut order: Vec<usize> = (0..arms.len()).collect();
+                order.sort_by(|a, b| {
+                    let wa = arms.get(*a).map_or(0.0, |x| x.0);
+                    let wb = arms.get(*b).map_or(0.0, |x| x.0);
+                    (*b == chosen).cmp(&(*a == chosen)).then(wb.total_cmp(&wa))
+                });
+                for i in order {
+                    if let Some((_, t)) = arms.get(i) {
+                        self.target(t, with);
+                    }
+                }
+            }
+            TargetIr::Chain(steps) => steps.iter().for_each(|s| self.target(s, with)),
+            TargetIr::Deny { status, message } => self.out.push(Step {
+                model: None,
+                name: String::new(),
+                taken: true,
+                reason: format!("deny {status}"),
+                with: NO_WITH,
+                deny: Some((*status, message)),
+            }),
+        }
+    }
+
+    /// The candidates of a pick, in the order they would be tried.
+    fn order(&self, kind: PickKind, set: &SetIr) -> Vec<ModelId> {
+        let mut ms: Vec<ModelId> = set
+            .models
+            .iter()
+            .copied()
+            .filter(|m| set.kind == SetKind::List || self.catalog.get(*m).is_some_and(|x| x.endpoint == self.req.endpoint))
+            .collect();
+        match kind {
+            PickKind::Cheapest => ms.sort_by(|a, b| {
+                let p = |m: &ModelId| self.catalog.get(*m).and_then(|x| x.price).map_or(f64::INFINITY, |p| p.input + p.output);
+                p(a).total_cmp(&p(b))
+            }),
+            PickKind::Fastest => ms.sort_by(|a, b| {
+                let l = |m: &ModelId| self.ctx.health.latency_ms(*m).unwrap_or(f64::INFINITY);
+                l(a).total_cmp(&l(b))
+            }),
+        }
+        ms
+    }
+
+    fn model(&mut self, m: ModelId, with: &'p [(String, serde_json::Value)], how: Option<&str>) {
+        let Some(model) = self.catalog.get(m) else { return };
+        let skip = self.skip_reason(m, with);
+        let taken = skip.is_none();
+        let reason = match skip {
+            Some(r) => format!("skipped: {r}"),
+            None => {
+                self.taken += 1;
+                let pos = if self.taken == 1 { "first choice".to_string() } else { format!("fallback {}", self.taken - 1) };
+                match how {
+                    Some(h) => format!("{pos} ({h})"),
+                    None => pos,
+                }
+            }
+        };
+        self.out.push(Step { model: Some(m), name: model.name.clone(), taken, reason, with, deny: None });
+    }
+
+    fn skip_reason(&mut self, m: ModelId, with: &[(String, serde_json::Value)]) -> Option<String> {
+        let model = self.catalog.get(m)?;
+        if self.out.iter().any(|s| s.model == Some(m) && s.taken) {
+            return Some("already in the plan".into());
+        }
+        if model.endpoint != self.req.endpoint {
+            return Some(format!("serves {}, not {}", model.endpoint.as_str(), self.req.endpoint.as_str()));
+        }
+        if let Some(only) = &self.rule.options.only {
+            if !only.models.contains(&m) {
+                return Some("outside the rule's `only` set".into());
+            }
+        }
+        if !self.ctx.health.healthy(m) {
+            return Some("unhealthy (breaker open)".into());
+        }
+        if self.req.tools && !model.can(Capability::Tools) {
+            return Some("does not support tools".into());
+        }
+        if self.req.images && !model.can(Capability::Images) {
+            return Some("does not support images".into());
+        }
+        if let Some(ctx) = model.context {
+            let cap = with.iter().find(|(k, _)| k == "max_tokens" || k == "max_completion_tokens").and_then(|(_, v)| v.as_u64());
+            let out = match (self.req.max_tokens, cap) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(0),
+            };
+            let bytes = self.req.prompt.len() as u64;
+            if bytes + out > ctx {
+                let tokens = *self.tokens.get_or_insert_with(|| count_tokens(&self.req.prompt));
+                if tokens + out > ctx {
+                    return Some(format!("context of {ctx} tokens cannot hold {tokens} + {out}"));
+                }
+            }
+        }
+        None
+    }
+}
