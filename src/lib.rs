@@ -8,3 +8,6 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod policy;
+
+/// Re-exported for tools (fuzz targets, benches) that build request bodies.
+pub use serde_json as json;

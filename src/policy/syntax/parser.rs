@@ -48,14 +48,15 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
     let Some(root) = pairs.next() else {
         return Err(vec![Diagnostic::new(Code::SyntaxError, Span::new(file, 0, 0), "empty parse")]);
     };
-    let comments = root
+    let comments: Vec<Spanned<String>> = root
         .clone()
         .into_inner()
         .flatten()
         .filter(|p| p.as_rule() == Rule::COMMENT)
         .map(|p| Spanned::new(p.as_str().to_string(), span(file, &p)))
         .collect();
-    let mut lower = Lower { file, errors: Vec::new() };
+    let comment_ends = comments.iter().map(|c| (c.span.end as usize, c.span.start as usize)).collect();
+    let mut lower = Lower { file, errors: Vec::new(), text, comment_ends };
     let mut items = Vec::new();
     for pair in inner(root) {
         if pair.as_rule() == Rule::EOI {
@@ -259,14 +260,29 @@ fn syntax_error(file: FileId, text: &str, e: &pest::error::Error<Rule>) -> Diagn
         .maybe_help(help)
 }
 
-struct Lower {
+struct Lower<'t> {
     file: FileId,
     errors: Vec<Diagnostic>,
+    text: &'t str,
+    /// Comment end -> comment start, to trim comments off the ends of spans.
+    comment_ends: std::collections::HashMap<usize, usize>,
 }
 
-impl Lower {
+impl Lower<'_> {
+    /// The span of a pair, without the whitespace and comments that pest skipped after it.
     fn span(&self, pair: &Pair<Rule>) -> Span {
-        span(self.file, pair)
+        let s = pair.as_span();
+        let start = s.start();
+        let mut end = s.end();
+        loop {
+            let trimmed = self.text.get(start..end).map_or(0, |t| t.len() - t.trim_end().len());
+            end -= trimmed;
+            match self.comment_ends.get(&end) {
+                Some(cs) if *cs >= start && *cs < end => end = *cs,
+                _ => break,
+            }
+        }
+        Span::new(self.file, start, end)
     }
 
     fn internal(&self, pair: &Pair<Rule>) -> Diagnostic {

@@ -1,0 +1,102 @@
+//! Golden tests for the checker: every `tests/lint/CODE_name.route` is linted against
+//! `tests/lint/catalog.yaml`, and its rendered report (miette, unicode without colour, width 80)
+//! plus its JSON form are snapshotted. Every diagnostic code must have a golden file, and the file
+//! must produce its code. `tests/lint/ok/`, `rules/` and `examples/` must lint clean.
+
+use std::path::{Path, PathBuf};
+
+use yardmaster::catalog::Catalog;
+use yardmaster::policy::check::codes::Code;
+use yardmaster::policy::{check, load, CheckOptions};
+
+fn catalog(path: &str) -> Catalog {
+    yardmaster::config::load(Path::new(path)).expect("the test catalog loads").catalog()
+}
+
+fn lint(path: &Path, catalog: &Catalog, costs: bool) -> (String, Vec<String>) {
+    let rel = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(path).to_path_buf();
+    let source = load::load(&rel, &load::Fs);
+    let outcome = check(source, Some(catalog), CheckOptions { costs });
+    let mut report = String::new();
+    let mut codes = Vec::new();
+    let name = rel.file_name().unwrap().to_string_lossy().to_string();
+    for d in &outcome.diagnostics {
+        // The unused-model lint fires for most small policies; only its own golden file shows it.
+        if d.code == Code::UnusedModel && !name.starts_with("W0102") {
+            continue;
+        }
+        codes.push(d.code.as_str().to_string());
+        report.push_str(&d.render(&outcome.sources, 80, false));
+        report.push('\n');
+        report.push_str(&serde_json::to_string(&d.to_json(&outcome.sources)).unwrap());
+        report.push_str("\n\n");
+    }
+    (report, codes)
+}
+
+#[test]
+fn golden_diagnostics() {
+    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let cat = catalog("tests/lint/catalog.yaml");
+    insta::glob!("lint/*.route", |path| {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let code = name.split('_').next().unwrap().to_string();
+        let (report, codes) = lint(path, &cat, code.starts_with('A'));
+        assert!(codes.contains(&code), "{name} should report {code}, got {codes:?}\n{report}");
+        insta::assert_snapshot!(report);
+    });
+}
+
+#[test]
+fn every_code_has_a_golden_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lint");
+    let mut missing = Vec::new();
+    for c in Code::ALL {
+        let file = dir.join(format!("{}_{}.route", c.as_str(), c.slug()));
+        if !file.exists() {
+            missing.push(file.display().to_string());
+        }
+    }
+    assert!(missing.is_empty(), "diagnostic codes without a golden file: {missing:?}");
+}
+
+#[test]
+fn every_code_is_documented_with_a_bad_and_a_fixed_example() {
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnostics.md")).unwrap();
+    for c in Code::ALL {
+        let heading = format!("## {}", c.as_str());
+        let start = docs.find(&heading).unwrap_or_else(|| panic!("docs/diagnostics.md has no section for {}", c.as_str()));
+        let section = &docs[start..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
+        let section = &section[..end];
+        if c.severity() == yardmaster::policy::Severity::Advice {
+            continue;
+        }
+        assert!(section.contains("Bad:") && section.contains("Fixed:"), "{} needs a bad and a fixed example", c.as_str());
+    }
+}
+
+fn routes(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    load::entries_in_dir(&dir).unwrap()
+}
+
+#[test]
+fn valid_policies_lint_clean() {
+    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let test_catalog = catalog("tests/lint/catalog.yaml");
+    for path in routes("tests/lint/ok") {
+        let (report, codes) = lint(&path, &test_catalog, false);
+        assert!(codes.is_empty(), "{} should lint clean:\n{report}", path.display());
+    }
+    let quickstart = catalog("examples/quickstart.yaml");
+    let mut all = routes("rules");
+    all.extend(routes("examples"));
+    assert!(!all.is_empty());
+    for path in all {
+        let source = load::load(&path, &load::Fs);
+        let outcome = check(source, Some(&quickstart), CheckOptions::default());
+        let shown: Vec<String> = outcome.diagnostics.iter().map(|d| d.one_line(&outcome.sources)).collect();
+        assert!(shown.is_empty(), "{} should lint clean against the quickstart catalog: {shown:#?}", path.display());
+    }
+}
