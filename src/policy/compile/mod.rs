@@ -7,6 +7,8 @@
 
 mod tree;
 
+use std::collections::HashMap;
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{Regex, RegexSet};
 use serde::Serialize;
@@ -96,7 +98,7 @@ pub struct Decision {
 
 /// Compiles a checked policy.
 pub fn compile(checked: Checked) -> Program {
-    let mut b = Builder { keywords: Vec::new(), regexes: [Vec::new(), Vec::new(), Vec::new()] };
+    let mut b = Builder { keywords: Vec::new(), regexes: [Vec::new(), Vec::new(), Vec::new()], seen: HashMap::new() };
     let conds: Vec<CCond> = checked.rules.iter().map(|r| b.cond(&r.cond)).collect();
     let ac = (!b.keywords.is_empty())
         .then(|| AhoCorasickBuilder::new().ascii_case_insensitive(true).match_kind(MatchKind::Standard).build(&b.keywords).ok())
@@ -126,25 +128,29 @@ pub fn compile(checked: Checked) -> Program {
 struct Builder {
     keywords: Vec<String>,
     regexes: [Vec<String>; 3],
+    /// Dedup: (scan, text) -> slot. Scan 3 is the keyword automaton.
+    seen: HashMap<(usize, String), u32>,
 }
 
 impl Builder {
     fn keyword(&mut self, k: &str) -> u32 {
         let lower = k.to_ascii_lowercase();
-        let i = self.keywords.iter().position(|x| *x == lower).unwrap_or_else(|| {
+        let next = u32::try_from(self.keywords.len()).unwrap_or(u32::MAX);
+        let slot = *self.seen.entry((3, lower.clone())).or_insert(next);
+        if slot == next {
             self.keywords.push(lower);
-            self.keywords.len() - 1
-        });
-        u32::try_from(i).unwrap_or(u32::MAX)
+        }
+        slot
     }
 
     fn regex(&mut self, src: Src, pattern: String) -> u32 {
         let list = &mut self.regexes[src as usize];
-        let i = list.iter().position(|x| *x == pattern).unwrap_or_else(|| {
+        let next = u32::try_from(list.len()).unwrap_or(u32::MAX);
+        let slot = *self.seen.entry((src as usize, pattern.clone())).or_insert(next);
+        if slot == next {
             list.push(pattern);
-            list.len() - 1
-        });
-        u32::try_from(i).unwrap_or(u32::MAX)
+        }
+        slot
     }
 
     fn cond(&mut self, c: &Cond) -> CCond {

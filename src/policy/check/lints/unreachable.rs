@@ -6,23 +6,87 @@
 //! appears in the later one.
 //! Ignores: rules whose own condition never holds (W0105 reports them).
 //! Cannot see: subsumption through different facts or through negation.
+//!
+//! Cost: candidate pairs come from an index on one "pivot" conjunct per rule, so a policy of
+//! thousands of unrelated rules is not compared pair by pair.
+
+use std::collections::{HashMap, HashSet};
 
 use crate::policy::check::codes::Code;
-use crate::policy::check::ir::{Checked, Cond};
-use crate::policy::check::ranges::{atom, bounds, constant};
+use crate::policy::check::ir::{Checked, Cond, Fact};
+use crate::policy::check::ranges::{atom, bounds, constant, Interval};
 use crate::policy::diagnostic::Diagnostic;
 
+struct Shape<'a> {
+    conjuncts: Vec<&'a Cond>,
+    keys: HashSet<String>,
+    bounds: Vec<(Fact, Interval)>,
+    constant: Option<bool>,
+}
+
+fn key(c: &Cond) -> String {
+    format!("{c:?}")
+}
+
+fn range_key(f: &Fact) -> String {
+    format!("range {f:?}")
+}
+
 pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
-    for (j, later) in checked.rules.iter().enumerate() {
-        if constant(&later.cond) == Some(false) {
+    let shapes: Vec<Shape> = checked
+        .rules
+        .iter()
+        .map(|r| {
+            let conjuncts = r.cond.conjuncts();
+            Shape {
+                keys: conjuncts.iter().map(|c| key(c)).collect(),
+                bounds: bounds(&conjuncts),
+                constant: constant(&r.cond),
+                conjuncts,
+            }
+        })
+        .collect();
+    // Pivot index: an earlier rule can only catch a later one that has its pivot.
+    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut everywhere: Vec<usize> = Vec::new();
+    for (i, (r, s)) in checked.rules.iter().zip(&shapes).enumerate() {
+        if r.is_default || s.constant == Some(false) {
             continue;
         }
-        for earlier in checked.rules.iter().take(j).filter(|r| !r.is_default) {
-            if constant(&earlier.cond) == Some(false) {
-                continue;
+        if s.constant == Some(true) {
+            everywhere.push(i);
+            continue;
+        }
+        let pivot = s
+            .conjuncts
+            .iter()
+            .find(|c| atom(c).is_none() && !matches!(c, Cond::Or(_) | Cond::Named(..)))
+            .map(|c| key(c))
+            .or_else(|| s.conjuncts.iter().find_map(|c| atom(c)).map(|(f, _)| range_key(&f)));
+        match pivot {
+            Some(p) => index.entry(p).or_default().push(i),
+            None => everywhere.push(i),
+        }
+    }
+    for (j, later) in checked.rules.iter().enumerate() {
+        let sj = &shapes[j];
+        if sj.constant == Some(false) {
+            continue;
+        }
+        let mut candidates: Vec<usize> = everywhere.iter().copied().filter(|i| *i < j).collect();
+        if !later.is_default {
+            for k in sj.keys.iter().cloned().chain(sj.bounds.iter().map(|(f, _)| range_key(f))) {
+                if let Some(list) = index.get(&k) {
+                    candidates.extend(list.iter().copied().filter(|i| *i < j));
+                }
             }
-            let always = constant(&earlier.cond) == Some(true);
-            if !always && (later.is_default || !subsumes(&earlier.cond, &later.cond)) {
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        for i in candidates {
+            let (earlier, si) = (&checked.rules[i], &shapes[i]);
+            let always = si.constant == Some(true);
+            if !always && (later.is_default || !subsumes(si, sj)) {
                 continue;
             }
             let what = if later.is_default { "the default".to_string() } else { format!("rule `{}`", later.name) };
@@ -41,29 +105,21 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Whether every request that satisfies `later` also satisfies `earlier`.
-fn subsumes(earlier: &Cond, later: &Cond) -> bool {
-    let ce = earlier.conjuncts();
-    let cl = later.conjuncts();
-    if ce.is_empty() {
-        return true;
-    }
-    let later_bounds = bounds(&cl);
-    ce.iter().all(|a| implied(a, &cl, &later_bounds))
+/// Whether every request that satisfies the later rule also satisfies the earlier one.
+fn subsumes(earlier: &Shape, later: &Shape) -> bool {
+    !earlier.conjuncts.is_empty() && earlier.conjuncts.iter().all(|a| implied(a, later))
 }
 
-fn implied(a: &Cond, cl: &[&Cond], later_bounds: &[(crate::policy::check::ir::Fact, crate::policy::check::ranges::Interval)]) -> bool {
-    if cl.iter().any(|c| *c == a) {
+fn implied(a: &Cond, later: &Shape) -> bool {
+    if later.keys.contains(&key(a)) {
         return true;
     }
     if let Some((f, i)) = atom(a) {
-        return later_bounds.iter().any(|(g, j)| *g == f && j.within(i));
+        return later.bounds.iter().any(|(g, j)| *g == f && j.within(i));
     }
-    if let Cond::Or(terms) = a {
-        return terms.iter().any(|t| implied(t, cl, later_bounds));
+    match a {
+        Cond::Or(terms) => terms.iter().any(|t| implied(t, later)),
+        Cond::Named(_, inner) => implied(inner, later),
+        _ => false,
     }
-    if let Cond::Named(_, inner) = a {
-        return implied(inner, cl, later_bounds);
-    }
-    false
 }
