@@ -92,6 +92,8 @@ fn valid_policies_lint_clean() {
     let quickstart = catalog("examples/quickstart.yaml");
     let mut all = routes("rules");
     all.extend(routes("examples"));
+    // The example of SPEC §2, exactly as written there.
+    all.extend(routes("tests/spec"));
     assert!(!all.is_empty());
     for path in all {
         let source = load::load(&path, &load::Fs);
@@ -99,4 +101,15 @@ fn valid_policies_lint_clean() {
         let shown: Vec<String> = outcome.diagnostics.iter().map(|d| d.one_line(&outcome.sources)).collect();
         assert!(shown.is_empty(), "{} should lint clean against the quickstart catalog: {shown:#?}", path.display());
     }
+}
+
+#[test]
+fn the_shipped_policy_is_the_spec_example_formatted() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(root.join("tests/spec/main.route")).unwrap();
+    let shipped = std::fs::read_to_string(root.join("rules/main.route")).unwrap();
+    let a = yardmaster::policy::syntax::parse(0, &spec).unwrap();
+    let b = yardmaster::policy::syntax::parse(0, &shipped).unwrap();
+    assert_eq!(a.items, b.items);
+    assert_eq!(yardmaster::policy::fmt::format_source(&spec).unwrap(), shipped);
 }

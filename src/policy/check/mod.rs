@@ -319,7 +319,7 @@ impl Checker {
                             span: name.span,
                             is_default: false,
                             cond,
-                            cond_span: r.node.when.span,
+                            cond_span: r.node.when_span,
                             target,
                             target_span: r.node.then.span,
                             options,

@@ -34,7 +34,7 @@ pub fn format_source(text: &str) -> Result<String, FmtError> {
 
 /// Formats a parsed file; `text` is its source (for comments and blank lines).
 pub fn format_file(file: &File, text: &str) -> String {
-    let mut out = Out { buf: String::new(), comments: &file.comments, next: 0, src: text };
+    let mut out = Out { buf: String::new(), comments: &file.comments, next: 0, src: text, last_end: None, last_nl: 0, prev_end: 0 };
     let mut prev: Option<&Item> = None;
     for item in &file.items {
         if let Some(p) = prev {
@@ -53,7 +53,7 @@ pub fn format_file(file: &File, text: &str) -> String {
             Item::Rule(r) => {
                 let head = format!("rule {} {{", string(&r.node.name.node));
                 out.line(0, &head, r.span.start, r.node.name.span.end);
-                out.line(1, &format!("when {}", expr(&r.node.when.node)), r.node.when.span.start, r.node.when.span.end);
+                out.line(1, &format!("when {}", expr(&r.node.when.node)), r.node.when_span.start, r.node.when_span.end);
                 out.line(1, &format!("then {}", target(&r.node.then.node)), r.node.then.span.start, r.node.then.span.end);
                 for o in &r.node.options {
                     out.line(1, &option(&o.node), o.span.start, o.span.end);
@@ -91,6 +91,12 @@ struct Out<'a> {
     comments: &'a [Spanned<String>],
     next: usize,
     src: &'a str,
+    /// Source end of the construct on the last line written.
+    last_end: Option<u32>,
+    /// Where that line's newline sits in `buf`.
+    last_nl: usize,
+    /// Source end of the last thing written (construct or comment).
+    prev_end: u32,
 }
 
 impl Out<'_> {
@@ -108,34 +114,51 @@ impl Out<'_> {
         self.buf.push('\n');
     }
 
-    /// Writes the comments that start before `pos`, each on its own line.
+    /// Writes the comments that start before `pos`. A comment on the same source line as the end
+    /// of the last construct written trails that line; the others get lines of their own.
     fn flush_before(&mut self, pos: u32, indent: usize) {
         while let Some(c) = self.comments.get(self.next) {
             if c.span.start >= pos {
                 break;
             }
-            self.push_line(indent, c.node.trim_end());
+            let trailing = self.last_end.is_some_and(|end| {
+                c.span.start >= end && self.src.get(end as usize..c.span.start as usize).is_some_and(|b| !b.contains('\n'))
+            });
+            if trailing {
+                let text = format!("  {}", c.node.trim_end());
+                self.buf.insert_str(self.last_nl, &text);
+                self.last_nl += text.len();
+                // Only one comment can trail a line.
+                self.last_end = None;
+            } else {
+                if self.gap_has_blank(c.span.start) {
+                    self.blank();
+                }
+                self.push_line(indent, c.node.trim_end());
+                self.last_end = None;
+                self.last_nl = self.buf.len() - 1;
+            }
+            self.prev_end = c.span.end;
             self.next += 1;
         }
     }
 
-    /// Writes one line for the construct at `start..end`, with the comments before it and a
-    /// trailing comment that sat on the same source line as its end.
+    /// Whether the source has an empty line between the last thing written and `pos`.
+    fn gap_has_blank(&self, pos: u32) -> bool {
+        !self.buf.is_empty() && self.src.get(self.prev_end as usize..pos as usize).is_some_and(has_blank_line)
+    }
+
+    /// Writes one line for the construct at `start..end`, after the comments that precede it.
     fn line(&mut self, indent: usize, text: &str, start: u32, end: u32) {
+        let flushed = self.next;
         self.flush_before(start, indent);
-        for _ in 0..indent {
-            self.buf.push_str("  ");
+        if self.next > flushed && self.gap_has_blank(start) {
+            self.blank();
         }
-        self.buf.push_str(text);
-        if let Some(c) = self.comments.get(self.next) {
-            let between = self.src.get(end as usize..c.span.start as usize);
-            if c.span.start >= end && between.is_some_and(|b| !b.contains('\n')) {
-                self.buf.push_str("  ");
-                self.buf.push_str(c.node.trim_end());
-                self.next += 1;
-            }
-        }
-        self.buf.push('\n');
+        self.push_line(indent, text);
+        self.prev_end = end;
+        self.last_end = Some(end);
+        self.last_nl = self.buf.len() - 1;
     }
 }
 

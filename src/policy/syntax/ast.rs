@@ -52,8 +52,10 @@ pub struct Let {
 pub struct Rule {
     /// The rule's name.
     pub name: Spanned<String>,
-    /// Its condition (the span covers `when ...`).
+    /// Its condition.
     pub when: Spanned<Expr>,
+    /// The whole `when ...` clause.
+    pub when_span: Span,
     /// Its target (the span covers `then ...`).
     pub then: Spanned<Target>,
     /// `retries`, `timeout`, `cache`, `tag`, `only`.

@@ -317,12 +317,11 @@ impl Lower<'_> {
                 let when = self.next(&mut it, &pair)?;
                 let when_span = self.span(&when);
                 let cond = self.next(&mut inner(when.clone()).skip(1), &when)?;
-                let cond = self.expr(cond)?;
-                let when = Spanned::new(cond.node, when_span);
+                let when = self.expr(cond)?;
                 let then = self.next(&mut it, &pair)?;
                 let then = self.then(then)?;
                 let options = it.map(|o| self.option(o)).collect::<Result<Vec<_>>>()?;
-                Ok(Item::Rule(Spanned::new(Rule_ { name, when, then, options, close }, sp)))
+                Ok(Item::Rule(Spanned::new(Rule_ { name, when, when_span, then, options, close }, sp)))
             }
             Rule::default_decl => {
                 let close = Span::new(self.file, sp.end as usize - 1, sp.end as usize);
