@@ -3,6 +3,13 @@
 //!   formatting twice changes nothing, and no comment is lost or reordered;
 //! - the compiled program and the naive AST-walking evaluator always pick the same rule.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
 mod common;
 
 use proptest::prelude::*;
@@ -11,9 +18,36 @@ use yardmaster::policy::eval::naive::Naive;
 use yardmaster::policy::eval::{Budget, Context, RequestFacts, StaticHealth};
 use yardmaster::policy::{check, compile, fmt, load, syntax, CheckOptions};
 
-const WORDS: &[&str] = &["def ", "select", "fn main", "C++", "été", "hello", "key", "AKIA", "Straße", "traceback", "json"];
-const MODELS: &[&str] = &["gpt-4o-mini", "gpt-4o", "claude-sonnet", "claude-haiku", "gemini-pro", "codestral", "llama-70b"];
-const REGEXES: &[&str] = &["AKIA[0-9A-Z]{4}", "\\d{3}", "hel+o", "^sel", "a\\/b", "```\\w*\\n"];
+const WORDS: &[&str] = &[
+    "def ",
+    "select",
+    "fn main",
+    "C++",
+    "été",
+    "hello",
+    "key",
+    "AKIA",
+    "Straße",
+    "traceback",
+    "json",
+];
+const MODELS: &[&str] = &[
+    "gpt-4o-mini",
+    "gpt-4o",
+    "claude-sonnet",
+    "claude-haiku",
+    "gemini-pro",
+    "codestral",
+    "llama-70b",
+];
+const REGEXES: &[&str] = &[
+    "AKIA[0-9A-Z]{4}",
+    "\\d{3}",
+    "hel+o",
+    "^sel",
+    "a\\/b",
+    "```\\w*\\n",
+];
 
 fn q(s: &str) -> String {
     format!("{s:?}")
@@ -21,7 +55,12 @@ fn q(s: &str) -> String {
 
 fn leaf() -> impl Strategy<Value = String> {
     let word = prop::sample::select(WORDS).prop_map(q);
-    let words = prop::collection::vec(prop::sample::select(WORDS), 1..4).prop_map(|ws| format!("[{}]", ws.iter().map(|w| q(w)).collect::<Vec<_>>().join(", ")));
+    let words = prop::collection::vec(prop::sample::select(WORDS), 1..4).prop_map(|ws| {
+        format!(
+            "[{}]",
+            ws.iter().map(|w| q(w)).collect::<Vec<_>>().join(", ")
+        )
+    });
     let text = prop::sample::select(&["prompt", "prompt.last", "prompt.system"][..]);
     let num = prop::sample::select(&["0", "3", "10", "50", "1k", "2.5k"][..]);
     prop_oneof![
@@ -29,10 +68,17 @@ fn leaf() -> impl Strategy<Value = String> {
         (text.clone(), words.clone()).prop_map(|(t, w)| format!("{t} contains any {w}")),
         (text.clone(), words).prop_map(|(t, w)| format!("{t} contains all {w}")),
         (text.clone(), word).prop_map(|(t, w)| format!("{t} starts_with {w}")),
-        (text, prop::sample::select(REGEXES), any::<bool>()).prop_map(|(t, r, i)| format!("{t} matches /{r}/{}", if i { "i" } else { "" })),
-        (prop::sample::select(&[">", "<", ">=", "<=", "==", "!="][..]), num.clone()).prop_map(|(o, n)| format!("prompt.tokens {o} {n}")),
-        (prop::sample::select(&[">", "<"][..]), num).prop_map(|(o, n)| format!("prompt.chars {o} {n}")),
-        prop::sample::select(&["\"free\"", "\"premium\""][..]).prop_map(|t| format!("user.tier == {t}")),
+        (text, prop::sample::select(REGEXES), any::<bool>())
+            .prop_map(|(t, r, i)| format!("{t} matches /{r}/{}", if i { "i" } else { "" })),
+        (
+            prop::sample::select(&[">", "<", ">=", "<=", "==", "!="][..]),
+            num.clone()
+        )
+            .prop_map(|(o, n)| format!("prompt.tokens {o} {n}")),
+        (prop::sample::select(&[">", "<"][..]), num)
+            .prop_map(|(o, n)| format!("prompt.chars {o} {n}")),
+        prop::sample::select(&["\"free\"", "\"premium\""][..])
+            .prop_map(|t| format!("user.tier == {t}")),
         Just("user.tier in [\"a\", \"premium\"]".to_string()),
         Just("request.stream".to_string()),
         Just("request.tools".to_string()),
@@ -75,7 +121,12 @@ fn target() -> impl Strategy<Value = String> {
 
 /// A policy as text, with random layout and a comment `# cN` after some lines.
 fn policy() -> impl Strategy<Value = String> {
-    (prop::collection::vec((cond(), target(), prop::option::of(0u32..3)), 1..8), target(), prop::collection::vec(any::<bool>(), 64), any::<bool>())
+    (
+        prop::collection::vec((cond(), target(), prop::option::of(0u32..3)), 1..8),
+        target(),
+        prop::collection::vec(any::<bool>(), 64),
+        any::<bool>(),
+    )
         .prop_map(|(rules, default, comment_at, tight)| {
             let mut lines = vec!["let words = [\"hello\", \"json\"]".to_string()];
             for (i, (c, t, retries)) in rules.iter().enumerate() {
@@ -107,7 +158,12 @@ fn policy() -> impl Strategy<Value = String> {
 }
 
 fn comments(text: &str) -> Vec<String> {
-    syntax::parse(0, text).unwrap().comments.into_iter().map(|c| c.node).collect()
+    syntax::parse(0, text)
+        .unwrap()
+        .comments
+        .into_iter()
+        .map(|c| c.node)
+        .collect()
 }
 
 fn request() -> impl Strategy<Value = (serde_json::Value, Option<&'static str>, Vec<usize>, bool)> {

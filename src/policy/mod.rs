@@ -18,7 +18,14 @@ pub use compile::{compile, Program};
 pub use diagnostic::{Diagnostic, Severity};
 
 /// Loads, checks and compiles a policy from disk.
-pub fn build(entry: &Path, catalog: Option<&crate::catalog::Catalog>) -> (Option<Program>, Vec<Diagnostic>, std::sync::Arc<syntax::span::SourceMap>) {
+pub fn build(
+    entry: &Path,
+    catalog: Option<&crate::catalog::Catalog>,
+) -> (
+    Option<Program>,
+    Vec<Diagnostic>,
+    std::sync::Arc<syntax::span::SourceMap>,
+) {
     build_from(load::load(entry, &load::Fs), catalog)
 }
 
@@ -26,7 +33,15 @@ pub fn build(entry: &Path, catalog: Option<&crate::catalog::Catalog>) -> (Option
 pub fn build_from(
     source: load::Source,
     catalog: Option<&crate::catalog::Catalog>,
-) -> (Option<Program>, Vec<Diagnostic>, std::sync::Arc<syntax::span::SourceMap>) {
+) -> (
+    Option<Program>,
+    Vec<Diagnostic>,
+    std::sync::Arc<syntax::span::SourceMap>,
+) {
     let outcome = check(source, catalog, CheckOptions::default());
-    (outcome.checked.map(compile), outcome.diagnostics, outcome.sources)
+    (
+        outcome.checked.map(compile),
+        outcome.diagnostics,
+        outcome.sources,
+    )
 }

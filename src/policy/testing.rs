@@ -97,7 +97,10 @@ pub fn parse_time(s: &str) -> Option<(u8, u8)> {
     use chrono::{Datelike, Timelike};
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         let t = t.with_timezone(&chrono::Utc);
-        return Some((u8::try_from(t.hour()).ok()?, u8::try_from(t.weekday().num_days_from_monday()).ok()?));
+        return Some((
+            u8::try_from(t.hour()).ok()?,
+            u8::try_from(t.weekday().num_days_from_monday()).ok()?,
+        ));
     }
     let mut parts = s.split_whitespace();
     let (day, hm) = match (parts.next(), parts.next()) {
@@ -108,7 +111,12 @@ pub fn parse_time(s: &str) -> Option<(u8, u8)> {
     let weekday = match day {
         Some(d) => {
             let d = d.get(..3)?;
-            u8::try_from(super::check::names::WEEKDAYS.iter().position(|w| w.eq_ignore_ascii_case(d))?).ok()?
+            u8::try_from(
+                super::check::names::WEEKDAYS
+                    .iter()
+                    .position(|w| w.eq_ignore_ascii_case(d))?,
+            )
+            .ok()?
         }
         None => 0,
     };
@@ -129,8 +137,43 @@ pub fn parse_budget(s: &str, limit: Option<f64>) -> Option<Budget> {
     Some(Budget::from_limit(Some(limit), (limit - usd).max(0.0)))
 }
 
+/// What a case sets up: the request and the facts around it.
+#[derive(Clone, Debug)]
+pub struct CaseInputs {
+    /// The request.
+    pub req: RequestFacts,
+    /// Down models and latencies.
+    pub health: StaticHealth,
+    /// The key, when the case names one (or a tier).
+    pub key: Option<KeyInfo>,
+    /// Budget facts.
+    pub budget: Budget,
+    /// UTC hour.
+    pub hour: u8,
+    /// UTC weekday, 0 = Monday.
+    pub weekday: u8,
+}
+
+impl CaseInputs {
+    /// The evaluation context.
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            tier: self.key.as_ref().and_then(|k| k.tier.as_deref()),
+            key_name: self
+                .key
+                .as_ref()
+                .map(|k| k.name.as_str())
+                .filter(|n| !n.is_empty()),
+            budget: self.budget,
+            health: &self.health,
+            hour: self.hour,
+            weekday: self.weekday,
+        }
+    }
+}
+
 /// Builds the request facts and context inputs of a case.
-pub fn case_inputs(program: &Program, case: &Case, keys: &[KeyInfo]) -> Result<(RequestFacts, StaticHealth, Option<KeyInfo>, Budget, (u8, u8)), String> {
+pub fn case_inputs(program: &Program, case: &Case, keys: &[KeyInfo]) -> Result<CaseInputs, String> {
     let req = if case.request.get("input").is_some() && case.request.get("messages").is_none() {
         RequestFacts::from_embeddings(&case.request)
     } else {
@@ -144,35 +187,60 @@ pub fn case_inputs(program: &Program, case: &Case, keys: &[KeyInfo]) -> Result<(
     let catalog = program.catalog();
     let mut health = StaticHealth::default();
     for d in &case.down {
-        health.down.push(catalog.id(d).ok_or_else(|| format!("`down` names `{d}`, which is not in the catalog"))?);
+        health.down.push(
+            catalog
+                .id(d)
+                .ok_or_else(|| format!("`down` names `{d}`, which is not in the catalog"))?,
+        );
     }
     for (m, l) in &case.latency {
-        let id = catalog.id(m).ok_or_else(|| format!("`latency` names `{m}`, which is not in the catalog"))?;
-        let ms = crate::config::parse_duration_ms(l).ok_or_else(|| format!("`{l}` is not a duration"))?;
+        let id = catalog
+            .id(m)
+            .ok_or_else(|| format!("`latency` names `{m}`, which is not in the catalog"))?;
+        let ms = crate::config::parse_duration_ms(l)
+            .ok_or_else(|| format!("`{l}` is not a duration"))?;
         health.latency.push((id, ms as f64));
     }
-    let key = match &case.key {
-        Some(k) => Some(keys.iter().find(|x| x.name == *k).cloned().unwrap_or(KeyInfo { name: k.clone(), ..KeyInfo::default() })),
-        None => None,
-    };
+    let key = case.key.as_ref().map(|k| {
+        keys.iter()
+            .find(|x| x.name == *k)
+            .cloned()
+            .unwrap_or(KeyInfo {
+                name: k.clone(),
+                ..KeyInfo::default()
+            })
+    });
     let key = match (key, &case.tier) {
         (Some(mut k), Some(t)) => {
             k.tier = Some(t.clone());
             Some(k)
         }
-        (None, Some(t)) => Some(KeyInfo { name: String::new(), tier: Some(t.clone()), budget_usd: None }),
+        (None, Some(t)) => Some(KeyInfo {
+            name: String::new(),
+            tier: Some(t.clone()),
+            budget_usd: None,
+        }),
         (k, None) => k,
     };
     let limit = key.as_ref().and_then(|k| k.budget_usd);
     let budget = match &case.budget_remaining {
-        Some(b) => parse_budget(b, limit).ok_or_else(|| format!("`{b}` is not a budget (try `5%` or `$3`)"))?,
+        Some(b) => parse_budget(b, limit)
+            .ok_or_else(|| format!("`{b}` is not a budget (try `5%` or `$3`)"))?,
         None => Budget::from_limit(limit, 0.0),
     };
     let time = match &case.time {
         Some(t) => parse_time(t).ok_or_else(|| format!("`{t}` is not a time (try `wed 13:00`)"))?,
         None => (12, 0),
     };
-    Ok((req, health, key, budget, time))
+    let (hour, weekday) = time;
+    Ok(CaseInputs {
+        req,
+        health,
+        key,
+        budget,
+        hour,
+        weekday,
+    })
 }
 
 /// Runs cases against a program.
@@ -181,21 +249,29 @@ pub fn run(program: &Program, cases: &[Case], keys: &[KeyInfo]) -> Vec<CaseResul
     cases
         .iter()
         .map(|case| {
-            let (req, health, key, budget, (hour, weekday)) = match case_inputs(program, case, keys) {
+            let inputs = match case_inputs(program, case, keys) {
                 Ok(x) => x,
-                Err(e) => return CaseResult { name: case.name.clone(), failure: Some(e), rule: None, taken: Vec::new() },
+                Err(e) => {
+                    return CaseResult {
+                        name: case.name.clone(),
+                        failure: Some(e),
+                        rule: None,
+                        taken: Vec::new(),
+                    }
+                }
             };
-            let ctx = Context {
-                tier: key.as_ref().and_then(|k| k.tier.as_deref()),
-                key_name: key.as_ref().map(|k| k.name.as_str()).filter(|n| !n.is_empty()),
-                budget,
-                health: &health,
-                hour,
-                weekday,
-            };
-            let (d, plan) = program.route(&req, &ctx, &mut scratch);
-            let rule = program.rule(d.rule).map(|r| r.name.clone()).unwrap_or_default();
-            let taken: Vec<String> = plan.iter().filter(|s| s.taken && s.deny.is_none()).map(|s| s.name.clone()).collect();
+            let ctx = inputs.context();
+            let req = &inputs.req;
+            let (d, plan) = program.route(req, &ctx, &mut scratch);
+            let rule = program
+                .rule(d.rule)
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            let taken: Vec<String> = plan
+                .iter()
+                .filter(|s| s.taken && s.deny.is_none())
+                .map(|s| s.name.clone())
+                .collect();
             let deny = plan.iter().find_map(|s| s.deny.map(|(st, _)| st));
             let mut problems = Vec::new();
             if let Some(r) = &case.expect.rule {
@@ -207,16 +283,27 @@ pub fn run(program: &Program, cases: &[Case], keys: &[KeyInfo]) -> Vec<CaseResul
                 match taken.first() {
                     Some(t) if t == m => {}
                     Some(t) => problems.push(format!("expected model `{m}`, got `{t}`")),
-                    None => problems.push(format!("expected model `{m}`, but no target would be taken")),
+                    None => problems.push(format!(
+                        "expected model `{m}`, but no target would be taken"
+                    )),
                 }
             }
             match (case.expect.deny, deny) {
-                (Some(e), Some(g)) if e != g => problems.push(format!("expected deny {e}, got deny {g}")),
-                (Some(e), None) => problems.push(format!("expected deny {e}, but the request is routed")),
-                (None, Some(g)) if case.expect.model.is_some() => problems.push(format!("expected a model, but the request is denied ({g})")),
+                (Some(e), Some(g)) if e != g => {
+                    problems.push(format!("expected deny {e}, got deny {g}"))
+                }
+                (Some(e), None) => {
+                    problems.push(format!("expected deny {e}, but the request is routed"))
+                }
+                (None, Some(g)) if case.expect.model.is_some() => {
+                    problems.push(format!("expected a model, but the request is denied ({g})"))
+                }
                 _ => {}
             }
-            if case.expect.rule.is_none() && case.expect.model.is_none() && case.expect.deny.is_none() {
+            if case.expect.rule.is_none()
+                && case.expect.model.is_none()
+                && case.expect.deny.is_none()
+            {
                 problems.push("`expect` needs `rule`, `model` or `deny`".into());
             }
             CaseResult {

@@ -124,9 +124,14 @@ impl Fact {
     pub fn domain(&self) -> (f64, f64) {
         match self {
             Fact::TimeHour => (0.0, 23.0),
-            Fact::PromptTokens | Fact::PromptChars | Fact::PromptMessages | Fact::RequestMaxTokens => (0.0, f64::INFINITY),
+            Fact::PromptTokens
+            | Fact::PromptChars
+            | Fact::PromptMessages
+            | Fact::RequestMaxTokens => (0.0, f64::INFINITY),
             Fact::BudgetRemainingFraction | Fact::BudgetSpentFraction => (0.0, f64::INFINITY),
-            Fact::BudgetRemainingUsd | Fact::BudgetSpentUsd | Fact::Latency(_) => (0.0, f64::INFINITY),
+            Fact::BudgetRemainingUsd | Fact::BudgetSpentUsd | Fact::Latency(_) => {
+                (0.0, f64::INFINITY)
+            }
             _ => (f64::NEG_INFINITY, f64::INFINITY),
         }
     }
@@ -327,7 +332,9 @@ impl TargetIr {
     pub fn explicit_models(&self, f: &mut impl FnMut(ModelId)) {
         match self {
             TargetIr::Model { model, .. } => f(*model),
-            TargetIr::Pick { set, .. } if set.kind == SetKind::List => set.models.iter().copied().for_each(f),
+            TargetIr::Pick { set, .. } if set.kind == SetKind::List => {
+                set.models.iter().copied().for_each(f)
+            }
             TargetIr::Split(arms) => arms.iter().for_each(|(_, t)| t.explicit_models(f)),
             TargetIr::Chain(steps) => steps.iter().for_each(|t| t.explicit_models(f)),
             _ => {}
@@ -371,11 +378,13 @@ impl Cond {
             Cond::Const(_) => false,
             Cond::And(cs) | Cond::Or(cs) => cs.iter().any(|c| c.reads(fact)),
             Cond::Not(c) | Cond::Named(_, c) => c.reads(fact),
-            Cond::Truthy { fact: f, .. } | Cond::In { fact: f, .. } | Cond::Text { fact: f, .. } | Cond::Regex { fact: f, .. } => {
-                f == fact
-            }
+            Cond::Truthy { fact: f, .. }
+            | Cond::In { fact: f, .. }
+            | Cond::Text { fact: f, .. }
+            | Cond::Regex { fact: f, .. } => f == fact,
             Cond::Cmp { lhs, rhs, .. } => {
-                matches!(lhs, Operand::Fact(f) if f == fact) || matches!(rhs, Operand::Fact(f) if f == fact)
+                matches!(lhs, Operand::Fact(f) if f == fact)
+                    || matches!(rhs, Operand::Fact(f) if f == fact)
             }
         }
     }

@@ -10,7 +10,9 @@ mod tree;
 use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::{Regex, RegexSet};
+use regex::Regex;
+use regex_automata::meta::{self, Regex as MetaRegex};
+use regex_automata::{Input, MatchKind as SetMatchKind, PatternSet};
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -18,8 +20,8 @@ use crate::policy::check::ir::{Checked, Cond, Fact, Lit, Operand, Rel, RuleIr, T
 use crate::policy::eval::plan::{plan, Step};
 use crate::policy::eval::request::SystemText;
 use crate::policy::eval::{
-    compare, contains_ascii_ci, count_tokens, keyword_regex, lit_value, needs_regex, simple_fact, starts_with_ascii_ci,
-    tokens_by_length, Context, RequestFacts, V,
+    compare, contains_ascii_ci, count_tokens, keyword_regex, lit_value, needs_regex, simple_fact,
+    starts_with_ascii_ci, tokens_by_length, Context, RequestFacts, V,
 };
 pub use tree::CCond;
 use tree::{COperand, Src};
@@ -48,14 +50,20 @@ pub struct Program {
     conds: Vec<CCond>,
     ac: Option<AhoCorasick>,
     ac_len: usize,
-    sets: [Option<RegexSet>; 3],
+    /// One regex set per prompt text (regex-automata's meta regex, so that matching can write
+    /// into a reusable `PatternSet` instead of allocating one per search).
+    sets: [Option<MetaRegex>; 3],
     /// Facts about the program.
     pub info: ProgramInfo,
 }
 
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Program").field("version", &self.checked.version).field("conds", &self.conds).field("info", &self.info).finish()
+        f.debug_struct("Program")
+            .field("version", &self.checked.version)
+            .field("conds", &self.conds)
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -64,7 +72,7 @@ impl std::fmt::Debug for Program {
 pub struct Scratch {
     kw: Vec<bool>,
     scanned: [bool; 3],
-    re: [Vec<bool>; 3],
+    re: [Option<PatternSet>; 3],
     re_done: [bool; 3],
     tokens: Option<u64>,
     chars: Option<u64>,
@@ -76,9 +84,12 @@ impl Scratch {
         self.kw.resize(p.ac_len * 3, false);
         self.scanned = [false; 3];
         for (i, set) in p.sets.iter().enumerate() {
-            if let Some(v) = self.re.get_mut(i) {
-                v.clear();
-                v.resize(set.as_ref().map_or(0, RegexSet::len), false);
+            if let Some(slot) = self.re.get_mut(i) {
+                let want = set.as_ref().map_or(0, MetaRegex::pattern_len);
+                match slot {
+                    Some(ps) if ps.capacity() == want => ps.clear(),
+                    _ => *slot = Some(PatternSet::new(want)),
+                }
             }
         }
         self.re_done = [false; 3];
@@ -98,12 +109,31 @@ pub struct Decision {
 
 /// Compiles a checked policy.
 pub fn compile(checked: Checked) -> Program {
-    let mut b = Builder { keywords: Vec::new(), regexes: [Vec::new(), Vec::new(), Vec::new()], seen: HashMap::new() };
+    let mut b = Builder {
+        keywords: Vec::new(),
+        regexes: [Vec::new(), Vec::new(), Vec::new()],
+        seen: HashMap::new(),
+    };
     let conds: Vec<CCond> = checked.rules.iter().map(|r| b.cond(&r.cond)).collect();
     let ac = (!b.keywords.is_empty())
-        .then(|| AhoCorasickBuilder::new().ascii_case_insensitive(true).match_kind(MatchKind::Standard).build(&b.keywords).ok())
+        .then(|| {
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&b.keywords)
+                .ok()
+        })
         .flatten();
-    let sets = b.regexes.clone().map(|pats| (!pats.is_empty()).then(|| RegexSet::new(&pats).ok()).flatten());
+    let sets = b.regexes.clone().map(|pats| {
+        (!pats.is_empty())
+            .then(|| {
+                MetaRegex::builder()
+                    .configure(meta::Config::new().match_kind(SetMatchKind::All))
+                    .build_many(&pats)
+                    .ok()
+            })
+            .flatten()
+    });
     let mut providers: Vec<String> = Vec::new();
     for r in &checked.rules {
         r.target.explicit_models(&mut |m| {
@@ -118,11 +148,24 @@ pub fn compile(checked: Checked) -> Program {
         rules: checked.rules.len(),
         keywords: b.keywords.len(),
         regexes: b.regexes.iter().map(Vec::len).sum(),
-        reads_tokens: checked.rules.iter().any(|r| r.cond.reads(&Fact::PromptTokens)),
-        has_catch_all: conds.iter().zip(&checked.rules).any(|(c, r)| !r.is_default && *c == CCond::Const(true)),
+        reads_tokens: checked
+            .rules
+            .iter()
+            .any(|r| r.cond.reads(&Fact::PromptTokens)),
+        has_catch_all: conds
+            .iter()
+            .zip(&checked.rules)
+            .any(|(c, r)| !r.is_default && *c == CCond::Const(true)),
         providers,
     };
-    Program { ac_len: b.keywords.len(), checked, conds, ac, sets, info }
+    Program {
+        ac_len: b.keywords.len(),
+        checked,
+        conds,
+        ac,
+        sets,
+        info,
+    }
 }
 
 struct Builder {
@@ -146,7 +189,10 @@ impl Builder {
     fn regex(&mut self, src: Src, pattern: String) -> u32 {
         let list = &mut self.regexes[src as usize];
         let next = u32::try_from(list.len()).unwrap_or(u32::MAX);
-        let slot = *self.seen.entry((src as usize, pattern.clone())).or_insert(next);
+        let slot = *self
+            .seen
+            .entry((src as usize, pattern.clone()))
+            .or_insert(next);
         if slot == next {
             list.push(pattern);
         }
@@ -161,7 +207,12 @@ impl Builder {
             Cond::Not(c) => CCond::Not(Box::new(self.cond(c))),
             Cond::Named(i, c) => CCond::Named(*i, Box::new(self.cond(c))),
             Cond::Truthy { fact, label } => CCond::Truthy(fact.clone(), label.as_str().into()),
-            Cond::Cmp { lhs, rel, rhs, label } => {
+            Cond::Cmp {
+                lhs,
+                rel,
+                rhs,
+                label,
+            } => {
                 let op = |o: &Operand| match o {
                     Operand::Fact(Fact::PromptTokens) => COperand::Tokens,
                     Operand::Fact(f) => COperand::Fact(f.clone()),
@@ -169,8 +220,23 @@ impl Builder {
                 };
                 CCond::Cmp(op(lhs), *rel, op(rhs), label.as_str().into())
             }
-            Cond::In { fact, list, negate, label } => CCond::In(fact.clone(), list.clone().into(), *negate, label.as_str().into()),
-            Cond::Text { fact, op, needles, label } => match Src::of(fact) {
+            Cond::In {
+                fact,
+                list,
+                negate,
+                label,
+            } => CCond::In(
+                fact.clone(),
+                list.clone().into(),
+                *negate,
+                label.as_str().into(),
+            ),
+            Cond::Text {
+                fact,
+                op,
+                needles,
+                label,
+            } => match Src::of(fact) {
                 Some(src) if *op != TextOp::StartsWith => {
                     let mut ids = Vec::new();
                     let mut res = Vec::new();
@@ -181,22 +247,44 @@ impl Builder {
                             ids.push(self.keyword(n));
                         }
                     }
-                    CCond::Kw { src, ids: ids.into(), res: res.into(), all: *op == TextOp::ContainsAll, label: label.as_str().into() }
+                    CCond::Kw {
+                        src,
+                        ids: ids.into(),
+                        res: res.into(),
+                        all: *op == TextOp::ContainsAll,
+                        label: label.as_str().into(),
+                    }
                 }
                 _ => {
                     let anchored = *op == TextOp::StartsWith;
-                    let regexes = needles.iter().filter(|n| needs_regex(n)).filter_map(|n| Regex::new(&keyword_regex(n, anchored)).ok()).collect();
+                    let regexes = needles
+                        .iter()
+                        .filter(|n| needs_regex(n))
+                        .filter_map(|n| Regex::new(&keyword_regex(n, anchored)).ok())
+                        .collect();
                     CCond::DirectText {
                         fact: fact.clone(),
                         op: *op,
-                        ascii: needles.iter().filter(|n| !needs_regex(n)).map(|n| n.as_str().into()).collect(),
+                        ascii: needles
+                            .iter()
+                            .filter(|n| !needs_regex(n))
+                            .map(|n| n.as_str().into())
+                            .collect(),
                         regexes,
                         label: label.as_str().into(),
                     }
                 }
             },
-            Cond::Regex { fact, pattern, label } => match Src::of(fact) {
-                Some(src) => CCond::Re { src, slot: self.regex(src, pattern.clone()), label: label.as_str().into() },
+            Cond::Regex {
+                fact,
+                pattern,
+                label,
+            } => match Src::of(fact) {
+                Some(src) => CCond::Re {
+                    src,
+                    slot: self.regex(src, pattern.clone()),
+                    label: label.as_str().into(),
+                },
                 None => match Regex::new(pattern) {
                     Ok(re) => CCond::DirectRe(fact.clone(), Box::new(re), label.as_str().into()),
                     Err(_) => CCond::Const(false),
@@ -280,12 +368,24 @@ impl Program {
     pub fn decide(&self, req: &RequestFacts, ctx: &Context<'_>, scratch: &mut Scratch) -> Decision {
         scratch.reset(self);
         let last = self.conds.len().saturating_sub(1);
-        let rule = self.conds.iter().position(|c| self.eval(c, req, ctx, scratch)).unwrap_or(last);
-        Decision { rule, tokens: scratch.tokens }
+        let rule = self
+            .conds
+            .iter()
+            .position(|c| self.eval(c, req, ctx, scratch))
+            .unwrap_or(last);
+        Decision {
+            rule,
+            tokens: scratch.tokens,
+        }
     }
 
     /// Decides and expands the plan.
-    pub fn route<'p>(&'p self, req: &RequestFacts, ctx: &Context<'_>, scratch: &mut Scratch) -> (Decision, Vec<Step<'p>>) {
+    pub fn route<'p>(
+        &'p self,
+        req: &RequestFacts,
+        ctx: &Context<'_>,
+        scratch: &mut Scratch,
+    ) -> (Decision, Vec<Step<'p>>) {
         let mut d = self.decide(req, ctx, scratch);
         let steps = match self.rule(d.rule) {
             Some(r) => plan(r, self.catalog(), req, ctx, &mut d.tokens),
@@ -304,7 +404,12 @@ impl Program {
         for (i, (c, r)) in self.conds.iter().zip(&self.checked.rules).enumerate() {
             let mut conditions = Vec::new();
             let holds = self.trace(c, req, ctx, &mut scratch, &mut conditions, &mut lets);
-            rules.push(RuleTrace { name: r.name.clone(), holds, matched: i == d.rule, conditions });
+            rules.push(RuleTrace {
+                name: r.name.clone(),
+                holds,
+                matched: i == d.rule,
+                conditions,
+            });
         }
         d.tokens = d.tokens.or(scratch.tokens);
         let steps = match self.rule(d.rule) {
@@ -313,11 +418,17 @@ impl Program {
         };
         let mut notes = Vec::new();
         if d.tokens.is_some() {
-            notes.push("prompt.tokens counts o200k tokens: an estimate for models of other families".to_string());
+            notes.push(
+                "prompt.tokens counts o200k tokens: an estimate for models of other families"
+                    .to_string(),
+            );
         }
         Trace {
             version: self.checked.version.clone(),
-            rule: self.rule(d.rule).map(|r| r.name.clone()).unwrap_or_default(),
+            rule: self
+                .rule(d.rule)
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
             rules,
             lets,
             plan: steps,
@@ -326,15 +437,40 @@ impl Program {
         }
     }
 
-    fn trace(&self, c: &CCond, req: &RequestFacts, ctx: &Context<'_>, s: &mut Scratch, out: &mut Vec<CondTrace>, lets: &mut Vec<LetTrace>) -> bool {
+    fn trace(
+        &self,
+        c: &CCond,
+        req: &RequestFacts,
+        ctx: &Context<'_>,
+        s: &mut Scratch,
+        out: &mut Vec<CondTrace>,
+        lets: &mut Vec<LetTrace>,
+    ) -> bool {
         match c {
-            CCond::And(cs) => cs.iter().map(|c| self.trace(c, req, ctx, s, out, lets)).fold(true, |a, b| a && b),
-            CCond::Or(cs) => cs.iter().map(|c| self.trace(c, req, ctx, s, out, lets)).fold(false, |a, b| a || b),
+            // Every term is traced (no short circuit), so `explain` shows all of them.
+            CCond::And(cs) => {
+                let vals: Vec<bool> = cs
+                    .iter()
+                    .map(|c| self.trace(c, req, ctx, s, out, lets))
+                    .collect();
+                vals.iter().all(|v| *v)
+            }
+            CCond::Or(cs) => {
+                let vals: Vec<bool> = cs
+                    .iter()
+                    .map(|c| self.trace(c, req, ctx, s, out, lets))
+                    .collect();
+                vals.iter().any(|v| *v)
+            }
             CCond::Not(x) => {
                 let mut inner = Vec::new();
                 let v = !self.trace(x, req, ctx, s, &mut inner, lets);
                 for t in inner {
-                    out.push(CondTrace { condition: format!("not ({})", t.condition), value: !t.value, fact: t.fact });
+                    out.push(CondTrace {
+                        condition: format!("not ({})", t.condition),
+                        value: !t.value,
+                        fact: t.fact,
+                    });
                 }
                 v
             }
@@ -342,38 +478,64 @@ impl Program {
                 let v = self.trace(x, req, ctx, s, &mut Vec::new(), lets);
                 let name = self.checked.lets.get(*i).cloned().unwrap_or_default();
                 if !lets.iter().any(|l| l.name == name) {
-                    lets.push(LetTrace { name: name.clone(), value: v });
+                    lets.push(LetTrace {
+                        name: name.clone(),
+                        value: v,
+                    });
                 }
-                out.push(CondTrace { condition: name, value: v, fact: None });
+                out.push(CondTrace {
+                    condition: name,
+                    value: v,
+                    fact: None,
+                });
                 v
             }
             leaf => {
                 let v = self.eval(leaf, req, ctx, s);
                 let (label, fact) = self.leaf_label(leaf, req, ctx, s);
-                out.push(CondTrace { condition: label, value: v, fact });
+                out.push(CondTrace {
+                    condition: label,
+                    value: v,
+                    fact,
+                });
                 v
             }
         }
     }
 
-    fn leaf_label(&self, c: &CCond, req: &RequestFacts, ctx: &Context<'_>, s: &mut Scratch) -> (String, Option<String>) {
+    fn leaf_label(
+        &self,
+        c: &CCond,
+        req: &RequestFacts,
+        ctx: &Context<'_>,
+        s: &mut Scratch,
+    ) -> (String, Option<String>) {
         let name = |f: &Fact| crate::policy::check::names::fact_name(f, self.catalog());
         let show = |f: &Fact, s: &mut Scratch| -> Option<String> {
             if f.is_prompt_text() {
                 return None;
             }
-            Some(format!("{} = {}", name(f), simple_fact(f, req, ctx, &mut s.chars).display()))
+            Some(format!(
+                "{} = {}",
+                name(f),
+                simple_fact(f, req, ctx, &mut s.chars).display()
+            ))
         };
         match c {
             CCond::Const(b) => (b.to_string(), None),
-            CCond::Truthy(f, l) | CCond::In(f, _, _, l) | CCond::DirectRe(f, _, l) => (l.to_string(), show(f, s)),
+            CCond::Truthy(f, l) | CCond::In(f, _, _, l) | CCond::DirectRe(f, _, l) => {
+                (l.to_string(), show(f, s))
+            }
             CCond::DirectText { fact, label, .. } => (label.to_string(), show(fact, s)),
             CCond::Cmp(a, _, b, l) => {
                 let f = [a, b].into_iter().find_map(|o| match o {
                     COperand::Fact(f) => show(f, s),
                     COperand::Tokens => Some(match s.tokens {
                         Some(t) => format!("prompt.tokens = {t}"),
-                        None => format!("prompt.tokens <= {} (decided by length, not counted)", req.prompt.len()),
+                        None => format!(
+                            "prompt.tokens <= {} (decided by length, not counted)",
+                            req.prompt.len()
+                        ),
                     }),
                     COperand::Lit(_) => None,
                 });
@@ -417,14 +579,16 @@ impl Program {
                 let found = v != V::None && list.iter().any(|l| lit_value(l) == v);
                 found != *negate
             }
-            CCond::Kw { src, ids, res, all, .. } => {
+            CCond::Kw {
+                src, ids, res, all, ..
+            } => {
                 self.scan(*src, req, s);
                 let base = *src as usize;
                 if !res.is_empty() {
                     self.regex_scan(*src, req, s);
                 }
                 let kw_hit = |i: &u32| s.kw.get(*i as usize * 3 + base).copied().unwrap_or(false);
-                let re_hit = |i: &u32| s.re.get(base).and_then(|v| v.get(*i as usize)).copied().unwrap_or(false);
+                let re_hit = |i: &u32| set_hit(&s.re, base, *i);
                 if *all {
                     ids.iter().all(kw_hit) && res.iter().all(re_hit)
                 } else {
@@ -433,14 +597,30 @@ impl Program {
             }
             CCond::Re { src, slot, .. } => {
                 self.regex_scan(*src, req, s);
-                s.re.get(*src as usize).and_then(|v| v.get(*slot as usize)).copied().unwrap_or(false)
+                set_hit(&s.re, *src as usize, *slot)
             }
-            CCond::DirectText { fact, op, ascii, regexes, .. } => {
-                let V::Str(text) = simple_fact(fact, req, ctx, &mut s.chars) else { return false };
-                let test = |n: &Box<str>| if *op == TextOp::StartsWith { starts_with_ascii_ci(text, n) } else { contains_ascii_ci(text, n) };
+            CCond::DirectText {
+                fact,
+                op,
+                ascii,
+                regexes,
+                ..
+            } => {
+                let V::Str(text) = simple_fact(fact, req, ctx, &mut s.chars) else {
+                    return false;
+                };
+                let test = |n: &str| {
+                    if *op == TextOp::StartsWith {
+                        starts_with_ascii_ci(text, n)
+                    } else {
+                        contains_ascii_ci(text, n)
+                    }
+                };
                 match op {
-                    TextOp::ContainsAll => ascii.iter().all(test) && regexes.iter().all(|r| r.is_match(text)),
-                    _ => ascii.iter().any(test) || regexes.iter().any(|r| r.is_match(text)),
+                    TextOp::ContainsAll => {
+                        ascii.iter().all(|n| test(n)) && regexes.iter().all(|r| r.is_match(text))
+                    }
+                    _ => ascii.iter().any(|n| test(n)) || regexes.iter().any(|r| r.is_match(text)),
                 }
             }
             CCond::DirectRe(f, re, _) => match simple_fact(f, req, ctx, &mut s.chars) {
@@ -450,11 +630,19 @@ impl Program {
         }
     }
 
-    fn operand<'a>(&self, o: &'a COperand, req: &'a RequestFacts, ctx: &Context<'a>, s: &mut Scratch) -> V<'a> {
+    fn operand<'a>(
+        &self,
+        o: &'a COperand,
+        req: &'a RequestFacts,
+        ctx: &Context<'a>,
+        s: &mut Scratch,
+    ) -> V<'a> {
         match o {
             COperand::Lit(l) => lit_value(l),
             COperand::Fact(f) => simple_fact(f, req, ctx, &mut s.chars),
-            COperand::Tokens => V::Num(*s.tokens.get_or_insert_with(|| count_tokens(&req.prompt)) as f64),
+            COperand::Tokens => {
+                V::Num(*s.tokens.get_or_insert_with(|| count_tokens(&req.prompt)) as f64)
+            }
         }
     }
 
@@ -476,7 +664,9 @@ impl Program {
         if src == Src::System && system.is_none() {
             if let SystemText::Own(text) = &req.system {
                 for m in ac.find_overlapping_iter(text.as_str()) {
-                    if let Some(b) = s.kw.get_mut(m.pattern().as_usize() * 3 + Src::System as usize) {
+                    if let Some(b) =
+                        s.kw.get_mut(m.pattern().as_usize() * 3 + Src::System as usize)
+                    {
                         *b = true;
                     }
                 }
@@ -520,10 +710,21 @@ impl Program {
             Src::Last => req.prompt_last(),
             Src::System => req.prompt_system(),
         };
-        if let (Some(Some(set)), Some(buf)) = (self.sets.get(i), s.re.get_mut(i)) {
-            set.matches_read_at(buf, text, 0);
+        if let (Some(Some(set)), Some(Some(ps))) = (self.sets.get(i), s.re.get_mut(i)) {
+            set.which_overlapping_matches(&Input::new(text), ps);
         }
     }
+}
+
+fn set_hit(sets: &[Option<PatternSet>; 3], src: usize, slot: u32) -> bool {
+    sets.get(src)
+        .and_then(Option::as_ref)
+        .and_then(|ps| {
+            regex_automata::PatternID::new(slot as usize)
+                .ok()
+                .map(|p| ps.contains(p))
+        })
+        .unwrap_or(false)
 }
 
 fn flip(r: Rel) -> Rel {

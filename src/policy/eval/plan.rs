@@ -31,8 +31,22 @@ pub struct Step<'p> {
 
 /// Expands a rule's target. `tokens` is the request's token count when already known; it is
 /// filled in when a context check needs it (at most one count per request).
-pub fn plan<'p>(rule: &'p RuleIr, catalog: &Catalog, req: &RequestFacts, ctx: &Context<'_>, tokens: &mut Option<u64>) -> Vec<Step<'p>> {
-    let mut p = Planner { rule, catalog, req, ctx, tokens, out: Vec::new(), taken: 0 };
+pub fn plan<'p>(
+    rule: &'p RuleIr,
+    catalog: &Catalog,
+    req: &RequestFacts,
+    ctx: &Context<'_>,
+    tokens: &mut Option<u64>,
+) -> Vec<Step<'p>> {
+    let mut p = Planner {
+        rule,
+        catalog,
+        req,
+        ctx,
+        tokens,
+        out: Vec::new(),
+        taken: 0,
+    };
     p.target(&rule.target, &[]);
     p.out
 }
@@ -60,32 +74,38 @@ impl<'p> Planner<'p, '_, '_> {
         }
         match t {
             TargetIr::Model { model, with } => self.model(*model, with, None),
-            TargetIr::Requested { with } => match self.req.model.as_deref().map(|n| (n, self.catalog.id(n))) {
-                Some((_, Some(m))) => self.model(m, with, Some("requested")),
-                Some((n, None)) => self.out.push(Step {
-                    model: None,
-                    name: n.to_string(),
-                    taken: false,
-                    reason: "skipped: requested model is not in the catalog".into(),
-                    with: NO_WITH,
-                    deny: None,
-                }),
-                None => self.out.push(Step {
-                    model: None,
-                    name: String::new(),
-                    taken: false,
-                    reason: "skipped: the request names no model".into(),
-                    with: NO_WITH,
-                    deny: None,
-                }),
-            },
+            TargetIr::Requested { with } => {
+                match self.req.model.as_deref().map(|n| (n, self.catalog.id(n))) {
+                    Some((_, Some(m))) => self.model(m, with, Some("requested")),
+                    Some((n, None)) => self.out.push(Step {
+                        model: None,
+                        name: n.to_string(),
+                        taken: false,
+                        reason: "skipped: requested model is not in the catalog".into(),
+                        with: NO_WITH,
+                        deny: None,
+                    }),
+                    None => self.out.push(Step {
+                        model: None,
+                        name: String::new(),
+                        taken: false,
+                        reason: "skipped: the request names no model".into(),
+                        with: NO_WITH,
+                        deny: None,
+                    }),
+                }
+            }
             TargetIr::Pick { kind, set } => {
                 for m in self.order(*kind, set) {
                     self.model(m, with, Some(kind.as_str()));
                 }
             }
             TargetIr::Split(arms) => {
-                let chosen = split_arm(arms.iter().map(|(w, _)| *w), sticky_key(self.req, self.ctx), &self.rule.name);
+                let chosen = split_arm(
+                    arms.iter().map(|(w, _)| *w),
+                    sticky_key(self.req, self.ctx),
+                    &self.rule.name,
+                );
                 let mut order: Vec<usize> = (0..arms.len()).collect();
                 order.sort_by(|a, b| {
                     let wa = arms.get(*a).map_or(0.0, |x| x.0);
@@ -116,11 +136,22 @@ impl<'p> Planner<'p, '_, '_> {
             .models
             .iter()
             .copied()
-            .filter(|m| set.kind == SetKind::List || self.catalog.get(*m).is_some_and(|x| x.endpoint == self.req.endpoint))
+            .filter(|m| {
+                set.kind == SetKind::List
+                    || self
+                        .catalog
+                        .get(*m)
+                        .is_some_and(|x| x.endpoint == self.req.endpoint)
+            })
             .collect();
         match kind {
             PickKind::Cheapest => ms.sort_by(|a, b| {
-                let p = |m: &ModelId| self.catalog.get(*m).and_then(|x| x.price).map_or(f64::INFINITY, |p| p.input + p.output);
+                let p = |m: &ModelId| {
+                    self.catalog
+                        .get(*m)
+                        .and_then(|x| x.price)
+                        .map_or(f64::INFINITY, |p| p.input + p.output)
+                };
                 p(a).total_cmp(&p(b))
             }),
             PickKind::Fastest => ms.sort_by(|a, b| {
@@ -132,21 +163,34 @@ impl<'p> Planner<'p, '_, '_> {
     }
 
     fn model(&mut self, m: ModelId, with: &'p [(String, serde_json::Value)], how: Option<&str>) {
-        let Some(model) = self.catalog.get(m) else { return };
+        let Some(model) = self.catalog.get(m) else {
+            return;
+        };
         let skip = self.skip_reason(m, with);
         let taken = skip.is_none();
         let reason = match skip {
             Some(r) => format!("skipped: {r}"),
             None => {
                 self.taken += 1;
-                let pos = if self.taken == 1 { "first choice".to_string() } else { format!("fallback {}", self.taken - 1) };
+                let pos = if self.taken == 1 {
+                    "first choice".to_string()
+                } else {
+                    format!("fallback {}", self.taken - 1)
+                };
                 match how {
                     Some(h) => format!("{pos} ({h})"),
                     None => pos,
                 }
             }
         };
-        self.out.push(Step { model: Some(m), name: model.name.clone(), taken, reason, with, deny: None });
+        self.out.push(Step {
+            model: Some(m),
+            name: model.name.clone(),
+            taken,
+            reason,
+            with,
+            deny: None,
+        });
     }
 
     fn skip_reason(&mut self, m: ModelId, with: &[(String, serde_json::Value)]) -> Option<String> {
@@ -155,7 +199,11 @@ impl<'p> Planner<'p, '_, '_> {
             return Some("already in the plan".into());
         }
         if model.endpoint != self.req.endpoint {
-            return Some(format!("serves {}, not {}", model.endpoint.as_str(), self.req.endpoint.as_str()));
+            return Some(format!(
+                "serves {}, not {}",
+                model.endpoint.as_str(),
+                self.req.endpoint.as_str()
+            ));
         }
         if let Some(only) = &self.rule.options.only {
             if !only.models.contains(&m) {
@@ -172,16 +220,23 @@ impl<'p> Planner<'p, '_, '_> {
             return Some("does not support images".into());
         }
         if let Some(ctx) = model.context {
-            let cap = with.iter().find(|(k, _)| k == "max_tokens" || k == "max_completion_tokens").and_then(|(_, v)| v.as_u64());
+            let cap = with
+                .iter()
+                .find(|(k, _)| k == "max_tokens" || k == "max_completion_tokens")
+                .and_then(|(_, v)| v.as_u64());
             let out = match (self.req.max_tokens, cap) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(0),
             };
             let bytes = self.req.prompt.len() as u64;
             if bytes + out > ctx {
-                let tokens = *self.tokens.get_or_insert_with(|| count_tokens(&self.req.prompt));
+                let tokens = *self
+                    .tokens
+                    .get_or_insert_with(|| count_tokens(&self.req.prompt));
                 if tokens + out > ctx {
-                    return Some(format!("context of {ctx} tokens cannot hold {tokens} + {out}"));
+                    return Some(format!(
+                        "context of {ctx} tokens cannot hold {tokens} + {out}"
+                    ));
                 }
             }
         }

@@ -25,14 +25,27 @@ type Result<T> = std::result::Result<T, Diagnostic>;
 /// Parses one file. On failure, returns the diagnostics (one syntax error, or literal errors).
 pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnostic>> {
     if text.len() > MAX_FILE_BYTES {
-        return Err(vec![Diagnostic::new(Code::TooComplex, Span::new(file, 0, 0), "the policy file is too large")
-            .label("this file")
-            .help(format!("policy files are limited to {} MiB; split it with `include`", MAX_FILE_BYTES >> 20))]);
+        return Err(vec![Diagnostic::new(
+            Code::TooComplex,
+            Span::new(file, 0, 0),
+            "the policy file is too large",
+        )
+        .label("this file")
+        .help(format!(
+            "policy files are limited to {} MiB; split it with `include`",
+            MAX_FILE_BYTES >> 20
+        ))]);
     }
     if let Some(at) = too_deep(text) {
-        return Err(vec![Diagnostic::new(Code::TooComplex, Span::new(file, at, at + 1), "brackets are nested too deeply")
-            .label("nesting passes the limit here")
-            .help(format!("at most {MAX_NESTING} levels of `(`, `[` and `{{` are allowed"))]);
+        return Err(vec![Diagnostic::new(
+            Code::TooComplex,
+            Span::new(file, at, at + 1),
+            "brackets are nested too deeply",
+        )
+        .label("nesting passes the limit here")
+        .help(format!(
+            "at most {MAX_NESTING} levels of `(`, `[` and `{{` are allowed"
+        ))]);
     }
     let mut pairs = match PestParser::parse(Rule::policy, text) {
         Ok(p) => p,
@@ -42,11 +55,19 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
             pest::set_error_detail(true);
             let detailed = PestParser::parse(Rule::policy, text).err();
             pest::set_error_detail(false);
-            return Err(vec![syntax_error(file, text, detailed.as_ref().unwrap_or(&e))]);
+            return Err(vec![syntax_error(
+                file,
+                text,
+                detailed.as_ref().unwrap_or(&e),
+            )]);
         }
     };
     let Some(root) = pairs.next() else {
-        return Err(vec![Diagnostic::new(Code::SyntaxError, Span::new(file, 0, 0), "empty parse")]);
+        return Err(vec![Diagnostic::new(
+            Code::SyntaxError,
+            Span::new(file, 0, 0),
+            "empty parse",
+        )]);
     };
     let comments: Vec<Spanned<String>> = root
         .clone()
@@ -55,8 +76,16 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
         .filter(|p| p.as_rule() == Rule::COMMENT)
         .map(|p| Spanned::new(p.as_str().to_string(), span(file, &p)))
         .collect();
-    let comment_ends = comments.iter().map(|c| (c.span.end as usize, c.span.start as usize)).collect();
-    let mut lower = Lower { file, errors: Vec::new(), text, comment_ends };
+    let comment_ends = comments
+        .iter()
+        .map(|c| (c.span.end as usize, c.span.start as usize))
+        .collect();
+    let mut lower = Lower {
+        file,
+        errors: Vec::new(),
+        text,
+        comment_ends,
+    };
     let mut items = Vec::new();
     for pair in inner(root) {
         if pair.as_rule() == Rule::EOI {
@@ -80,7 +109,11 @@ pub fn parse_expr(file: FileId, text: &str) -> std::result::Result<Spanned<Expr>
     let parsed = parse(file, &src)?;
     match parsed.items.into_iter().next() {
         Some(Item::Let(l)) => Ok(l.node.value),
-        _ => Err(vec![Diagnostic::new(Code::SyntaxError, Span::new(file, 0, 0), "expected a condition")]),
+        _ => Err(vec![Diagnostic::new(
+            Code::SyntaxError,
+            Span::new(file, 0, 0),
+            "expected a condition",
+        )]),
     }
 }
 
@@ -142,7 +175,9 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::default_decl | Rule::kw_default => "`default`",
         Rule::when_clause | Rule::kw_when => "`when`",
         Rule::then_clause | Rule::kw_then => "`then`",
-        Rule::rule_option | Rule::option_name => "a rule option (`retries`, `timeout`, `cache`, `tag`, `only`)",
+        Rule::rule_option | Rule::option_name => {
+            "a rule option (`retries`, `timeout`, `cache`, `tag`, `only`)"
+        }
         Rule::expr | Rule::comparison | Rule::op_not => "a condition",
         Rule::op_and | Rule::op_or => "`and` or `or`",
         Rule::op_eq
@@ -190,13 +225,21 @@ fn syntax_error(file: FileId, text: &str, e: &pest::error::Error<Rule>) -> Diagn
         InputLocation::Span((s, e)) => (s, e),
     };
     let found = text.get(start..).and_then(|rest| {
-        let tok: String = rest.chars().take_while(|c| !c.is_whitespace()).take(20).collect();
+        let tok: String = rest
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .take(20)
+            .collect();
         (!tok.is_empty()).then_some(tok)
     });
     let end = if end > start {
         end
     } else {
-        start + found.as_ref().and_then(|f| f.chars().next()).map_or(0, char::len_utf8)
+        start
+            + found
+                .as_ref()
+                .and_then(|f| f.chars().next())
+                .map_or(0, char::len_utf8)
     };
     let mut expected: Vec<&str> = Vec::new();
     if let ErrorVariant::ParsingError { positives, .. } = &e.variant {
@@ -245,19 +288,28 @@ fn syntax_error(file: FileId, text: &str, e: &pest::error::Error<Rule>) -> Diagn
         (Some(f), true) => format!("unexpected `{f}`"),
         (None, true) => "unexpected end of file".to_string(),
     };
-    let help = if found.as_deref().is_some_and(|f| f.starts_with('}')) && expected.contains(&"`then`") {
-        Some("every rule needs `when CONDITION` and `then TARGET`".to_string())
-    } else if found.as_deref().is_some_and(|f| f.starts_with('\'')) {
-        Some("strings use double quotes".to_string())
-    } else if expected.contains(&"`when`") {
-        Some("a rule reads `rule \"name\" { when CONDITION then TARGET }`".to_string())
+    let help =
+        if found.as_deref().is_some_and(|f| f.starts_with('}')) && expected.contains(&"`then`") {
+            Some("every rule needs `when CONDITION` and `then TARGET`".to_string())
+        } else if found.as_deref().is_some_and(|f| f.starts_with('\'')) {
+            Some("strings use double quotes".to_string())
+        } else if expected.contains(&"`when`") {
+            Some("a rule reads `rule \"name\" { when CONDITION then TARGET }`".to_string())
+        } else {
+            None
+        };
+    let label = if expected_text.is_empty() {
+        "here".to_string()
     } else {
-        None
+        format!("expected {expected_text}")
     };
-    let label = if expected_text.is_empty() { "here".to_string() } else { format!("expected {expected_text}") };
-    Diagnostic::new(Code::SyntaxError, Span::new(file, start, end.min(text.len()).max(start)), message)
-        .label(label)
-        .maybe_help(help)
+    Diagnostic::new(
+        Code::SyntaxError,
+        Span::new(file, start, end.min(text.len()).max(start)),
+        message,
+    )
+    .label(label)
+    .maybe_help(help)
 }
 
 struct Lower<'t> {
@@ -275,7 +327,10 @@ impl Lower<'_> {
         let start = s.start();
         let mut end = s.end();
         loop {
-            let trimmed = self.text.get(start..end).map_or(0, |t| t.len() - t.trim_end().len());
+            let trimmed = self
+                .text
+                .get(start..end)
+                .map_or(0, |t| t.len() - t.trim_end().len());
             end -= trimmed;
             match self.comment_ends.get(&end) {
                 Some(cs) if *cs >= start && *cs < end => end = *cs,
@@ -286,10 +341,18 @@ impl Lower<'_> {
     }
 
     fn internal(&self, pair: &Pair<Rule>) -> Diagnostic {
-        Diagnostic::new(Code::SyntaxError, self.span(pair), format!("internal error: unexpected `{:?}`", pair.as_rule()))
+        Diagnostic::new(
+            Code::SyntaxError,
+            self.span(pair),
+            format!("internal error: unexpected `{:?}`", pair.as_rule()),
+        )
     }
 
-    fn next<'i>(&self, it: &mut impl Iterator<Item = Pair<'i, Rule>>, parent: &Pair<'i, Rule>) -> Result<Pair<'i, Rule>> {
+    fn next<'i>(
+        &self,
+        it: &mut impl Iterator<Item = Pair<'i, Rule>>,
+        parent: &Pair<'i, Rule>,
+    ) -> Result<Pair<'i, Rule>> {
         it.next().ok_or_else(|| self.internal(parent))
     }
 
@@ -321,7 +384,17 @@ impl Lower<'_> {
                 let then = self.next(&mut it, &pair)?;
                 let then = self.then(then)?;
                 let options = it.map(|o| self.option(o)).collect::<Result<Vec<_>>>()?;
-                Ok(Item::Rule(Spanned::new(Rule_ { name, when, when_span, then, options, close }, sp)))
+                Ok(Item::Rule(Spanned::new(
+                    Rule_ {
+                        name,
+                        when,
+                        when_span,
+                        then,
+                        options,
+                        close,
+                    },
+                    sp,
+                )))
             }
             Rule::default_decl => {
                 let close = Span::new(self.file, sp.end as usize - 1, sp.end as usize);
@@ -329,7 +402,14 @@ impl Lower<'_> {
                 let then = self.next(&mut it, &pair)?;
                 let then = self.then(then)?;
                 let options = it.map(|o| self.option(o)).collect::<Result<Vec<_>>>()?;
-                Ok(Item::Default(Spanned::new(Default { then, options, close }, sp)))
+                Ok(Item::Default(Spanned::new(
+                    Default {
+                        then,
+                        options,
+                        close,
+                    },
+                    sp,
+                )))
             }
             _ => Err(self.internal(&pair)),
         }
@@ -346,8 +426,16 @@ impl Lower<'_> {
         let mut it = inner(pair.clone());
         let name = self.next(&mut it, &pair)?;
         let values = self.next(&mut it, &pair)?;
-        let values = inner(values).map(|v| self.value(v)).collect::<Result<Vec<_>>>()?;
-        Ok(Spanned::new(RuleOption { name: Spanned::new(name.as_str().to_string(), self.span(&name)), values }, sp))
+        let values = inner(values)
+            .map(|v| self.value(v))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Spanned::new(
+            RuleOption {
+                name: Spanned::new(name.as_str().to_string(), self.span(&name)),
+                values,
+            },
+            sp,
+        ))
     }
 
     /// Conditions: `not` binds tightest, then `and`, then `or`. Two levels do not need a Pratt
@@ -360,9 +448,13 @@ impl Lower<'_> {
             match p.as_rule() {
                 Rule::op_not => {
                     if nots.len() >= MAX_NESTING {
-                        return Err(Diagnostic::new(Code::TooComplex, self.span(&p), "too many `not` in a row")
-                            .label("here")
-                            .help("`not not x` is `x`"));
+                        return Err(Diagnostic::new(
+                            Code::TooComplex,
+                            self.span(&p),
+                            "too many `not` in a row",
+                        )
+                        .label("here")
+                        .help("`not not x` is `x`"));
                     }
                     nots.push(self.span(&p));
                 }
@@ -373,7 +465,11 @@ impl Lower<'_> {
                         let sp = self.span(&p);
                         let inner_e = self.expr(p)?;
                         // Keep the parentheses in the span.
-                        let sp = Span::new(sp.file, (sp.start as usize).saturating_sub(1), sp.end as usize + 1);
+                        let sp = Span::new(
+                            sp.file,
+                            (sp.start as usize).saturating_sub(1),
+                            sp.end as usize + 1,
+                        );
                         Spanned::new(Expr::Paren(Box::new(inner_e)), sp)
                     } else {
                         self.comparison(p)?
@@ -433,9 +529,18 @@ impl Lower<'_> {
         let sp = self.span(&pair);
         let mut it = inner(pair.clone());
         let body = self.next(&mut it, &pair)?;
-        let flags = it.next().map(|f| f.as_str().to_string()).unwrap_or_default();
+        let flags = it
+            .next()
+            .map(|f| f.as_str().to_string())
+            .unwrap_or_default();
         let pattern = body.as_str().replace("\\/", "/");
-        Ok(Spanned::new(RegexLit { pattern, insensitive: flags == "i" }, sp))
+        Ok(Spanned::new(
+            RegexLit {
+                pattern,
+                insensitive: flags == "i",
+            },
+            sp,
+        ))
     }
 
     fn string(&mut self, pair: Pair<Rule>) -> Result<Spanned<String>> {
@@ -471,9 +576,17 @@ impl Lower<'_> {
     }
 
     fn number(&self, pair: &Pair<Rule>, text: &str) -> Result<f64> {
-        text.parse::<f64>().ok().filter(|n| n.is_finite()).ok_or_else(|| {
-            Diagnostic::new(Code::BadLiteral, self.span(pair), format!("`{}` is not a number", pair.as_str())).label("here")
-        })
+        text.parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .ok_or_else(|| {
+                Diagnostic::new(
+                    Code::BadLiteral,
+                    self.span(pair),
+                    format!("`{}` is not a number", pair.as_str()),
+                )
+                .label("here")
+            })
     }
 
     fn value(&mut self, pair: Pair<Rule>) -> Result<Spanned<Value>> {
@@ -491,8 +604,14 @@ impl Lower<'_> {
                 };
                 Value::Num(self.number(&pair, digits)? * mult, raw.clone())
             }
-            Rule::percent => Value::Percent(self.number(&pair, raw.trim_end_matches('%'))? / 100.0, raw.clone()),
-            Rule::dollar => Value::Dollars(self.number(&pair, raw.trim_start_matches('$'))?, raw.clone()),
+            Rule::percent => Value::Percent(
+                self.number(&pair, raw.trim_end_matches('%'))? / 100.0,
+                raw.clone(),
+            ),
+            Rule::dollar => Value::Dollars(
+                self.number(&pair, raw.trim_start_matches('$'))?,
+                raw.clone(),
+            ),
             Rule::duration => {
                 let (digits, mult) = if let Some(d) = raw.strip_suffix("ms") {
                     (d, 1.0)
@@ -506,14 +625,22 @@ impl Lower<'_> {
                     (raw.as_str(), 1.0)
                 };
                 let ms = self.number(&pair, digits)? * mult;
-                #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a checked finite, non-negative duration")]
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "a checked finite, non-negative duration"
+                )]
                 let ms = ms.round().clamp(0.0, 1e15) as u64;
                 Value::Duration(ms, raw.clone())
             }
             Rule::boolean => Value::Bool(raw == "true"),
             Rule::none => Value::None,
             Rule::name => Value::Name(raw),
-            Rule::list => Value::List(inner(pair).map(|v| self.value(v)).collect::<Result<Vec<_>>>()?),
+            Rule::list => Value::List(
+                inner(pair)
+                    .map(|v| self.value(v))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
             Rule::call => {
                 let mut it = inner(pair.clone());
                 let f = self.next(&mut it, &pair)?;
@@ -529,7 +656,9 @@ impl Lower<'_> {
         let sp = self.span(&pair);
         match pair.as_rule() {
             Rule::target => {
-                let mut steps = inner(pair).map(|p| self.target(p)).collect::<Result<Vec<_>>>()?;
+                let mut steps = inner(pair)
+                    .map(|p| self.target(p))
+                    .collect::<Result<Vec<_>>>()?;
                 if steps.len() == 1 {
                     if let Some(one) = steps.pop() {
                         return Ok(one);
@@ -544,8 +673,12 @@ impl Lower<'_> {
                     match p.as_rule() {
                         Rule::status => {
                             let s = p.as_str().parse::<u16>().map_err(|_| {
-                                Diagnostic::new(Code::BadValue, self.span(&p), "a status must be between 400 and 599")
-                                    .label("this status")
+                                Diagnostic::new(
+                                    Code::BadValue,
+                                    self.span(&p),
+                                    "a status must be between 400 and 599",
+                                )
+                                .label("this status")
                             })?;
                             status = Some(Spanned::new(s, self.span(&p)));
                         }
@@ -572,9 +705,15 @@ impl Lower<'_> {
             Rule::pick => {
                 let mut it = inner(pair.clone());
                 let kind = self.next(&mut it, &pair)?;
-                let kind = if kind.as_str() == "cheapest" { PickKind::Cheapest } else { PickKind::Fastest };
+                let kind = if kind.as_str() == "cheapest" {
+                    PickKind::Cheapest
+                } else {
+                    PickKind::Fastest
+                };
                 let set = self.next(&mut it, &pair)?;
-                let set = inner(set).map(|v| self.value(v)).collect::<Result<Vec<_>>>()?;
+                let set = inner(set)
+                    .map(|v| self.value(v))
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Spanned::new(Target::Pick { kind, set }, sp))
             }
             Rule::requested => {

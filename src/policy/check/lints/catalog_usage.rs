@@ -21,13 +21,19 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
     if any {
         return;
     }
-    let Some(default) = checked.rules.iter().find(|r| r.is_default) else { return };
+    let Some(default) = checked.rules.iter().find(|r| r.is_default) else {
+        return;
+    };
     for (m, u) in checked.catalog.models().iter().zip(used) {
         if !u {
             out.push(
-                Diagnostic::new(Code::UnusedModel, default.span, format!("catalog model `{}` is never routed to", m.name))
-                    .label("no rule, and not the default, can reach it")
-                    .help("route to it, or remove it from `models:` in yardmaster.yaml"),
+                Diagnostic::new(
+                    Code::UnusedModel,
+                    default.span,
+                    format!("catalog model `{}` is never routed to", m.name),
+                )
+                .label("no rule, and not the default, can reach it")
+                .help("route to it, or remove it from `models:` in yardmaster.yaml"),
             );
         }
     }

@@ -35,7 +35,10 @@ pub(super) fn run(checked: &Checked, catalog: bool, out: &mut Vec<Diagnostic>) {
 }
 
 fn name(checked: &Checked, m: u32) -> String {
-    checked.catalog.get(m).map_or_else(|| format!("#{m}"), |m| m.name.clone())
+    checked
+        .catalog
+        .get(m)
+        .map_or_else(|| format!("#{m}"), |m| m.name.clone())
 }
 
 fn explicit(r: &RuleIr) -> Vec<u32> {
@@ -45,15 +48,25 @@ fn explicit(r: &RuleIr) -> Vec<u32> {
 }
 
 fn repeated(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
-    let TargetIr::Chain(steps) = &r.target else { return };
+    let TargetIr::Chain(steps) = &r.target else {
+        return;
+    };
     let mut seen = Vec::new();
     for s in steps {
         if let TargetIr::Model { model, .. } = s {
             if seen.contains(model) {
                 out.push(
-                    Diagnostic::new(Code::RepeatedModel, r.target_span, format!("the chain of `{}` tries `{}` twice", r.name, name(checked, *model)))
-                        .label("repeats a model")
-                        .help("use `retries N` to try a target again"),
+                    Diagnostic::new(
+                        Code::RepeatedModel,
+                        r.target_span,
+                        format!(
+                            "the chain of `{}` tries `{}` twice",
+                            r.name,
+                            name(checked, *model)
+                        ),
+                    )
+                    .label("repeats a model")
+                    .help("use `retries N` to try a target again"),
                 );
                 return;
             }
@@ -67,9 +80,13 @@ fn only(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     for m in explicit(r) {
         if !set.models.contains(&m) {
             out.push(
-                Diagnostic::new(Code::OnlyViolation, r.target_span, format!("`{}` is outside the rule's `only` set", name(checked, m)))
-                    .label("may be tried")
-                    .help("remove it from the targets, or widen `only`"),
+                Diagnostic::new(
+                    Code::OnlyViolation,
+                    r.target_span,
+                    format!("`{}` is outside the rule's `only` set", name(checked, m)),
+                )
+                .label("may be tried")
+                .help("remove it from the targets, or widen `only`"),
             );
         }
     }
@@ -77,14 +94,24 @@ fn only(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
 
 fn context(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     let cs = r.cond.conjuncts();
-    let Some((_, i)) = bounds(&cs).into_iter().find(|(f, _)| *f == Fact::PromptTokens) else { return };
+    let Some((_, i)) = bounds(&cs)
+        .into_iter()
+        .find(|(f, _)| *f == Fact::PromptTokens)
+    else {
+        return;
+    };
     if !i.lo.is_finite() || i.lo <= 0.0 {
         return;
     }
     for m in explicit(r) {
-        let Some(model) = checked.catalog.get(m) else { continue };
+        let Some(model) = checked.catalog.get(m) else {
+            continue;
+        };
         if let Some(ctx) = model.context {
-            #[expect(clippy::cast_precision_loss, reason = "context windows are far below 2^52")]
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "context windows are far below 2^52"
+            )]
             let small = (ctx as f64) <= i.lo;
             if small {
                 out.push(
@@ -105,19 +132,29 @@ fn context(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
 fn requires(cs: &[&Cond], fact: &Fact) -> bool {
     cs.iter().any(|c| match c {
         Cond::Truthy { fact: f, .. } => f == fact,
-        Cond::Cmp { lhs: Operand::Fact(f), rel: Rel::Eq, rhs: Operand::Lit(Lit::Bool(true)), .. } => f == fact,
+        Cond::Cmp {
+            lhs: Operand::Fact(f),
+            rel: Rel::Eq,
+            rhs: Operand::Lit(Lit::Bool(true)),
+            ..
+        } => f == fact,
         _ => false,
     })
 }
 
 fn capabilities(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     let cs = r.cond.conjuncts();
-    for (fact, cap, word) in [(Fact::RequestTools, Capability::Tools, "tools"), (Fact::RequestImages, Capability::Images, "images")] {
+    for (fact, cap, word) in [
+        (Fact::RequestTools, Capability::Tools, "tools"),
+        (Fact::RequestImages, Capability::Images, "images"),
+    ] {
         if !requires(&cs, &fact) {
             continue;
         }
         for m in explicit(r) {
-            let Some(model) = checked.catalog.get(m) else { continue };
+            let Some(model) = checked.catalog.get(m) else {
+                continue;
+            };
             if !model.can(cap) {
                 out.push(
                     Diagnostic::new(Code::MissingCapability, r.target_span, format!("`{}` does not support {word}, which this rule requires", model.name))
@@ -132,7 +169,12 @@ fn capabilities(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
 
 fn endpoint(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     let pinned = r.cond.conjuncts().iter().find_map(|c| match c {
-        Cond::Cmp { lhs: Operand::Fact(Fact::RequestEndpoint), rel: Rel::Eq, rhs: Operand::Lit(Lit::Str(s)), .. } => match s.as_str() {
+        Cond::Cmp {
+            lhs: Operand::Fact(Fact::RequestEndpoint),
+            rel: Rel::Eq,
+            rhs: Operand::Lit(Lit::Str(s)),
+            ..
+        } => match s.as_str() {
             "chat" => Some(Endpoint::Chat),
             "embeddings" => Some(Endpoint::Embeddings),
             _ => None,
@@ -141,12 +183,23 @@ fn endpoint(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     });
     let Some(ep) = pinned else { return };
     for m in explicit(r) {
-        let Some(model) = checked.catalog.get(m) else { continue };
+        let Some(model) = checked.catalog.get(m) else {
+            continue;
+        };
         if model.endpoint != ep {
             out.push(
-                Diagnostic::new(Code::WrongEndpoint, r.target_span, format!("`{}` serves {}, but this rule only takes {} requests", model.name, model.endpoint.as_str(), ep.as_str()))
-                    .label("wrong endpoint")
-                    .with_secondary(r.cond_span, "the endpoint is pinned here"),
+                Diagnostic::new(
+                    Code::WrongEndpoint,
+                    r.target_span,
+                    format!(
+                        "`{}` serves {}, but this rule only takes {} requests",
+                        model.name,
+                        model.endpoint.as_str(),
+                        ep.as_str()
+                    ),
+                )
+                .label("wrong endpoint")
+                .with_secondary(r.cond_span, "the endpoint is pinned here"),
             );
         }
     }
@@ -154,12 +207,19 @@ fn endpoint(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
 
 fn unpriced(checked: &Checked, t: &TargetIr, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     match t {
-        TargetIr::Pick { kind: PickKind::Cheapest, set } => {
+        TargetIr::Pick {
+            kind: PickKind::Cheapest,
+            set,
+        } => {
             let missing: Vec<String> = set
                 .models
                 .iter()
                 .filter_map(|m| checked.catalog.get(*m))
-                .filter(|m| set.kind != SetKind::Healthy || m.endpoint == Endpoint::Chat || m.price.is_none())
+                .filter(|m| {
+                    set.kind != SetKind::Healthy
+                        || m.endpoint == Endpoint::Chat
+                        || m.price.is_none()
+                })
                 .filter(|m| m.price.is_none())
                 .map(|m| format!("`{}`", m.name))
                 .collect();
