@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 
 /// What a model serves.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Endpoint {
     /// `/v1/chat/completions`.
@@ -50,16 +48,9 @@ impl Price {
     /// Cost of a call in integer micro-USD, rounded up.
     pub fn cost_micros(&self, input_tokens: u64, output_tokens: u64) -> u64 {
         // USD per million tokens == micro-USD per token.
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "token counts are far below 2^52"
-        )]
+        #[expect(clippy::cast_precision_loss, reason = "token counts are far below 2^52")]
         let micros = self.input * input_tokens as f64 + self.output * output_tokens as f64;
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "finite, non-negative, rounded"
-        )]
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "finite, non-negative, rounded")]
         let micros = micros.ceil().max(0.0) as u64;
         micros
     }
@@ -112,16 +103,10 @@ impl Catalog {
             if by_name.contains_key(&m.name) {
                 continue;
             }
-            by_name.insert(
-                m.name.clone(),
-                ModelId::try_from(kept.len()).unwrap_or(ModelId::MAX),
-            );
+            by_name.insert(m.name.clone(), ModelId::try_from(kept.len()).unwrap_or(ModelId::MAX));
             kept.push(m);
         }
-        Catalog {
-            models: kept,
-            by_name,
-        }
+        Catalog { models: kept, by_name }
     }
 
     /// The model with this name.

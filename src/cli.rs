@@ -127,13 +127,9 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Exit {
     match cli.command {
-        Command::Lint {
-            paths,
-            config,
-            format,
-            deny_warnings,
-            costs,
-        } => lint(&paths, config.as_deref(), format, deny_warnings, costs),
+        Command::Lint { paths, config, format, deny_warnings, costs } => {
+            lint(&paths, config.as_deref(), format, deny_warnings, costs)
+        }
         Command::Fmt { paths, check } => fmt(&paths, check),
         Command::Explain {
             request,
@@ -149,23 +145,10 @@ pub fn run(cli: Cli) -> Exit {
             time,
             format,
         } => {
-            let case = ExplainArgs {
-                key,
-                tier,
-                down,
-                header,
-                user_id,
-                budget_remaining,
-                latency,
-                time,
-            };
+            let case = ExplainArgs { key, tier, down, header, user_id, budget_remaining, latency, time };
             explain(&request, policy.as_deref(), config.as_deref(), case, format)
         }
-        Command::Test {
-            dir,
-            config,
-            coverage,
-        } => test(dir.as_deref(), config.as_deref(), coverage),
+        Command::Test { dir, config, coverage } => test(dir.as_deref(), config.as_deref(), coverage),
     }
 }
 
@@ -218,13 +201,7 @@ fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap, format: Format) 
     }
 }
 
-fn lint(
-    paths: &[PathBuf],
-    config: Option<&Path>,
-    format: Format,
-    deny_warnings: bool,
-    costs: bool,
-) -> Exit {
+fn lint(paths: &[PathBuf], config: Option<&Path>, format: Format, deny_warnings: bool, costs: bool) -> Exit {
     let loaded = match load_config(config) {
         Ok(l) => l,
         Err(e) => return e,
@@ -265,18 +242,10 @@ fn lint(
             }
         }
         print_diagnostics(&outcome.diagnostics, &outcome.sources, format);
-        json.extend(
-            outcome
-                .diagnostics
-                .iter()
-                .map(|d| d.to_json(&outcome.sources)),
-        );
+        json.extend(outcome.diagnostics.iter().map(|d| d.to_json(&outcome.sources)));
     }
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).unwrap_or_else(|_| "[]".into())
-        );
+        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_else(|_| "[]".into()));
     } else {
         let files = entries.len();
         println!(
@@ -395,11 +364,7 @@ fn keys_of(loaded: Option<&Loaded>) -> Vec<KeyInfo> {
             l.config
                 .keys
                 .iter()
-                .map(|k| KeyInfo {
-                    name: k.name.clone(),
-                    tier: k.tier.clone(),
-                    budget_usd: k.budget.map(|b| b.usd),
-                })
+                .map(|k| KeyInfo { name: k.name.clone(), tier: k.tier.clone(), budget_usd: k.budget.map(|b| b.usd) })
                 .collect()
         })
         .unwrap_or_default()
@@ -424,21 +389,12 @@ fn build(entry: &Path, catalog: Option<&Catalog>) -> Result<Program, Exit> {
     }
 }
 
-fn explain(
-    request: &Path,
-    policy: Option<&Path>,
-    config: Option<&Path>,
-    args: ExplainArgs,
-    format: Format,
-) -> Exit {
+fn explain(request: &Path, policy: Option<&Path>, config: Option<&Path>, args: ExplainArgs, format: Format) -> Exit {
     let loaded = match load_config(config) {
         Ok(l) => l,
         Err(e) => return e,
     };
-    let entry = match policy
-        .map(Path::to_path_buf)
-        .or_else(|| loaded.as_ref().and_then(Loaded::policy_path))
-    {
+    let entry = match policy.map(Path::to_path_buf).or_else(|| loaded.as_ref().and_then(Loaded::policy_path)) {
         Some(p) => p,
         None => {
             eprintln!("error: give --policy, or a config with `policy:`");
@@ -497,11 +453,7 @@ fn explain(
         down: args.down,
         latency,
         time: args.time,
-        expect: Expect {
-            rule: None,
-            model: None,
-            deny: None,
-        },
+        expect: Expect { rule: None, model: None, deny: None },
     };
     let keys = keys_of(loaded.as_ref());
     let inputs = match testing::case_inputs(&program, &case, &keys) {
@@ -515,10 +467,7 @@ fn explain(
     let req = &inputs.req;
     let trace = program.explain(req, &ctx);
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&trace).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&trace).unwrap_or_default());
         return Exit::Ok;
     }
     let mut out = String::new();
@@ -528,9 +477,7 @@ fn explain(
         req.messages,
         if req.messages == 1 { "" } else { "s" },
         req.prompt.len(),
-        req.model
-            .as_deref()
-            .map_or("none".into(), |m| format!("{m:?}"))
+        req.model.as_deref().map_or("none".into(), |m| format!("{m:?}"))
     ));
     let width = trace
         .rules
@@ -555,25 +502,11 @@ fn explain(
         } else {
             ""
         };
-        let title = if r.name == "default" {
-            "default".to_string()
-        } else {
-            format!("rule {:?}", r.name)
-        };
+        let title = if r.name == "default" { "default".to_string() } else { format!("rule {:?}", r.name) };
         out.push_str(&format!("{mark} {title}{tail}\n"));
         for c in &r.conditions {
-            let fact = c
-                .fact
-                .as_ref()
-                .map(|f| format!("   ({f})"))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "    {:<width$}  {}{}\n",
-                c.condition,
-                c.value,
-                fact,
-                width = width
-            ));
+            let fact = c.fact.as_ref().map(|f| format!("   ({f})")).unwrap_or_default();
+            out.push_str(&format!("    {:<width$}  {}{}\n", c.condition, c.value, fact, width = width));
         }
         if r.matched {
             reached = false;
@@ -609,12 +542,7 @@ fn test(dir: Option<&Path>, config: Option<&Path>, coverage: bool) -> Exit {
     };
     let dir = dir
         .map(Path::to_path_buf)
-        .or_else(|| {
-            loaded
-                .as_ref()
-                .and_then(Loaded::policy_path)
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-        })
+        .or_else(|| loaded.as_ref().and_then(Loaded::policy_path).and_then(|p| p.parent().map(Path::to_path_buf)))
         .unwrap_or_else(|| PathBuf::from("rules"));
     let entries = match expand(std::slice::from_ref(&dir)) {
         Ok(e) => e,
@@ -648,12 +576,7 @@ fn test(dir: Option<&Path>, config: Option<&Path>, coverage: bool) -> Exit {
                 return Exit::CannotRun;
             }
         };
-        println!(
-            "running {} test{} from {}",
-            cases.len(),
-            if cases.len() == 1 { "" } else { "s" },
-            tests.display()
-        );
+        println!("running {} test{} from {}", cases.len(), if cases.len() == 1 { "" } else { "s" }, tests.display());
         let results = testing::run(&program, &cases, &keys);
         let mut failures = Vec::new();
         for r in &results {
@@ -681,16 +604,10 @@ fn test(dir: Option<&Path>, config: Option<&Path>, coverage: bool) -> Exit {
         println!();
     }
     if !any {
-        eprintln!(
-            "error: no policy under {} has a .tests.yaml beside it",
-            dir.display()
-        );
+        eprintln!("error: no policy under {} has a .tests.yaml beside it", dir.display());
         return Exit::CannotRun;
     }
-    println!(
-        "test result: {}. {passed} passed; {failed} failed",
-        if failed == 0 { "ok" } else { "FAILED" }
-    );
+    println!("test result: {}. {passed} passed; {failed} failed", if failed == 0 { "ok" } else { "FAILED" });
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         Exit::Findings
@@ -701,18 +618,14 @@ fn test(dir: Option<&Path>, config: Option<&Path>, coverage: bool) -> Exit {
 
 /// `main.route` -> `main.tests.yaml`.
 pub fn tests_path(entry: &Path) -> PathBuf {
-    let stem = entry
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = entry.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     entry.with_file_name(format!("{stem}.tests.yaml"))
 }
 
 fn print_coverage(program: &Program, results: &[testing::CaseResult]) {
     let mut lines = Vec::new();
     for (i, r) in program.checked.rules.iter().enumerate() {
-        let cases: Vec<&testing::CaseResult> =
-            results.iter().filter(|c| c.rule == Some(i)).collect();
+        let cases: Vec<&testing::CaseResult> = results.iter().filter(|c| c.rule == Some(i)).collect();
         if cases.is_empty() {
             lines.push(format!("    rule {:?}: no test reaches it", r.name));
             continue;

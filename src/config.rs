@@ -242,10 +242,7 @@ pub struct ReloadConfig {
 
 impl Default for ReloadConfig {
     fn default() -> Self {
-        ReloadConfig {
-            require_tests: true,
-            debounce: default_debounce(),
-        }
+        ReloadConfig { require_tests: true, debounce: default_debounce() }
     }
 }
 
@@ -283,9 +280,7 @@ pub struct ServerLimits {
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        ServerLimits {
-            max_body_bytes: default_body(),
-        }
+        ServerLimits { max_body_bytes: default_body() }
     }
 }
 
@@ -311,11 +306,7 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     if !v.is_finite() || v < 0.0 {
         return None;
     }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "checked finite and non-negative"
-    )]
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked finite and non-negative")]
     Some((v * mult).round() as u64)
 }
 
@@ -329,11 +320,8 @@ enum DurationRepr {
 fn duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match DurationRepr::deserialize(d)? {
         DurationRepr::Num(n) => Ok(n),
-        DurationRepr::Text(s) => parse_duration_ms(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not a duration (try `250ms`, `20s`, `5m`)"
-            ))
-        }),
+        DurationRepr::Text(s) => parse_duration_ms(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a duration (try `250ms`, `20s`, `5m`)"))),
     }
 }
 
@@ -355,10 +343,7 @@ pub struct Loaded {
 impl Loaded {
     /// The directory paths in the file are relative to.
     pub fn base_dir(&self) -> PathBuf {
-        self.path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
+        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
     }
 
     /// The entry policy file, resolved against the config's directory.
@@ -382,10 +367,7 @@ pub fn catalog_of(config: &Config) -> Catalog {
                 name: name.clone(),
                 provider: m.provider.clone(),
                 upstream_id: m.id.clone().unwrap_or_else(|| name.clone()),
-                price: m.price.map(|p| Price {
-                    input: p.input,
-                    output: p.output,
-                }),
+                price: m.price.map(|p| Price { input: p.input, output: p.output }),
                 context: m.context,
                 tags: m.tags.clone(),
                 capabilities: m.capabilities.clone(),
@@ -410,51 +392,30 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     let shown = path.display().to_string();
     let config: Config = if text.trim().is_empty() {
-        Config {
-            listen: default_listen(),
-            ..Config::default()
-        }
+        Config { listen: default_listen(), ..Config::default() }
     } else {
         serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            ConfigError {
-                path: shown.clone(),
-                line,
-                column,
-                message: e.to_string(),
-            }
+            ConfigError { path: shown.clone(), line, column, message: e.to_string() }
         })?
     };
     let err = |needle: &str, message: String| {
         let line = line_of(text, needle);
-        ConfigError {
-            path: shown.clone(),
-            line,
-            column: 1,
-            message,
-        }
+        ConfigError { path: shown.clone(), line, column: 1, message }
     };
     let mut warnings = Vec::new();
     for (name, p) in &config.providers {
         if let Some(rate) = p.fail_rate {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(err(
-                    name,
-                    format!("provider `{name}`: fail_rate must be between 0 and 1"),
-                ));
+                return Err(err(name, format!("provider `{name}`: fail_rate must be between 0 and 1")));
             }
         }
         if p.kind != ProviderKind::Mock && p.base_url.is_none() && p.kind == ProviderKind::Openai {
-            return Err(err(
-                name,
-                format!("provider `{name}`: an `openai` provider needs a `base_url`"),
-            ));
+            return Err(err(name, format!("provider `{name}`: an `openai` provider needs a `base_url`")));
         }
         if let Some(env) = &p.api_key_env {
             if std::env::var_os(env).is_none() {
-                warnings.push(format!(
-                    "provider `{name}`: ${env} is not set; the provider is unavailable"
-                ));
+                warnings.push(format!("provider `{name}`: ${env} is not set; the provider is unavailable"));
             }
         }
     }
@@ -466,17 +427,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
                 format!(
                     "model `{name}` names provider `{}`, which is not in `providers`{}",
                     m.provider,
-                    help.map(|h| format!(" (did you mean `{h}`?)"))
-                        .unwrap_or_default()
+                    help.map(|h| format!(" (did you mean `{h}`?)")).unwrap_or_default()
                 ),
             ));
         }
         if let Some(p) = m.price {
             if p.input < 0.0 || p.output < 0.0 || !p.input.is_finite() || !p.output.is_finite() {
-                return Err(err(
-                    name,
-                    format!("model `{name}`: prices cannot be negative"),
-                ));
+                return Err(err(name, format!("model `{name}`: prices cannot be negative")));
             }
         }
     }
@@ -487,48 +444,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         }
         match (&k.key_env, &k.key_sha256) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(err(
-                    &k.name,
-                    format!(
-                        "key `{}` needs exactly one of `key_env` and `key_sha256`",
-                        k.name
-                    ),
-                ))
+                return Err(err(&k.name, format!("key `{}` needs exactly one of `key_env` and `key_sha256`", k.name)))
             }
             (Some(env), None) => {
                 if std::env::var_os(env).is_none() {
-                    warnings.push(format!(
-                        "key `{}`: ${env} is not set; the key is disabled",
-                        k.name
-                    ));
+                    warnings.push(format!("key `{}`: ${env} is not set; the key is disabled", k.name));
                 }
             }
             (None, Some(h)) => {
                 if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(err(
-                        &k.name,
-                        format!("key `{}`: key_sha256 must be 64 hex digits", k.name),
-                    ));
+                    return Err(err(&k.name, format!("key `{}`: key_sha256 must be 64 hex digits", k.name)));
                 }
             }
         }
         for m in k.models.iter().flatten() {
             if !config.models.contains_key(m) {
-                return Err(err(
-                    &k.name,
-                    format!(
-                        "key `{}` allows model `{m}`, which is not in `models`",
-                        k.name
-                    ),
-                ));
+                return Err(err(&k.name, format!("key `{}` allows model `{m}`, which is not in `models`", k.name)));
             }
         }
         if let Some(b) = k.budget {
             if !(b.usd >= 0.0 && b.usd.is_finite()) {
-                return Err(err(
-                    &k.name,
-                    format!("key `{}`: a budget must be a non-negative amount", k.name),
-                ));
+                return Err(err(&k.name, format!("key `{}`: a budget must be a non-negative amount", k.name)));
             }
         }
     }
@@ -539,18 +475,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
-    Ok(Loaded {
-        config,
-        path: path.to_path_buf(),
-        warnings,
-    })
+    Ok(Loaded { config, path: path.to_path_buf(), warnings })
 }
 
 /// The closest name within edit distance 2 (or a third of the name's length).
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(2);
     candidates
         .into_iter()
@@ -603,36 +532,23 @@ storage: { sqlite: yardmaster.db }          # later also: { redis: redis://127.0
         assert_eq!(l.config.providers["demo"].latency, Some(30));
         assert_eq!(l.config.models.len(), 3);
         let cat = l.catalog();
-        assert_eq!(
-            cat.by_name("embed-small").unwrap().endpoint,
-            Endpoint::Embeddings
-        );
-        assert_eq!(
-            cat.by_name("claude-sonnet").unwrap().upstream_id,
-            "claude-sonnet-4-5"
-        );
+        assert_eq!(cat.by_name("embed-small").unwrap().endpoint, Endpoint::Embeddings);
+        assert_eq!(cat.by_name("claude-sonnet").unwrap().upstream_id, "claude-sonnet-4-5");
         assert_eq!(l.policy_path().unwrap(), Path::new("x/rules/main.route"));
         assert_eq!(l.config.keys[0].budget.unwrap().per, Period::Month);
     }
 
     #[test]
     fn unknown_fields_name_their_line() {
-        let e = parse(
-            Path::new("y.yaml"),
-            "listen: 1.2.3.4:1\nmodels:\n  a: { provider: p, prize: 3 }\n",
-        )
-        .unwrap_err();
+        let e = parse(Path::new("y.yaml"), "listen: 1.2.3.4:1\nmodels:\n  a: { provider: p, prize: 3 }\n").unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.message.contains("prize"), "{}", e.message);
     }
 
     #[test]
     fn unknown_provider_names_the_model_line() {
-        let e = parse(
-            Path::new("y.yaml"),
-            "providers:\n  openai: { kind: mock }\nmodels:\n  a: { provider: opena }\n",
-        )
-        .unwrap_err();
+        let e = parse(Path::new("y.yaml"), "providers:\n  openai: { kind: mock }\nmodels:\n  a: { provider: opena }\n")
+            .unwrap_err();
         assert_eq!(e.line, 4);
         assert!(e.message.contains("did you mean `openai`"), "{}", e.message);
     }

@@ -2,12 +2,7 @@
 //! set and the scratch buffers are reused, and the decision refers to the compiled rule instead of
 //! copying it. (This binary holds one test, so no other test allocates while it counts.)
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 mod common;
 
@@ -19,8 +14,7 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 #[test]
 fn decisions_do_not_allocate() {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/main.route")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/main.route")).unwrap();
     let program = common::program(&text);
     let health = yardmaster::policy::eval::StaticHealth::default();
     let ctx = yardmaster::policy::eval::Context {
@@ -29,17 +23,12 @@ fn decisions_do_not_allocate() {
         ..yardmaster::policy::eval::Context::anonymous(&health)
     };
     let prompts = [
-        format!(
-            "{}\nTraceback (most recent call last):",
-            "lorem ipsum dolor sit amet ".repeat(40)
-        ),
+        format!("{}\nTraceback (most recent call last):", "lorem ipsum dolor sit amet ".repeat(40)),
         "a plain question about the weather ".repeat(30),
         format!("```rust\n{}\n```", "let x = 1;\n".repeat(90)),
     ];
-    let reqs: Vec<_> = prompts
-        .iter()
-        .map(|p| yardmaster::policy::eval::RequestFacts::from_chat(&common::chat(p)).unwrap())
-        .collect();
+    let reqs: Vec<_> =
+        prompts.iter().map(|p| yardmaster::policy::eval::RequestFacts::from_chat(&common::chat(p)).unwrap()).collect();
     let mut scratch = yardmaster::policy::compile::Scratch::default();
     let mut expected = Vec::new();
     for r in &reqs {
@@ -54,17 +43,8 @@ fn decisions_do_not_allocate() {
     }
     let stats = region.change();
     assert_eq!(stats.allocations, 0, "decisions allocated: {stats:?}");
-    assert!(
-        got.iter().all(|d| d.tokens.is_none()),
-        "these decisions must not count tokens"
-    );
-    let names: Vec<&str> = expected
-        .iter()
-        .map(|i| program.rule(*i).unwrap().name.as_str())
-        .collect();
+    assert!(got.iter().all(|d| d.tokens.is_none()), "these decisions must not count tokens");
+    let names: Vec<&str> = expected.iter().map(|i| program.rule(*i).unwrap().name.as_str()).collect();
     assert_eq!(names, ["code", "free tier experiment", "code"]);
-    assert_eq!(
-        got.iter().take(3).map(|d| d.rule).collect::<Vec<_>>(),
-        expected
-    );
+    assert_eq!(got.iter().take(3).map(|d| d.rule).collect::<Vec<_>>(), expected);
 }

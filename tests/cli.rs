@@ -1,11 +1,6 @@
 //! The command line, run as a user runs it: exit codes, output formats and files touched.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 use std::path::Path;
 use std::process::Command;
@@ -30,48 +25,23 @@ fn lint_exit_codes() {
     let (code, out, _) = ym(&["lint", "rules/", "--config", QUICKSTART]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 errors, 0 warnings"), "{out}");
-    let (code, out, _) = ym(&[
-        "lint",
-        "tests/lint/E0201_unknown_model.route",
-        "--config",
-        "tests/lint/catalog.yaml",
-    ]);
+    let (code, out, _) = ym(&["lint", "tests/lint/E0201_unknown_model.route", "--config", "tests/lint/catalog.yaml"]);
     assert_eq!(code, 1);
-    assert!(
-        out.contains("E0201") && out.contains("did you mean `claude-sonnet`?"),
-        "{out}"
-    );
+    assert!(out.contains("E0201") && out.contains("did you mean `claude-sonnet`?"), "{out}");
     // Warnings pass, unless --deny-warnings.
-    let (code, _, _) = ym(&[
-        "lint",
-        "tests/lint/W0104_always_true.route",
-        "--config",
-        "tests/lint/catalog.yaml",
-    ]);
+    let (code, _, _) = ym(&["lint", "tests/lint/W0104_always_true.route", "--config", "tests/lint/catalog.yaml"]);
     assert_eq!(code, 0);
-    let (code, _, _) = ym(&[
-        "lint",
-        "tests/lint/W0104_always_true.route",
-        "--config",
-        "tests/lint/catalog.yaml",
-        "--deny-warnings",
-    ]);
+    let (code, _, _) =
+        ym(&["lint", "tests/lint/W0104_always_true.route", "--config", "tests/lint/catalog.yaml", "--deny-warnings"]);
     assert_eq!(code, 1);
     // A missing file or a broken config cannot run.
     assert_eq!(ym(&["lint", "no/such.route"]).0, 2);
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "listen: x\nmodels:\n  m: { provider: p, colour: red }\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "listen: x\nmodels:\n  m: { provider: p, colour: red }\n").unwrap();
     let (code, _, err) = ym(&["lint", "rules/", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(
-        err.contains("bad.yaml:3:") && err.contains("colour"),
-        "{err}"
-    );
+    assert!(err.contains("bad.yaml:3:") && err.contains("colour"), "{err}");
 }
 
 #[test]
@@ -90,10 +60,7 @@ fn lint_json_is_a_flat_array() {
     assert_eq!(first["code"], "E0301");
     assert_eq!(first["severity"], "error");
     assert_eq!(first["file"], "tests/lint/E0301_type_mismatch.route");
-    assert_eq!(
-        (first["line"].as_u64(), first["column"].as_u64()),
-        (Some(2), Some(8))
-    );
+    assert_eq!((first["line"].as_u64(), first["column"].as_u64()), (Some(2), Some(8)));
     assert!(first["help"].as_str().unwrap().contains("quote it"));
 }
 
@@ -101,29 +68,19 @@ fn lint_json_is_a_flat_array() {
 fn lint_costs() {
     let (code, out, _) = ym(&["lint", "rules/", "--config", QUICKSTART, "--costs"]);
     assert_eq!(code, 0);
-    assert!(
-        out.contains("A0101") && out.contains("costs at most $"),
-        "{out}"
-    );
+    assert!(out.contains("A0101") && out.contains("costs at most $"), "{out}");
 }
 
 #[test]
 fn fmt_check_and_write() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("p.route");
-    std::fs::write(
-        &f,
-        "# keep me\ndefault {   then gpt-4o-mini->claude-haiku   # and me\n}\n",
-    )
-    .unwrap();
+    std::fs::write(&f, "# keep me\ndefault {   then gpt-4o-mini->claude-haiku   # and me\n}\n").unwrap();
     let path = f.to_str().unwrap();
     assert_eq!(ym(&["fmt", "--check", path]).0, 1);
     assert_eq!(ym(&["fmt", path]).0, 0);
     let text = std::fs::read_to_string(&f).unwrap();
-    assert_eq!(
-        text,
-        "# keep me\ndefault {\n  then gpt-4o-mini -> claude-haiku  # and me\n}\n"
-    );
+    assert_eq!(text, "# keep me\ndefault {\n  then gpt-4o-mini -> claude-haiku  # and me\n}\n");
     assert_eq!(ym(&["fmt", "--check", path]).0, 0);
 }
 
@@ -146,7 +103,11 @@ fn test_command_passes_on_the_shipped_rules() {
 #[test]
 fn test_command_fails_on_a_wrong_expectation() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.route"), "rule \"premium\" { when user.tier == \"premium\" then gpt-4o }\ndefault { then gpt-4o-mini }\n").unwrap();
+    std::fs::write(
+        dir.path().join("p.route"),
+        "rule \"premium\" { when user.tier == \"premium\" then gpt-4o }\ndefault { then gpt-4o-mini }\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("p.tests.yaml"),
         "- name: premium\n  request: { model: auto, messages: [{ role: user, content: hi }] }\n  tier: premium\n  expect: { rule: premium, model: claude-sonnet }\n",
@@ -154,17 +115,18 @@ fn test_command_fails_on_a_wrong_expectation() {
     .unwrap();
     let (code, out, _) = ym(&["test", dir.path().to_str().unwrap(), "--config", QUICKSTART]);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("expected model `claude-sonnet`, got `gpt-4o`"),
-        "{out}"
-    );
+    assert!(out.contains("expected model `claude-sonnet`, got `gpt-4o`"), "{out}");
 }
 
 #[test]
 fn explain_json_matches_the_spec_shape() {
     let dir = tempfile::tempdir().unwrap();
     let req = dir.path().join("req.json");
-    std::fs::write(&req, r#"{"model": "auto", "messages": [{"role": "user", "content": "Traceback (most recent call last)"}]}"#).unwrap();
+    std::fs::write(
+        &req,
+        r#"{"model": "auto", "messages": [{"role": "user", "content": "Traceback (most recent call last)"}]}"#,
+    )
+    .unwrap();
     let (code, out, err) = ym(&[
         "explain",
         "--request",
@@ -181,9 +143,9 @@ fn explain_json_matches_the_spec_shape() {
     assert_eq!(v["rule"], "code");
     let rules = v["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 9);
-    assert!(rules.iter().all(|r| r.get("name").is_some()
-        && r.get("matched").is_some()
-        && r.get("conditions").is_some()));
+    assert!(rules
+        .iter()
+        .all(|r| r.get("name").is_some() && r.get("matched").is_some() && r.get("conditions").is_some()));
     let plan = v["plan"].as_array().unwrap();
     assert_eq!(plan[0]["model"], "codestral");
     assert_eq!(plan[0]["taken"], false);
@@ -211,7 +173,5 @@ fn explain_json_matches_the_spec_shape() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("→ rule \"premium\""), "{out}");
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("rules/main.route")
-        .exists());
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/main.route").exists());
 }

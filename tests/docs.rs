@@ -1,12 +1,7 @@
 //! Every example in `docs/language.md` (and the README's policy) lints without errors against
 //! the quickstart catalog, so the reference cannot drift from the language.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 mod common;
 
@@ -36,40 +31,21 @@ fn blocks(md: &str, tag: &str) -> Vec<String> {
 
 fn errors(text: &str) -> Vec<String> {
     let cat = common::quickstart();
-    let outcome = check(
-        load::load_text(Path::new("doc.route"), text),
-        Some(&cat),
-        CheckOptions::default(),
-    );
-    outcome
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.one_line(&outcome.sources))
-        .collect()
+    let outcome = check(load::load_text(Path::new("doc.route"), text), Some(&cat), CheckOptions::default());
+    outcome.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.one_line(&outcome.sources)).collect()
 }
 
 #[test]
 fn language_reference_examples_lint() {
-    let md =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/language.md")).unwrap();
-    let (routes, conds, targets) = (
-        blocks(&md, "route"),
-        blocks(&md, "cond"),
-        blocks(&md, "target"),
-    );
-    assert!(
-        routes.len() >= 4 && conds.len() >= 8 && targets.len() >= 6,
-        "examples went missing"
-    );
+    let md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/language.md")).unwrap();
+    let (routes, conds, targets) = (blocks(&md, "route"), blocks(&md, "cond"), blocks(&md, "target"));
+    assert!(routes.len() >= 4 && conds.len() >= 8 && targets.len() >= 6, "examples went missing");
     for r in routes {
         assert_eq!(errors(&r), Vec::<String>::new(), "{r}");
     }
     for c in conds {
-        let text = format!(
-            "rule \"example\" {{\n  when {}\n  then gpt-4o\n}}\ndefault {{ then gpt-4o-mini }}\n",
-            c.trim()
-        );
+        let text =
+            format!("rule \"example\" {{\n  when {}\n  then gpt-4o\n}}\ndefault {{ then gpt-4o-mini }}\n", c.trim());
         assert_eq!(errors(&text), Vec::<String>::new(), "{c}");
     }
     for t in targets {
@@ -80,23 +56,16 @@ fn language_reference_examples_lint() {
 
 #[test]
 fn every_fact_is_documented() {
-    let md =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/language.md")).unwrap();
+    let md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/language.md")).unwrap();
     for fact in yardmaster::policy::check::names::FACTS
         .iter()
         .chain(yardmaster::policy::check::names::FUNCTIONS)
         .chain(yardmaster::policy::check::names::OPTIONS)
     {
-        assert!(
-            md.contains(&format!("`{fact}")),
-            "docs/language.md does not document `{fact}`"
-        );
+        assert!(md.contains(&format!("`{fact}")), "docs/language.md does not document `{fact}`");
     }
     for (field, _) in yardmaster::policy::check::names::FIELDS {
-        assert!(
-            md.contains(&format!("`{field}`")),
-            "docs/language.md does not list the field `{field}`"
-        );
+        assert!(md.contains(&format!("`{field}`")), "docs/language.md does not list the field `{field}`");
     }
 }
 

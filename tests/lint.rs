@@ -3,12 +3,7 @@
 //! plus its JSON form are snapshotted. Every diagnostic code must have a golden file, and the file
 //! must produce its code. `tests/lint/ok/`, `rules/` and `examples/` must lint clean.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 use std::path::{Path, PathBuf};
 
@@ -17,16 +12,11 @@ use yardmaster::policy::check::codes::Code;
 use yardmaster::policy::{check, load, CheckOptions};
 
 fn catalog(path: &str) -> Catalog {
-    yardmaster::config::load(Path::new(path))
-        .expect("the test catalog loads")
-        .catalog()
+    yardmaster::config::load(Path::new(path)).expect("the test catalog loads").catalog()
 }
 
 fn lint(path: &Path, catalog: &Catalog, costs: bool) -> (String, Vec<String>) {
-    let rel = path
-        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
-        .unwrap_or(path)
-        .to_path_buf();
+    let rel = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(path).to_path_buf();
     let source = load::load(&rel, &load::Fs);
     let outcome = check(source, Some(catalog), CheckOptions { costs });
     let mut report = String::new();
@@ -54,10 +44,7 @@ fn golden_diagnostics() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let code = name.split('_').next().unwrap().to_string();
         let (report, codes) = lint(path, &cat, code.starts_with('A'));
-        assert!(
-            codes.contains(&code),
-            "{name} should report {code}, got {codes:?}\n{report}"
-        );
+        assert!(codes.contains(&code), "{name} should report {code}, got {codes:?}\n{report}");
         insta::assert_snapshot!(report);
     });
 }
@@ -72,22 +59,16 @@ fn every_code_has_a_golden_file() {
             missing.push(file.display().to_string());
         }
     }
-    assert!(
-        missing.is_empty(),
-        "diagnostic codes without a golden file: {missing:?}"
-    );
+    assert!(missing.is_empty(), "diagnostic codes without a golden file: {missing:?}");
 }
 
 #[test]
 fn every_code_is_documented_with_a_bad_and_a_fixed_example() {
-    let docs =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnostics.md"))
-            .unwrap();
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnostics.md")).unwrap();
     for c in Code::ALL {
         let heading = format!("## {}", c.as_str());
-        let start = docs
-            .find(&heading)
-            .unwrap_or_else(|| panic!("docs/diagnostics.md has no section for {}", c.as_str()));
+        let start =
+            docs.find(&heading).unwrap_or_else(|| panic!("docs/diagnostics.md has no section for {}", c.as_str()));
         let section = &docs[start..];
         let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
         let section = &section[..end];
@@ -113,11 +94,7 @@ fn valid_policies_lint_clean() {
     let test_catalog = catalog("tests/lint/catalog.yaml");
     for path in routes("tests/lint/ok") {
         let (report, codes) = lint(&path, &test_catalog, false);
-        assert!(
-            codes.is_empty(),
-            "{} should lint clean:\n{report}",
-            path.display()
-        );
+        assert!(codes.is_empty(), "{} should lint clean:\n{report}", path.display());
     }
     let quickstart = catalog("examples/quickstart.yaml");
     let mut all = routes("rules");
@@ -128,16 +105,8 @@ fn valid_policies_lint_clean() {
     for path in all {
         let source = load::load(&path, &load::Fs);
         let outcome = check(source, Some(&quickstart), CheckOptions::default());
-        let shown: Vec<String> = outcome
-            .diagnostics
-            .iter()
-            .map(|d| d.one_line(&outcome.sources))
-            .collect();
-        assert!(
-            shown.is_empty(),
-            "{} should lint clean against the quickstart catalog: {shown:#?}",
-            path.display()
-        );
+        let shown: Vec<String> = outcome.diagnostics.iter().map(|d| d.one_line(&outcome.sources)).collect();
+        assert!(shown.is_empty(), "{} should lint clean against the quickstart catalog: {shown:#?}", path.display());
     }
 }
 
@@ -149,8 +118,5 @@ fn the_shipped_policy_is_the_spec_example_formatted() {
     let a = yardmaster::policy::syntax::parse(0, &spec).unwrap();
     let b = yardmaster::policy::syntax::parse(0, &shipped).unwrap();
     assert_eq!(a.items, b.items);
-    assert_eq!(
-        yardmaster::policy::fmt::format_source(&spec).unwrap(),
-        shipped
-    );
+    assert_eq!(yardmaster::policy::fmt::format_source(&spec).unwrap(), shipped);
 }

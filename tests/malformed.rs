@@ -1,11 +1,6 @@
 //! Malformed and hostile input gets a diagnostic, never a panic or a stack overflow.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 mod common;
 
@@ -17,11 +12,7 @@ use yardmaster::policy::{check, CheckOptions};
 
 fn codes(text: &str) -> Vec<Code> {
     let cat = common::quickstart();
-    let outcome = check(
-        load::load_text(Path::new("big.route"), text),
-        Some(&cat),
-        CheckOptions::default(),
-    );
+    let outcome = check(load::load_text(Path::new("big.route"), text), Some(&cat), CheckOptions::default());
     outcome.diagnostics.iter().map(|d| d.code).collect()
 }
 
@@ -35,19 +26,12 @@ fn a_one_megabyte_policy_loads() {
     }
     text.push_str("default { then gpt-4o-mini }\n");
     let found = codes(&text);
-    assert!(
-        !found
-            .iter()
-            .any(|c| c.severity() == yardmaster::policy::Severity::Error),
-        "{found:?}"
-    );
+    assert!(!found.iter().any(|c| c.severity() == yardmaster::policy::Severity::Error), "{found:?}");
 }
 
 #[test]
 fn a_one_megabyte_garbage_file_gets_a_syntax_error() {
-    let text: String = (0..1 << 20)
-        .map(|i| (b'!' + (i % 90) as u8) as char)
-        .collect();
+    let text: String = (0..1 << 20).map(|i| (b'!' + (i % 90) as u8) as char).collect();
     assert_eq!(codes(&text), vec![Code::SyntaxError]);
 }
 
@@ -59,11 +43,7 @@ fn deep_nesting_is_refused() {
         ")".repeat(100_000)
     );
     assert_eq!(codes(&deep), vec![Code::TooComplex]);
-    let lists = format!(
-        "let x = {}1{}\ndefault {{ then gpt-4o }}",
-        "[".repeat(100_000),
-        "]".repeat(100_000)
-    );
+    let lists = format!("let x = {}1{}\ndefault {{ then gpt-4o }}", "[".repeat(100_000), "]".repeat(100_000));
     assert_eq!(codes(&lists), vec![Code::TooComplex]);
     let nots = format!(
         "rule \"x\" {{ when {}request.stream then gpt-4o }}\ndefault {{ then gpt-4o }}",
@@ -76,9 +56,7 @@ fn deep_nesting_is_refused() {
 fn long_flat_chains_are_fine() {
     let cond = vec!["request.stream"; 50_000].join(" and ");
     let text = format!("rule \"x\" {{ when {cond} then gpt-4o }}\ndefault {{ then gpt-4o-mini }}");
-    assert!(!codes(&text)
-        .iter()
-        .any(|c| c.severity() == yardmaster::policy::Severity::Error));
+    assert!(!codes(&text).iter().any(|c| c.severity() == yardmaster::policy::Severity::Error));
     let chain = vec!["gpt-4o"; 20_000].join(" -> ");
     let text = format!("default {{ then {chain} }}");
     assert!(codes(&text).contains(&Code::RepeatedModel));
@@ -99,54 +77,26 @@ fn invalid_utf8_names_its_position() {
 #[test]
 fn include_cycles_are_reported() {
     let files = Memory(vec![
-        (
-            PathBuf::from("p/a.route"),
-            "include \"b.route\"\ndefault { then gpt-4o }".into(),
-        ),
-        (
-            PathBuf::from("p/b.route"),
-            "include \"sub/../a.route\"".into(),
-        ),
+        (PathBuf::from("p/a.route"), "include \"b.route\"\ndefault { then gpt-4o }".into()),
+        (PathBuf::from("p/b.route"), "include \"sub/../a.route\"".into()),
     ]);
-    let outcome = check(
-        load::load(Path::new("p/a.route"), &files),
-        None,
-        CheckOptions::default(),
-    );
-    let cycle = outcome
-        .diagnostics
-        .iter()
-        .find(|d| d.code == Code::IncludeCycle)
-        .expect("a cycle diagnostic");
-    assert!(
-        cycle
-            .help
-            .as_deref()
-            .unwrap()
-            .contains("p/a.route -> p/b.route -> p/a.route"),
-        "{:?}",
-        cycle.help
-    );
+    let outcome = check(load::load(Path::new("p/a.route"), &files), None, CheckOptions::default());
+    let cycle = outcome.diagnostics.iter().find(|d| d.code == Code::IncludeCycle).expect("a cycle diagnostic");
+    assert!(cycle.help.as_deref().unwrap().contains("p/a.route -> p/b.route -> p/a.route"), "{:?}", cycle.help);
 }
 
 #[test]
 fn includes_splice_in_place() {
     let files = Memory(vec![
-        (PathBuf::from("p/a.route"), "rule \"first\" { when user.tier == \"a\" then gpt-4o }\ninclude \"b.route\"\ndefault { then gpt-4o }".into()),
+        (
+            PathBuf::from("p/a.route"),
+            "rule \"first\" { when user.tier == \"a\" then gpt-4o }\ninclude \"b.route\"\ndefault { then gpt-4o }"
+                .into(),
+        ),
         (PathBuf::from("p/b.route"), "rule \"second\" { when user.tier == \"b\" then gpt-4o }".into()),
     ]);
-    let outcome = check(
-        load::load(Path::new("p/a.route"), &files),
-        None,
-        CheckOptions::default(),
-    );
-    let names: Vec<String> = outcome
-        .checked
-        .unwrap()
-        .rules
-        .iter()
-        .map(|r| r.name.clone())
-        .collect();
+    let outcome = check(load::load(Path::new("p/a.route"), &files), None, CheckOptions::default());
+    let names: Vec<String> = outcome.checked.unwrap().rules.iter().map(|r| r.name.clone()).collect();
     assert_eq!(names, ["first", "second", "default"]);
 }
 
@@ -154,10 +104,7 @@ fn includes_splice_in_place() {
 fn versions_hash_every_file() {
     let a = |b: &str| {
         let files = Memory(vec![
-            (
-                PathBuf::from("a.route"),
-                "include \"b.route\"\ndefault { then gpt-4o }".into(),
-            ),
+            (PathBuf::from("a.route"), "include \"b.route\"\ndefault { then gpt-4o }".into()),
             (PathBuf::from("b.route"), b.into()),
         ]);
         load::load(Path::new("a.route"), &files).version

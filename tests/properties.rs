@@ -3,12 +3,7 @@
 //!   formatting twice changes nothing, and no comment is lost or reordered;
 //! - the compiled program and the naive AST-walking evaluator always pick the same rule.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 mod common;
 
@@ -18,36 +13,11 @@ use yardmaster::policy::eval::naive::Naive;
 use yardmaster::policy::eval::{Budget, Context, RequestFacts, StaticHealth};
 use yardmaster::policy::{check, compile, fmt, load, syntax, CheckOptions};
 
-const WORDS: &[&str] = &[
-    "def ",
-    "select",
-    "fn main",
-    "C++",
-    "été",
-    "hello",
-    "key",
-    "AKIA",
-    "Straße",
-    "traceback",
-    "json",
-];
-const MODELS: &[&str] = &[
-    "gpt-4o-mini",
-    "gpt-4o",
-    "claude-sonnet",
-    "claude-haiku",
-    "gemini-pro",
-    "codestral",
-    "llama-70b",
-];
-const REGEXES: &[&str] = &[
-    "AKIA[0-9A-Z]{4}",
-    "\\d{3}",
-    "hel+o",
-    "^sel",
-    "a\\/b",
-    "```\\w*\\n",
-];
+const WORDS: &[&str] =
+    &["def ", "select", "fn main", "C++", "été", "hello", "key", "AKIA", "Straße", "traceback", "json"];
+const MODELS: &[&str] =
+    &["gpt-4o-mini", "gpt-4o", "claude-sonnet", "claude-haiku", "gemini-pro", "codestral", "llama-70b"];
+const REGEXES: &[&str] = &["AKIA[0-9A-Z]{4}", "\\d{3}", "hel+o", "^sel", "a\\/b", "```\\w*\\n"];
 
 fn q(s: &str) -> String {
     format!("{s:?}")
@@ -55,12 +25,8 @@ fn q(s: &str) -> String {
 
 fn leaf() -> impl Strategy<Value = String> {
     let word = prop::sample::select(WORDS).prop_map(q);
-    let words = prop::collection::vec(prop::sample::select(WORDS), 1..4).prop_map(|ws| {
-        format!(
-            "[{}]",
-            ws.iter().map(|w| q(w)).collect::<Vec<_>>().join(", ")
-        )
-    });
+    let words = prop::collection::vec(prop::sample::select(WORDS), 1..4)
+        .prop_map(|ws| format!("[{}]", ws.iter().map(|w| q(w)).collect::<Vec<_>>().join(", ")));
     let text = prop::sample::select(&["prompt", "prompt.last", "prompt.system"][..]);
     let num = prop::sample::select(&["0", "3", "10", "50", "1k", "2.5k"][..]);
     prop_oneof![
@@ -70,15 +36,10 @@ fn leaf() -> impl Strategy<Value = String> {
         (text.clone(), word).prop_map(|(t, w)| format!("{t} starts_with {w}")),
         (text, prop::sample::select(REGEXES), any::<bool>())
             .prop_map(|(t, r, i)| format!("{t} matches /{r}/{}", if i { "i" } else { "" })),
-        (
-            prop::sample::select(&[">", "<", ">=", "<=", "==", "!="][..]),
-            num.clone()
-        )
+        (prop::sample::select(&[">", "<", ">=", "<=", "==", "!="][..]), num.clone())
             .prop_map(|(o, n)| format!("prompt.tokens {o} {n}")),
-        (prop::sample::select(&[">", "<"][..]), num)
-            .prop_map(|(o, n)| format!("prompt.chars {o} {n}")),
-        prop::sample::select(&["\"free\"", "\"premium\""][..])
-            .prop_map(|t| format!("user.tier == {t}")),
+        (prop::sample::select(&[">", "<"][..]), num).prop_map(|(o, n)| format!("prompt.chars {o} {n}")),
+        prop::sample::select(&["\"free\"", "\"premium\""][..]).prop_map(|t| format!("user.tier == {t}")),
         Just("user.tier in [\"a\", \"premium\"]".to_string()),
         Just("request.stream".to_string()),
         Just("request.tools".to_string()),
@@ -113,10 +74,7 @@ fn target() -> impl Strategy<Value = String> {
         (model(), model()).prop_map(|(a, b)| format!("fastest({a}, {b})")),
         (model(), model()).prop_map(|(a, b)| format!("split {{ 50%: {a}, 50%: {b} }}")),
     ];
-    prop_oneof![
-        prop::collection::vec(step, 1..4).prop_map(|s| s.join(" -> ")),
-        Just("deny 451 \"no\"".to_string()),
-    ]
+    prop_oneof![prop::collection::vec(step, 1..4).prop_map(|s| s.join(" -> ")), Just("deny 451 \"no\"".to_string()),]
 }
 
 /// A policy as text, with random layout and a comment `# cN` after some lines.
@@ -158,17 +116,27 @@ fn policy() -> impl Strategy<Value = String> {
 }
 
 fn comments(text: &str) -> Vec<String> {
-    syntax::parse(0, text)
-        .unwrap()
-        .comments
-        .into_iter()
-        .map(|c| c.node)
-        .collect()
+    syntax::parse(0, text).unwrap().comments.into_iter().map(|c| c.node).collect()
 }
 
 fn request() -> impl Strategy<Value = (serde_json::Value, Option<&'static str>, Vec<usize>, bool)> {
     (
-        prop::collection::vec(prop::sample::select(&["def main():", "SELECT x", "hello", "été", "key AKIA1234", "json", "a/b 123", "```py\nx", "plain words"][..]), 0..6),
+        prop::collection::vec(
+            prop::sample::select(
+                &[
+                    "def main():",
+                    "SELECT x",
+                    "hello",
+                    "été",
+                    "key AKIA1234",
+                    "json",
+                    "a/b 123",
+                    "```py\nx",
+                    "plain words",
+                ][..],
+            ),
+            0..6,
+        ),
         prop::option::of(prop::sample::select(&["free", "premium", "a"][..])),
         prop::collection::vec(0usize..7, 0..3),
         any::<bool>(),

@@ -63,10 +63,7 @@ impl Diagnostic {
         Diagnostic {
             code,
             message: message.into(),
-            primary: Label {
-                span,
-                text: String::new(),
-            },
+            primary: Label { span, text: String::new() },
             secondary: Vec::new(),
             help: None,
         }
@@ -80,10 +77,7 @@ impl Diagnostic {
 
     /// Adds a secondary label.
     pub fn with_secondary(mut self, span: Span, text: impl Into<String>) -> Self {
-        self.secondary.push(Label {
-            span,
-            text: text.into(),
-        });
+        self.secondary.push(Label { span, text: text.into() });
         self
     }
 
@@ -114,14 +108,11 @@ impl Diagnostic {
     /// The flat JSON form (SPEC §9).
     pub fn to_json(&self, sources: &SourceMap) -> JsonDiagnostic {
         let file = sources.get(self.primary.span.file);
-        let (line, column) =
-            sources.line_col(self.primary.span.file, self.primary.span.start as usize);
+        let (line, column) = sources.line_col(self.primary.span.file, self.primary.span.start as usize);
         JsonDiagnostic {
             code: self.code.as_str().to_string(),
             severity: self.severity(),
-            file: file
-                .map(|f| f.path.display().to_string())
-                .unwrap_or_default(),
+            file: file.map(|f| f.path.display().to_string()).unwrap_or_default(),
             line,
             column,
             message: self.message.clone(),
@@ -131,11 +122,7 @@ impl Diagnostic {
 
     /// Renders the miette graphical report (no colour, given width).
     pub fn render(&self, sources: &SourceMap, width: usize, color: bool) -> String {
-        let theme = if color {
-            GraphicalTheme::unicode()
-        } else {
-            GraphicalTheme::unicode_nocolor()
-        };
+        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
         let handler = GraphicalReportHandler::new_themed(theme).with_width(width);
         let source = sources
             .get(self.primary.span.file)
@@ -151,15 +138,7 @@ impl Diagnostic {
     /// `file:line:col: severity[code]: message` on one line.
     pub fn one_line(&self, sources: &SourceMap) -> String {
         let j = self.to_json(sources);
-        format!(
-            "{}:{}:{}: {}[{}]: {}",
-            j.file,
-            j.line,
-            j.column,
-            j.severity.as_str(),
-            j.code,
-            j.message
-        )
+        format!("{}:{}:{}: {}[{}]: {}", j.file, j.line, j.column, j.severity.as_str(), j.code, j.message)
     }
 }
 
@@ -215,10 +194,7 @@ impl miette::Diagnostic for Rendered<'_> {
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.diag
-            .help
-            .as_ref()
-            .map(|h| Box::new(h.as_str()) as Box<dyn fmt::Display>)
+        self.diag.help.as_ref().map(|h| Box::new(h.as_str()) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -233,10 +209,7 @@ impl miette::Diagnostic for Rendered<'_> {
             primary.span.range(),
         )];
         for l in self.diag.secondary.iter().filter(|l| l.span.file == file) {
-            labels.push(LabeledSpan::new_with_span(
-                (!l.text.is_empty()).then(|| l.text.clone()),
-                l.span.range(),
-            ));
+            labels.push(LabeledSpan::new_with_span((!l.text.is_empty()).then(|| l.text.clone()), l.span.range()));
         }
         Some(Box::new(labels.into_iter()))
     }

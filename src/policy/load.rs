@@ -80,21 +80,12 @@ fn load_file(
     let key = normalize(path);
     let at = from.unwrap_or_default();
     if let Some(pos) = stack.iter().position(|p| *p == key) {
-        let chain: Vec<String> = stack
-            .get(pos..)
-            .unwrap_or(&[])
-            .iter()
-            .chain([&key])
-            .map(|p| p.display().to_string())
-            .collect();
+        let chain: Vec<String> =
+            stack.get(pos..).unwrap_or(&[]).iter().chain([&key]).map(|p| p.display().to_string()).collect();
         out.diagnostics.push(
-            Diagnostic::new(
-                Code::IncludeCycle,
-                at,
-                format!("`{}` includes itself", path.display()),
-            )
-            .label("this include closes the cycle")
-            .help(format!("the cycle is {}", chain.join(" -> "))),
+            Diagnostic::new(Code::IncludeCycle, at, format!("`{}` includes itself", path.display()))
+                .label("this include closes the cycle")
+                .help(format!("the cycle is {}", chain.join(" -> "))),
         );
         return Vec::new();
     }
@@ -102,19 +93,11 @@ fn load_file(
         Ok(b) => b,
         Err(e) => {
             let id = out.sources.add(path, "");
-            let span = if from.is_some() {
-                at
-            } else {
-                Span::new(id, 0, 0)
-            };
+            let span = if from.is_some() { at } else { Span::new(id, 0, 0) };
             out.diagnostics.push(
-                Diagnostic::new(
-                    Code::UnreadableFile,
-                    span,
-                    format!("cannot read `{}`: {e}", path.display()),
-                )
-                .label("this file")
-                .help("paths in `include` are relative to the file that includes them"),
+                Diagnostic::new(Code::UnreadableFile, span, format!("cannot read `{}`: {e}", path.display()))
+                    .label("this file")
+                    .help("paths in `include` are relative to the file that includes them"),
             );
             return Vec::new();
         }
@@ -128,13 +111,9 @@ fn load_file(
             let id = out.sources.add(path, lossy.as_str());
             let offset = String::from_utf8_lossy(e.as_bytes().get(..valid).unwrap_or(&[])).len();
             out.diagnostics.push(
-                Diagnostic::new(
-                    Code::UnreadableFile,
-                    Span::new(id, offset, offset + 1),
-                    "the file is not valid UTF-8",
-                )
-                .label("invalid byte here")
-                .help("policy files are UTF-8 text"),
+                Diagnostic::new(Code::UnreadableFile, Span::new(id, offset, offset + 1), "the file is not valid UTF-8")
+                    .label("invalid byte here")
+                    .help("policy files are UTF-8 text"),
             );
             return Vec::new();
         }
@@ -201,10 +180,7 @@ pub fn entries_in_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             }
         }
     }
-    Ok(routes
-        .into_iter()
-        .filter(|r| !included.contains(&normalize(r)))
-        .collect())
+    Ok(routes.into_iter().filter(|r| !included.contains(&normalize(r))).collect())
 }
 
 fn collect_routes(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

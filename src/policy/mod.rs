@@ -21,11 +21,7 @@ pub use diagnostic::{Diagnostic, Severity};
 pub fn build(
     entry: &Path,
     catalog: Option<&crate::catalog::Catalog>,
-) -> (
-    Option<Program>,
-    Vec<Diagnostic>,
-    std::sync::Arc<syntax::span::SourceMap>,
-) {
+) -> (Option<Program>, Vec<Diagnostic>, std::sync::Arc<syntax::span::SourceMap>) {
     build_from(load::load(entry, &load::Fs), catalog)
 }
 
@@ -33,15 +29,7 @@ pub fn build(
 pub fn build_from(
     source: load::Source,
     catalog: Option<&crate::catalog::Catalog>,
-) -> (
-    Option<Program>,
-    Vec<Diagnostic>,
-    std::sync::Arc<syntax::span::SourceMap>,
-) {
+) -> (Option<Program>, Vec<Diagnostic>, std::sync::Arc<syntax::span::SourceMap>) {
     let outcome = check(source, catalog, CheckOptions::default());
-    (
-        outcome.checked.map(compile),
-        outcome.diagnostics,
-        outcome.sources,
-    )
+    (outcome.checked.map(compile), outcome.diagnostics, outcome.sources)
 }

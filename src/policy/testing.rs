@@ -97,10 +97,7 @@ pub fn parse_time(s: &str) -> Option<(u8, u8)> {
     use chrono::{Datelike, Timelike};
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         let t = t.with_timezone(&chrono::Utc);
-        return Some((
-            u8::try_from(t.hour()).ok()?,
-            u8::try_from(t.weekday().num_days_from_monday()).ok()?,
-        ));
+        return Some((u8::try_from(t.hour()).ok()?, u8::try_from(t.weekday().num_days_from_monday()).ok()?));
     }
     let mut parts = s.split_whitespace();
     let (day, hm) = match (parts.next(), parts.next()) {
@@ -111,12 +108,7 @@ pub fn parse_time(s: &str) -> Option<(u8, u8)> {
     let weekday = match day {
         Some(d) => {
             let d = d.get(..3)?;
-            u8::try_from(
-                super::check::names::WEEKDAYS
-                    .iter()
-                    .position(|w| w.eq_ignore_ascii_case(d))?,
-            )
-            .ok()?
+            u8::try_from(super::check::names::WEEKDAYS.iter().position(|w| w.eq_ignore_ascii_case(d))?).ok()?
         }
         None => 0,
     };
@@ -159,11 +151,7 @@ impl CaseInputs {
     pub fn context(&self) -> Context<'_> {
         Context {
             tier: self.key.as_ref().and_then(|k| k.tier.as_deref()),
-            key_name: self
-                .key
-                .as_ref()
-                .map(|k| k.name.as_str())
-                .filter(|n| !n.is_empty()),
+            key_name: self.key.as_ref().map(|k| k.name.as_str()).filter(|n| !n.is_empty()),
             budget: self.budget,
             health: &self.health,
             hour: self.hour,
@@ -187,45 +175,27 @@ pub fn case_inputs(program: &Program, case: &Case, keys: &[KeyInfo]) -> Result<C
     let catalog = program.catalog();
     let mut health = StaticHealth::default();
     for d in &case.down {
-        health.down.push(
-            catalog
-                .id(d)
-                .ok_or_else(|| format!("`down` names `{d}`, which is not in the catalog"))?,
-        );
+        health.down.push(catalog.id(d).ok_or_else(|| format!("`down` names `{d}`, which is not in the catalog"))?);
     }
     for (m, l) in &case.latency {
-        let id = catalog
-            .id(m)
-            .ok_or_else(|| format!("`latency` names `{m}`, which is not in the catalog"))?;
-        let ms = crate::config::parse_duration_ms(l)
-            .ok_or_else(|| format!("`{l}` is not a duration"))?;
+        let id = catalog.id(m).ok_or_else(|| format!("`latency` names `{m}`, which is not in the catalog"))?;
+        let ms = crate::config::parse_duration_ms(l).ok_or_else(|| format!("`{l}` is not a duration"))?;
         health.latency.push((id, ms as f64));
     }
     let key = case.key.as_ref().map(|k| {
-        keys.iter()
-            .find(|x| x.name == *k)
-            .cloned()
-            .unwrap_or(KeyInfo {
-                name: k.clone(),
-                ..KeyInfo::default()
-            })
+        keys.iter().find(|x| x.name == *k).cloned().unwrap_or(KeyInfo { name: k.clone(), ..KeyInfo::default() })
     });
     let key = match (key, &case.tier) {
         (Some(mut k), Some(t)) => {
             k.tier = Some(t.clone());
             Some(k)
         }
-        (None, Some(t)) => Some(KeyInfo {
-            name: String::new(),
-            tier: Some(t.clone()),
-            budget_usd: None,
-        }),
+        (None, Some(t)) => Some(KeyInfo { name: String::new(), tier: Some(t.clone()), budget_usd: None }),
         (k, None) => k,
     };
     let limit = key.as_ref().and_then(|k| k.budget_usd);
     let budget = match &case.budget_remaining {
-        Some(b) => parse_budget(b, limit)
-            .ok_or_else(|| format!("`{b}` is not a budget (try `5%` or `$3`)"))?,
+        Some(b) => parse_budget(b, limit).ok_or_else(|| format!("`{b}` is not a budget (try `5%` or `$3`)"))?,
         None => Budget::from_limit(limit, 0.0),
     };
     let time = match &case.time {
@@ -233,14 +203,7 @@ pub fn case_inputs(program: &Program, case: &Case, keys: &[KeyInfo]) -> Result<C
         None => (12, 0),
     };
     let (hour, weekday) = time;
-    Ok(CaseInputs {
-        req,
-        health,
-        key,
-        budget,
-        hour,
-        weekday,
-    })
+    Ok(CaseInputs { req, health, key, budget, hour, weekday })
 }
 
 /// Runs cases against a program.
@@ -252,26 +215,15 @@ pub fn run(program: &Program, cases: &[Case], keys: &[KeyInfo]) -> Vec<CaseResul
             let inputs = match case_inputs(program, case, keys) {
                 Ok(x) => x,
                 Err(e) => {
-                    return CaseResult {
-                        name: case.name.clone(),
-                        failure: Some(e),
-                        rule: None,
-                        taken: Vec::new(),
-                    }
+                    return CaseResult { name: case.name.clone(), failure: Some(e), rule: None, taken: Vec::new() }
                 }
             };
             let ctx = inputs.context();
             let req = &inputs.req;
             let (d, plan) = program.route(req, &ctx, &mut scratch);
-            let rule = program
-                .rule(d.rule)
-                .map(|r| r.name.clone())
-                .unwrap_or_default();
-            let taken: Vec<String> = plan
-                .iter()
-                .filter(|s| s.taken && s.deny.is_none())
-                .map(|s| s.name.clone())
-                .collect();
+            let rule = program.rule(d.rule).map(|r| r.name.clone()).unwrap_or_default();
+            let taken: Vec<String> =
+                plan.iter().filter(|s| s.taken && s.deny.is_none()).map(|s| s.name.clone()).collect();
             let deny = plan.iter().find_map(|s| s.deny.map(|(st, _)| st));
             let mut problems = Vec::new();
             if let Some(r) = &case.expect.rule {
@@ -283,27 +235,18 @@ pub fn run(program: &Program, cases: &[Case], keys: &[KeyInfo]) -> Vec<CaseResul
                 match taken.first() {
                     Some(t) if t == m => {}
                     Some(t) => problems.push(format!("expected model `{m}`, got `{t}`")),
-                    None => problems.push(format!(
-                        "expected model `{m}`, but no target would be taken"
-                    )),
+                    None => problems.push(format!("expected model `{m}`, but no target would be taken")),
                 }
             }
             match (case.expect.deny, deny) {
-                (Some(e), Some(g)) if e != g => {
-                    problems.push(format!("expected deny {e}, got deny {g}"))
-                }
-                (Some(e), None) => {
-                    problems.push(format!("expected deny {e}, but the request is routed"))
-                }
+                (Some(e), Some(g)) if e != g => problems.push(format!("expected deny {e}, got deny {g}")),
+                (Some(e), None) => problems.push(format!("expected deny {e}, but the request is routed")),
                 (None, Some(g)) if case.expect.model.is_some() => {
                     problems.push(format!("expected a model, but the request is denied ({g})"))
                 }
                 _ => {}
             }
-            if case.expect.rule.is_none()
-                && case.expect.model.is_none()
-                && case.expect.deny.is_none()
-            {
+            if case.expect.rule.is_none() && case.expect.model.is_none() && case.expect.deny.is_none() {
                 problems.push("`expect` needs `rule`, `model` or `deny`".into());
             }
             CaseResult {

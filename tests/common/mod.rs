@@ -1,11 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 use std::path::Path;
 
@@ -23,17 +18,12 @@ pub fn quickstart() -> Catalog {
 /// Compiles policy text against the quickstart catalog, panicking with the diagnostics.
 pub fn program(text: &str) -> Program {
     let cat = quickstart();
-    let (p, diags, sources) =
-        build_from(load::load_text(Path::new("test.route"), text), Some(&cat));
+    let (p, diags, sources) = build_from(load::load_text(Path::new("test.route"), text), Some(&cat));
     match p {
         Some(p) => p,
         None => panic!(
             "policy does not compile:\n{}",
-            diags
-                .iter()
-                .map(|d| d.one_line(&sources))
-                .collect::<Vec<_>>()
-                .join("\n")
+            diags.iter().map(|d| d.one_line(&sources)).collect::<Vec<_>>().join("\n")
         ),
     }
 }
@@ -58,29 +48,16 @@ pub fn chat(text: &str) -> serde_json::Value {
 
 /// Routes a request: the matched rule's name and the first model taken (or `deny N`).
 pub fn route(p: &Program, body: &serde_json::Value, s: &Setup) -> (String, String) {
-    let req = if body.get("input").is_some() {
-        RequestFacts::from_embeddings(body)
-    } else {
-        RequestFacts::from_chat(body)
-    };
+    let req =
+        if body.get("input").is_some() { RequestFacts::from_embeddings(body) } else { RequestFacts::from_chat(body) };
     let req = req.unwrap().with_headers(s.headers.iter().copied());
     let cat = p.catalog();
     let health = StaticHealth {
         down: s.down.iter().map(|m| cat.id(m).unwrap()).collect(),
-        latency: s
-            .latency
-            .iter()
-            .map(|(m, l)| (cat.id(m).unwrap(), *l))
-            .collect(),
+        latency: s.latency.iter().map(|(m, l)| (cat.id(m).unwrap(), *l)).collect(),
     };
-    let ctx = Context {
-        tier: s.tier,
-        key_name: s.key,
-        budget: s.budget,
-        health: &health,
-        hour: s.hour,
-        weekday: s.weekday,
-    };
+    let ctx =
+        Context { tier: s.tier, key_name: s.key, budget: s.budget, health: &health, hour: s.hour, weekday: s.weekday };
     let mut scratch = Scratch::default();
     let (d, plan) = p.route(&req, &ctx, &mut scratch);
     let rule = p.rule(d.rule).unwrap().name.clone();

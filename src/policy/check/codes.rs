@@ -216,16 +216,8 @@ mod tests {
         for c in Code::ALL {
             // The exhaustive match in `as_str` guarantees every variant has a string; ALL must list
             // every variant once.
-            assert!(
-                strs.insert(c.as_str()),
-                "duplicate code string {}",
-                c.as_str()
-            );
-            assert!(
-                nums.insert(*c as u16),
-                "duplicate discriminant {}",
-                *c as u16
-            );
+            assert!(strs.insert(c.as_str()), "duplicate code string {}", c.as_str());
+            assert!(nums.insert(*c as u16), "duplicate discriminant {}", *c as u16);
             let prefix = match c.severity() {
                 Severity::Error => 'E',
                 Severity::Warning => 'W',

@@ -124,14 +124,11 @@ impl Fact {
     pub fn domain(&self) -> (f64, f64) {
         match self {
             Fact::TimeHour => (0.0, 23.0),
-            Fact::PromptTokens
-            | Fact::PromptChars
-            | Fact::PromptMessages
-            | Fact::RequestMaxTokens => (0.0, f64::INFINITY),
-            Fact::BudgetRemainingFraction | Fact::BudgetSpentFraction => (0.0, f64::INFINITY),
-            Fact::BudgetRemainingUsd | Fact::BudgetSpentUsd | Fact::Latency(_) => {
+            Fact::PromptTokens | Fact::PromptChars | Fact::PromptMessages | Fact::RequestMaxTokens => {
                 (0.0, f64::INFINITY)
             }
+            Fact::BudgetRemainingFraction | Fact::BudgetSpentFraction => (0.0, f64::INFINITY),
+            Fact::BudgetRemainingUsd | Fact::BudgetSpentUsd | Fact::Latency(_) => (0.0, f64::INFINITY),
             _ => (f64::NEG_INFINITY, f64::INFINITY),
         }
     }
@@ -332,9 +329,7 @@ impl TargetIr {
     pub fn explicit_models(&self, f: &mut impl FnMut(ModelId)) {
         match self {
             TargetIr::Model { model, .. } => f(*model),
-            TargetIr::Pick { set, .. } if set.kind == SetKind::List => {
-                set.models.iter().copied().for_each(f)
-            }
+            TargetIr::Pick { set, .. } if set.kind == SetKind::List => set.models.iter().copied().for_each(f),
             TargetIr::Split(arms) => arms.iter().for_each(|(_, t)| t.explicit_models(f)),
             TargetIr::Chain(steps) => steps.iter().for_each(|t| t.explicit_models(f)),
             _ => {}
@@ -383,8 +378,7 @@ impl Cond {
             | Cond::Text { fact: f, .. }
             | Cond::Regex { fact: f, .. } => f == fact,
             Cond::Cmp { lhs, rhs, .. } => {
-                matches!(lhs, Operand::Fact(f) if f == fact)
-                    || matches!(rhs, Operand::Fact(f) if f == fact)
+                matches!(lhs, Operand::Fact(f) if f == fact) || matches!(rhs, Operand::Fact(f) if f == fact)
             }
         }
     }

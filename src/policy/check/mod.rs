@@ -44,39 +44,18 @@ pub struct Outcome {
 /// Checks a loaded policy against a catalog. Without a catalog (`lint` with no config), any model
 /// name is accepted and catalog checks are skipped.
 pub fn check(source: Source, catalog: Option<&Catalog>, opts: Options) -> Outcome {
-    let Source {
-        sources,
-        items,
-        mut diagnostics,
-        version,
-        ..
-    } = source;
+    let Source { sources, items, mut diagnostics, version, .. } = source;
     if diagnostics.iter().any(Diagnostic::is_error) {
         // A file that does not parse or load: checking the rest would only add noise.
-        return Outcome {
-            checked: None,
-            diagnostics,
-            sources: Arc::new(sources),
-        };
+        return Outcome { checked: None, diagnostics, sources: Arc::new(sources) };
     }
     let open = catalog.is_none();
     let catalog = match catalog {
         Some(c) => c.clone(),
-        None => Catalog::new(
-            collect_model_names(&items)
-                .into_iter()
-                .map(open_model)
-                .collect(),
-        ),
+        None => Catalog::new(collect_model_names(&items).into_iter().map(open_model).collect()),
     };
-    let mut c = Checker {
-        diags: Vec::new(),
-        catalog,
-        open,
-        lets: HashMap::new(),
-        let_names: Vec::new(),
-        stack: Vec::new(),
-    };
+    let mut c =
+        Checker { diags: Vec::new(), catalog, open, lets: HashMap::new(), let_names: Vec::new(), stack: Vec::new() };
     let rules = c.rules(&items);
     diagnostics.append(&mut c.diags);
     let had_errors = diagnostics.iter().any(Diagnostic::is_error);
@@ -93,24 +72,16 @@ pub fn check(source: Source, catalog: Option<&Catalog>, opts: Options) -> Outcom
         for (name, l) in &c.lets {
             if !l.used && !name.starts_with('_') {
                 diagnostics.push(
-                    Diagnostic::new(
-                        Code::UnusedLet,
-                        l.name_span,
-                        format!("`{name}` is never used"),
-                    )
-                    .label("defined here")
-                    .help("remove it, or prefix its name with `_`"),
+                    Diagnostic::new(Code::UnusedLet, l.name_span, format!("`{name}` is never used"))
+                        .label("defined here")
+                        .help("remove it, or prefix its name with `_`"),
                 );
             }
         }
     }
     diagnostics.sort_by_key(|d| (d.primary.span.file, d.primary.span.start, d.code));
     let ok = !diagnostics.iter().any(Diagnostic::is_error);
-    Outcome {
-        checked: ok.then_some(checked),
-        diagnostics,
-        sources,
-    }
+    Outcome { checked: ok.then_some(checked), diagnostics, sources }
 }
 
 fn open_model(name: String) -> Model {
@@ -121,10 +92,7 @@ fn open_model(name: String) -> Model {
         price: None,
         context: None,
         tags: Vec::new(),
-        capabilities: vec![
-            crate::catalog::Capability::Tools,
-            crate::catalog::Capability::Images,
-        ],
+        capabilities: vec![crate::catalog::Capability::Tools, crate::catalog::Capability::Images],
         endpoint: Endpoint::Chat,
     }
 }
@@ -191,9 +159,7 @@ fn collect_model_names(items: &[Item]) -> Vec<String> {
                 expr(&l.node.value.node, &mut out);
                 if let Expr::Value(v) = &l.node.value.node {
                     if let Value::List(vs) = &v.node {
-                        vs.iter()
-                            .filter(|v| matches!(v.node, Value::Name(_)))
-                            .for_each(|v| value(&v.node, &mut out));
+                        vs.iter().filter(|v| matches!(v.node, Value::Name(_))).for_each(|v| value(&v.node, &mut out));
                     }
                 }
             }
@@ -265,10 +231,7 @@ fn lit_of(v: &Value) -> Option<(Lit, Ty)> {
         Value::Num(n, _) => (Lit::Num(*n), Ty::Num),
         Value::Percent(n, _) => (Lit::Num(*n), Ty::Fraction),
         Value::Dollars(n, _) => (Lit::Num(*n), Ty::Money),
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "durations in ms are far below 2^52"
-        )]
+        #[expect(clippy::cast_precision_loss, reason = "durations in ms are far below 2^52")]
         Value::Duration(ms, _) => (Lit::Num(*ms as f64), Ty::Duration),
         Value::Bool(b) => (Lit::Bool(*b), Ty::Bool),
         Value::None => (Lit::None, Ty::Nothing),
@@ -289,14 +252,10 @@ fn fact_ty(f: &Fact) -> Ty {
         | Fact::Header(_)
         | Fact::Metadata(_)
         | Fact::TimeWeekday => Ty::Str,
-        Fact::PromptTokens
-        | Fact::PromptChars
-        | Fact::PromptMessages
-        | Fact::RequestMaxTokens
-        | Fact::TimeHour => Ty::Num,
-        Fact::RequestStream | Fact::RequestTools | Fact::RequestImages | Fact::Healthy(_) => {
-            Ty::Bool
+        Fact::PromptTokens | Fact::PromptChars | Fact::PromptMessages | Fact::RequestMaxTokens | Fact::TimeHour => {
+            Ty::Num
         }
+        Fact::RequestStream | Fact::RequestTools | Fact::RequestImages | Fact::Healthy(_) => Ty::Bool,
         Fact::BudgetRemainingFraction | Fact::BudgetSpentFraction => Ty::Fraction,
         Fact::BudgetRemainingUsd | Fact::BudgetSpentUsd => Ty::Money,
         Fact::Latency(_) => Ty::Duration,
@@ -313,42 +272,27 @@ impl Checker {
         for item in items {
             if let Item::Let(l) = item {
                 let name = &l.node.name;
-                if names::fact(&name.node).is_some()
-                    || names::FUNCTIONS.contains(&name.node.as_str())
-                {
+                if names::fact(&name.node).is_some() || names::FUNCTIONS.contains(&name.node.as_str()) {
                     self.push(
-                        Diagnostic::new(
-                            Code::DuplicateLet,
-                            name.span,
-                            format!("`{}` is a built-in name", name.node),
-                        )
-                        .label("cannot be redefined")
-                        .help("choose another name"),
+                        Diagnostic::new(Code::DuplicateLet, name.span, format!("`{}` is a built-in name", name.node))
+                            .label("cannot be redefined")
+                            .help("choose another name"),
                     );
                     continue;
                 }
                 if let Some(prev) = self.lets.get(&name.node) {
                     let prev_span = prev.name_span;
                     self.push(
-                        Diagnostic::new(
-                            Code::DuplicateLet,
-                            name.span,
-                            format!("`{}` is defined twice", name.node),
-                        )
-                        .label("defined again here")
-                        .with_secondary(prev_span, "first defined here")
-                        .help("rename one of them"),
+                        Diagnostic::new(Code::DuplicateLet, name.span, format!("`{}` is defined twice", name.node))
+                            .label("defined again here")
+                            .with_secondary(prev_span, "first defined here")
+                            .help("rename one of them"),
                     );
                     continue;
                 }
                 self.lets.insert(
                     name.node.clone(),
-                    LetEntry {
-                        name_span: name.span,
-                        value: l.node.value.clone(),
-                        used: false,
-                        cond: None,
-                    },
+                    LetEntry { name_span: name.span, value: l.node.value.clone(), used: false, cond: None },
                 );
             }
         }
@@ -368,9 +312,7 @@ impl Checker {
                             )
                             .label("second rule with this name")
                             .with_secondary(*prev, "first rule with this name")
-                            .help(
-                                "rule names show in `explain`, logs and metrics: make them unique",
-                            ),
+                            .help("rule names show in `explain`, logs and metrics: make them unique"),
                         );
                     } else {
                         seen.insert(name.node.clone(), name.span);
@@ -392,21 +334,14 @@ impl Checker {
                     }
                 }
                 Item::Default(d) => {
-                    let kw = Span {
-                        end: d.span.start + 7,
-                        ..d.span
-                    };
+                    let kw = Span { end: d.span.start + 7, ..d.span };
                     if let Some((_, prev)) = &default {
                         let prev = *prev;
                         self.push(
-                            Diagnostic::new(
-                                Code::DuplicateDefault,
-                                kw,
-                                "a policy has one `default`",
-                            )
-                            .label("second default")
-                            .with_secondary(prev, "first default")
-                            .help("remove one of them"),
+                            Diagnostic::new(Code::DuplicateDefault, kw, "a policy has one `default`")
+                                .label("second default")
+                                .with_secondary(prev, "first default")
+                                .help("remove one of them"),
                         );
                         continue;
                     }
@@ -432,12 +367,7 @@ impl Checker {
             }
         }
         // Resolve lets that no rule used, so that their errors show too.
-        let unresolved: Vec<String> = self
-            .lets
-            .iter()
-            .filter(|(_, l)| !l.used)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let unresolved: Vec<String> = self.lets.iter().filter(|(_, l)| !l.used).map(|(n, _)| n.clone()).collect();
         for n in unresolved {
             if let Some(l) = self.lets.get(&n) {
                 let v = l.value.clone();
@@ -451,11 +381,7 @@ impl Checker {
         match default {
             Some((d, _)) => rules.push(d),
             None => {
-                let end = items
-                    .last()
-                    .map(Item::span)
-                    .map(|s| Span { start: s.end, ..s })
-                    .unwrap_or_default();
+                let end = items.last().map(Item::span).map(|s| Span { start: s.end, ..s }).unwrap_or_default();
                 self.push(
                     Diagnostic::new(Code::MissingDefault, end, "the policy has no `default`")
                         .label("the policy ends here")
@@ -479,11 +405,7 @@ impl Checker {
             Typed::Lit(Lit::Bool(b), _) => Some(Cond::Const(b)),
             other => {
                 let what = match &other {
-                    Typed::Fact(f, t) => format!(
-                        "`{}` is {}",
-                        names::fact_name(f, &self.catalog),
-                        t.describe()
-                    ),
+                    Typed::Fact(f, t) => format!("`{}` is {}", names::fact_name(f, &self.catalog), t.describe()),
                     Typed::Lit(_, t) => format!("this is {}", t.describe()),
                     Typed::List(_) => "this is a list".to_string(),
                     Typed::Budget(_) => "this is a budget amount".to_string(),
@@ -513,11 +435,7 @@ impl Checker {
                 if !ok {
                     return None;
                 }
-                Some(Typed::Cond(if matches!(e.node, Expr::Or(_)) {
-                    Cond::Or(out)
-                } else {
-                    Cond::And(out)
-                }))
+                Some(Typed::Cond(if matches!(e.node, Expr::Or(_)) { Cond::Or(out) } else { Cond::And(out) }))
             }
             Expr::Not(x) => Some(Typed::Cond(Cond::Not(Box::new(self.cond(x)?)))),
             Expr::Paren(x) => Some(Typed::Cond(self.cond(x)?)),
@@ -555,38 +473,27 @@ impl Checker {
                         return None;
                     }
                 };
-                re_ok.then_some(Typed::Cond(Cond::Regex {
-                    fact,
-                    pattern,
-                    label,
-                }))
+                re_ok.then_some(Typed::Cond(Cond::Regex { fact, pattern, label }))
             }
             Expr::Compare { lhs, op, rhs } => {
                 let label = crate::policy::fmt::expr(&e.node);
                 let l = self.value(lhs);
                 let r = self.value(rhs);
                 let (l, r) = (l?, r?);
-                self.compare(e.span, lhs, op, rhs, l, r, label)
-                    .map(Typed::Cond)
+                self.compare(e.span, lhs, op, rhs, l, r, label).map(Typed::Cond)
             }
         }
     }
 
     fn mismatch_side(&mut self, span: Span, t: &Typed, why: &str) {
         let what = match t {
-            Typed::Fact(f, ty) => format!(
-                "`{}` is {}",
-                names::fact_name(f, &self.catalog),
-                ty.describe()
-            ),
+            Typed::Fact(f, ty) => format!("`{}` is {}", names::fact_name(f, &self.catalog), ty.describe()),
             Typed::Lit(_, ty) => format!("this is {}", ty.describe()),
             Typed::List(_) => "this is a list".into(),
             Typed::Cond(_) => "this is a condition".into(),
             Typed::Budget(_) => "this is a budget amount".into(),
         };
-        self.push(
-            Diagnostic::new(Code::TypeMismatch, span, format!("type mismatch: {why}")).label(what),
-        );
+        self.push(Diagnostic::new(Code::TypeMismatch, span, format!("type mismatch: {why}")).label(what));
     }
 
     #[expect(clippy::too_many_arguments, reason = "the pieces of one comparison")]
@@ -617,31 +524,35 @@ impl Checker {
             Some(Typed::Fact(f, ty))
         };
         let (l, r) = match (l, r) {
-            (Typed::Budget(b), other) => {
-                match budget(b, unit(&other)) {
-                    Some(t) => (t, other),
-                    None => {
-                        self.push(
-                        Diagnostic::new(Code::TypeMismatch, rhs.span, "type mismatch: a budget compares with a percentage or a dollar amount")
-                            .label("expected `10%` or `$5`")
-                            .with_secondary(lhs.span, "a budget"),
+            (Typed::Budget(b), other) => match budget(b, unit(&other)) {
+                Some(t) => (t, other),
+                None => {
+                    self.push(
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            rhs.span,
+                            "type mismatch: a budget compares with a percentage or a dollar amount",
+                        )
+                        .label("expected `10%` or `$5`")
+                        .with_secondary(lhs.span, "a budget"),
                     );
-                        return None;
-                    }
+                    return None;
                 }
-            }
-            (other, Typed::Budget(b)) => {
-                match budget(b, unit(&other)) {
-                    Some(t) => (other, t),
-                    None => {
-                        self.push(
-                        Diagnostic::new(Code::TypeMismatch, lhs.span, "type mismatch: a budget compares with a percentage or a dollar amount")
-                            .label("expected `10%` or `$5`"),
+            },
+            (other, Typed::Budget(b)) => match budget(b, unit(&other)) {
+                Some(t) => (other, t),
+                None => {
+                    self.push(
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            lhs.span,
+                            "type mismatch: a budget compares with a percentage or a dollar amount",
+                        )
+                        .label("expected `10%` or `$5`"),
                     );
-                        return None;
-                    }
+                    return None;
                 }
-            }
+            },
             pair => pair,
         };
         let operand = |t: &Typed| match t {
@@ -652,16 +563,8 @@ impl Checker {
         match op.node {
             CmpOp::Eq | CmpOp::Ne | CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge => {
                 let (Some((lo, lt)), Some((ro, rt))) = (operand(&l), operand(&r)) else {
-                    let (bad_span, bad) = if operand(&l).is_none() {
-                        (lhs.span, &l)
-                    } else {
-                        (rhs.span, &r)
-                    };
-                    let hint = if matches!(bad, Typed::List(_)) {
-                        ", use `in` for a list"
-                    } else {
-                        ""
-                    };
+                    let (bad_span, bad) = if operand(&l).is_none() { (lhs.span, &l) } else { (rhs.span, &r) };
+                    let hint = if matches!(bad, Typed::List(_)) { ", use `in` for a list" } else { "" };
                     let bad = bad.clone();
                     self.mismatch_side(
                         bad_span,
@@ -671,25 +574,15 @@ impl Checker {
                     return None;
                 };
                 let ordering = !matches!(op.node, CmpOp::Eq | CmpOp::Ne);
-                let compatible =
-                    lt == rt || (!ordering && (lt == Ty::Nothing || rt == Ty::Nothing));
+                let compatible = lt == rt || (!ordering && (lt == Ty::Nothing || rt == Ty::Nothing));
                 if !compatible {
                     self.push(
                         Diagnostic::new(
                             Code::TypeMismatch,
                             span,
-                            format!(
-                                "type mismatch: cannot compare {} with {}",
-                                lt.describe(),
-                                rt.describe()
-                            ),
+                            format!("type mismatch: cannot compare {} with {}", lt.describe(), rt.describe()),
                         )
-                        .label(format!(
-                            "{} {} {}",
-                            lt.describe(),
-                            op.node.as_str(),
-                            rt.describe()
-                        ))
+                        .label(format!("{} {} {}", lt.describe(), op.node.as_str(), rt.describe()))
                         .maybe_help(mismatch_help(lt, rt, rhs)),
                     );
                     return None;
@@ -701,10 +594,7 @@ impl Checker {
                             op.span,
                             format!("type mismatch: {} cannot be ordered", lt.describe()),
                         )
-                        .label(format!(
-                            "`{}` needs numbers, durations, percentages or amounts",
-                            op.node.as_str()
-                        ))
+                        .label(format!("`{}` needs numbers, durations, percentages or amounts", op.node.as_str()))
                         .help("use `==`, `!=`, `in` or `starts_with` for strings"),
                     );
                     return None;
@@ -736,11 +626,7 @@ impl Checker {
                     Typed::Fact(f, ty) => (f.clone(), *ty),
                     other => {
                         let other = other.clone();
-                        self.mismatch_side(
-                            lhs.span,
-                            &other,
-                            "the left side of `in` must be a fact",
-                        );
+                        self.mismatch_side(lhs.span, &other, "the left side of `in` must be a fact");
                         return None;
                     }
                 };
@@ -767,23 +653,14 @@ impl Checker {
                     }
                     list.push(lit);
                 }
-                Some(Cond::In {
-                    fact,
-                    list,
-                    negate: op.node == CmpOp::NotIn,
-                    label,
-                })
+                Some(Cond::In { fact, list, negate: op.node == CmpOp::NotIn, label })
             }
             CmpOp::Contains | CmpOp::ContainsAny | CmpOp::ContainsAll | CmpOp::StartsWith => {
                 let fact = match &l {
                     Typed::Fact(f, Ty::Str) => f.clone(),
                     other => {
                         let other = other.clone();
-                        self.mismatch_side(
-                            lhs.span,
-                            &other,
-                            &format!("`{}` searches text", op.node.as_str()),
-                        );
+                        self.mismatch_side(lhs.span, &other, &format!("`{}` searches text", op.node.as_str()));
                         return None;
                     }
                 };
@@ -825,23 +702,15 @@ impl Checker {
                         vec![s]
                     }
                     (_, other) => {
-                        self.mismatch_side(
-                            rhs.span,
-                            &other,
-                            &format!("`{}` takes literal strings", op.node.as_str()),
-                        );
+                        self.mismatch_side(rhs.span, &other, &format!("`{}` takes literal strings", op.node.as_str()));
                         return None;
                     }
                 };
                 if needles.iter().any(String::is_empty) {
                     self.push(
-                        Diagnostic::new(
-                            Code::BadValue,
-                            rhs.span,
-                            "an empty keyword matches every text",
-                        )
-                        .label("empty string")
-                        .help("remove it"),
+                        Diagnostic::new(Code::BadValue, rhs.span, "an empty keyword matches every text")
+                            .label("empty string")
+                            .help("remove it"),
                     );
                     return None;
                 }
@@ -853,12 +722,7 @@ impl Checker {
                 if needles.is_empty() {
                     return Some(Cond::Const(op == TextOp::ContainsAll));
                 }
-                Some(Cond::Text {
-                    fact,
-                    op,
-                    needles,
-                    label,
-                })
+                Some(Cond::Text { fact, op, needles, label })
             }
         }
     }
@@ -906,26 +770,21 @@ impl Checker {
         if n.contains('.') && names::ROOTS.contains(&root) {
             let help = did_you_mean(n, names::FACTS.iter().copied());
             self.push(
-                Diagnostic::new(Code::UnknownFact, span, format!("unknown fact `{n}`"))
-                    .label("not a fact")
-                    .help(match help {
+                Diagnostic::new(Code::UnknownFact, span, format!("unknown fact `{n}`")).label("not a fact").help(
+                    match help {
                         Some(h) => format!("did you mean `{h}`?"),
                         None => format!("the facts under `{root}` are {}", facts_under(root)),
-                    }),
+                    },
+                ),
             );
             return None;
         }
-        let candidates: Vec<&str> = self
-            .lets
-            .keys()
-            .map(String::as_str)
-            .chain(names::FACTS.iter().copied())
-            .collect();
+        let candidates: Vec<&str> = self.lets.keys().map(String::as_str).chain(names::FACTS.iter().copied()).collect();
         let help = match did_you_mean(n, candidates) {
             Some(h) => format!("did you mean `{h}`?"),
-            None if self.catalog.id(n).is_some() => format!(
-                "models are not values here; to compare with the model's name, write \"{n}\""
-            ),
+            None if self.catalog.id(n).is_some() => {
+                format!("models are not values here; to compare with the model's name, write \"{n}\"")
+            }
             None => format!("to use the text `{n}`, quote it: \"{n}\""),
         };
         self.push(
@@ -970,10 +829,7 @@ impl Checker {
         let name = match &v.node {
             Value::Name(n) | Value::Str(n) => n.clone(),
             _ => {
-                self.push(
-                    Diagnostic::new(Code::BadArguments, v.span, "expected a model name")
-                        .label("not a model"),
-                );
+                self.push(Diagnostic::new(Code::BadArguments, v.span, "expected a model name").label("not a model"));
                 return None;
             }
         };
@@ -1004,11 +860,7 @@ impl Checker {
                 Diagnostic::new(
                     Code::BadArguments,
                     span,
-                    format!(
-                        "`{}` takes {n} argument{}",
-                        f.node,
-                        if n == 1 { "" } else { "s" }
-                    ),
+                    format!("`{}` takes {n} argument{}", f.node, if n == 1 { "" } else { "s" }),
                 )
                 .label(format!("{} given", args.len()))
                 .help(format!("usage: {usage}")),
@@ -1021,19 +873,13 @@ impl Checker {
                     return None;
                 }
                 match args.first().map(|a| &a.node) {
-                    Some(Value::Str(h)) => {
-                        Some(Typed::Fact(Fact::Header(h.to_ascii_lowercase()), Ty::Str))
-                    }
+                    Some(Value::Str(h)) => Some(Typed::Fact(Fact::Header(h.to_ascii_lowercase()), Ty::Str)),
                     _ => {
                         let sp = args.first().map_or(span, |a| a.span);
                         self.push(
-                            Diagnostic::new(
-                                Code::BadArguments,
-                                sp,
-                                "`header` takes the header's name as a string",
-                            )
-                            .label("expected a string")
-                            .help("usage: header(\"x-team\")"),
+                            Diagnostic::new(Code::BadArguments, sp, "`header` takes the header's name as a string")
+                                .label("expected a string")
+                                .help("usage: header(\"x-team\")"),
                         );
                         None
                     }
@@ -1064,21 +910,13 @@ impl Checker {
                     .unwrap_or_else(|| {
                         format!(
                             "the functions are {}",
-                            names::FUNCTIONS
-                                .iter()
-                                .map(|f| format!("`{f}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            names::FUNCTIONS.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
                         )
                     });
                 self.push(
-                    Diagnostic::new(
-                        Code::UnknownFunction,
-                        f.span,
-                        format!("unknown function `{other}`"),
-                    )
-                    .label("not a function")
-                    .help(help),
+                    Diagnostic::new(Code::UnknownFunction, f.span, format!("unknown function `{other}`"))
+                        .label("not a function")
+                        .help(help),
                 );
                 None
             }
@@ -1099,20 +937,13 @@ impl Checker {
                         None => ok = false,
                     }
                 }
-                if let Some(pos) = steps
-                    .iter()
-                    .position(|s| matches!(s.node, Target::Deny { .. }))
-                {
+                if let Some(pos) = steps.iter().position(|s| matches!(s.node, Target::Deny { .. })) {
                     if pos + 1 < steps.len() {
                         if let Some(s) = steps.get(pos) {
                             self.push(
-                                Diagnostic::new(
-                                    Code::BadValue,
-                                    s.span,
-                                    "nothing after a `deny` can be tried",
-                                )
-                                .label("this refusal ends the chain")
-                                .help("put `deny` last in a chain"),
+                                Diagnostic::new(Code::BadValue, s.span, "nothing after a `deny` can be tried")
+                                    .label("this refusal ends the chain")
+                                    .help("put `deny` last in a chain"),
                             );
                         }
                         ok = false;
@@ -1123,37 +954,24 @@ impl Checker {
             Target::Model { name, with, .. } => {
                 if !self.open && matches!(name.node.as_str(), "healthy" | "requested") {
                     self.push(
-                        Diagnostic::new(
-                            Code::UnknownModel,
-                            name.span,
-                            format!("`{}` is not a model", name.node),
-                        )
-                        .label("a set, not a model")
-                        .help("pick from a set: `cheapest(healthy)` or `fastest(healthy)`"),
+                        Diagnostic::new(Code::UnknownModel, name.span, format!("`{}` is not a model", name.node))
+                            .label("a set, not a model")
+                            .help("pick from a set: `cheapest(healthy)` or `fastest(healthy)`"),
                     );
                     return None;
                 }
                 let model = self.model(&name.node, name.span);
                 let with = self.overrides(with);
-                Some(TargetIr::Model {
-                    model: model?,
-                    with: with?,
-                })
+                Some(TargetIr::Model { model: model?, with: with? })
             }
-            Target::Requested { with } => Some(TargetIr::Requested {
-                with: self.overrides(with)?,
-            }),
+            Target::Requested { with } => Some(TargetIr::Requested { with: self.overrides(with)? }),
             Target::Pick { kind, set } => {
                 let set = self.set(set, t.span)?;
                 if set.models.is_empty() {
                     self.push(
-                        Diagnostic::new(
-                            Code::EmptySet,
-                            t.span,
-                            format!("`{}` picks from an empty set", kind.as_str()),
-                        )
-                        .label("no model is in this set")
-                        .help("check the tags in the catalog"),
+                        Diagnostic::new(Code::EmptySet, t.span, format!("`{}` picks from an empty set", kind.as_str()))
+                            .label("no model is in this set")
+                            .help("check the tags in the catalog"),
                     );
                     return None;
                 }
@@ -1208,10 +1026,7 @@ impl Checker {
                     );
                     return None;
                 }
-                Some(TargetIr::Deny {
-                    status: code,
-                    message: message.clone(),
-                })
+                Some(TargetIr::Deny { status: code, message: message.clone() })
             }
         }
     }
@@ -1226,13 +1041,9 @@ impl Checker {
                 Value::Name(n) if n == "healthy" => {
                     if !single {
                         self.push(
-                            Diagnostic::new(
-                                Code::BadArguments,
-                                v.span,
-                                "`healthy` stands alone in a set",
-                            )
-                            .label("mixed with other models")
-                            .help("write `cheapest(healthy)`"),
+                            Diagnostic::new(Code::BadArguments, v.span, "`healthy` stands alone in a set")
+                                .label("mixed with other models")
+                                .help("write `cheapest(healthy)`"),
                         );
                         ok = false;
                     }
@@ -1241,19 +1052,12 @@ impl Checker {
                 }
                 Value::Call(f, args) if f.node == "tagged" => {
                     let tag = match args.as_slice() {
-                        [Spanned {
-                            node: Value::Str(s),
-                            ..
-                        }] => s.clone(),
+                        [Spanned { node: Value::Str(s), .. }] => s.clone(),
                         _ => {
                             self.push(
-                                Diagnostic::new(
-                                    Code::BadArguments,
-                                    v.span,
-                                    "`tagged` takes one tag as a string",
-                                )
-                                .label("here")
-                                .help("usage: tagged(\"eu\")"),
+                                Diagnostic::new(Code::BadArguments, v.span, "`tagged` takes one tag as a string")
+                                    .label("here")
+                                    .help("usage: tagged(\"eu\")"),
                             );
                             ok = false;
                             continue;
@@ -1268,23 +1072,14 @@ impl Checker {
                         .filter(|i| self.catalog.get(*i).is_some_and(|m| m.tags.contains(&tag)))
                         .collect();
                     if ids.is_empty() && !self.open {
-                        let tags: std::collections::BTreeSet<&str> = self
-                            .catalog
-                            .models()
-                            .iter()
-                            .flat_map(|m| m.tags.iter().map(String::as_str))
-                            .collect();
+                        let tags: std::collections::BTreeSet<&str> =
+                            self.catalog.models().iter().flat_map(|m| m.tags.iter().map(String::as_str)).collect();
                         self.push(
-                            Diagnostic::new(
-                                Code::EmptySet,
-                                v.span,
-                                format!("no model is tagged `{tag}`"),
-                            )
-                            .label("empty set")
-                            .maybe_help(
-                                did_you_mean(&tag, tags.iter().copied())
-                                    .map(|h| format!("did you mean `{h}`?")),
-                            ),
+                            Diagnostic::new(Code::EmptySet, v.span, format!("no model is tagged `{tag}`"))
+                                .label("empty set")
+                                .maybe_help(
+                                    did_you_mean(&tag, tags.iter().copied()).map(|h| format!("did you mean `{h}`?")),
+                                ),
                         );
                         ok = false;
                     }
@@ -1296,10 +1091,7 @@ impl Checker {
                     }
                     let value = self.lets.get(n).map(|l| l.value.clone());
                     match value.map(|v| v.node) {
-                        Some(Expr::Value(Spanned {
-                            node: Value::List(items),
-                            ..
-                        })) => {
+                        Some(Expr::Value(Spanned { node: Value::List(items), .. })) => {
                             for i in &items {
                                 match self.model_arg(i) {
                                     Some(m) => models.push(m),
@@ -1309,12 +1101,8 @@ impl Checker {
                         }
                         _ => {
                             self.push(
-                                Diagnostic::new(
-                                    Code::TypeMismatch,
-                                    v.span,
-                                    format!("`{n}` is not a list of models"),
-                                )
-                                .label("used as a set"),
+                                Diagnostic::new(Code::TypeMismatch, v.span, format!("`{n}` is not a list of models"))
+                                    .label("used as a set"),
                             );
                             ok = false;
                         }
@@ -1347,12 +1135,14 @@ impl Checker {
         for f in fields {
             let name = f.name.node.as_str();
             let Some((_, ty)) = names::FIELDS.iter().find(|(n, _)| *n == name) else {
-                let help = did_you_mean(name, names::FIELDS.iter().map(|(n, _)| *n))
-                    .map(|h| format!("did you mean `{h}`?"));
+                let help =
+                    did_you_mean(name, names::FIELDS.iter().map(|(n, _)| *n)).map(|h| format!("did you mean `{h}`?"));
                 self.push(
                     Diagnostic::new(Code::UnknownField, f.name.span, format!("unknown request field `{name}`"))
                         .label("not a chat request field")
-                        .help(help.unwrap_or_else(|| "`with` sets OpenAI chat request fields such as `max_tokens` or `temperature`".into())),
+                        .help(help.unwrap_or_else(|| {
+                            "`with` sets OpenAI chat request fields such as `max_tokens` or `temperature`".into()
+                        })),
                 );
                 ok = false;
                 continue;
@@ -1365,19 +1155,11 @@ impl Checker {
                 (FieldType::Number, Value::Num(n, _)) => serde_json::json!(n),
                 (FieldType::Str, Value::Str(s)) => serde_json::json!(s),
                 (FieldType::StrOrList, Value::Str(s)) => serde_json::json!(s),
-                (FieldType::StrOrList, Value::List(items))
-                    if items.iter().all(|i| matches!(i.node, Value::Str(_))) =>
-                {
+                (FieldType::StrOrList, Value::List(items)) if items.iter().all(|i| matches!(i.node, Value::Str(_))) => {
                     serde_json::Value::Array(
                         items
                             .iter()
-                            .filter_map(|i| {
-                                if let Value::Str(s) = &i.node {
-                                    Some(serde_json::json!(s))
-                                } else {
-                                    None
-                                }
-                            })
+                            .filter_map(|i| if let Value::Str(s) = &i.node { Some(serde_json::json!(s)) } else { None })
                             .collect(),
                     )
                 }
@@ -1395,12 +1177,8 @@ impl Checker {
                         FieldType::ResponseFormat => "\"text\" or \"json_object\"",
                     };
                     self.push(
-                        Diagnostic::new(
-                            Code::BadValue,
-                            f.value.span,
-                            format!("`{name}` takes {want}"),
-                        )
-                        .label(format!("expected {want}")),
+                        Diagnostic::new(Code::BadValue, f.value.span, format!("`{name}` takes {want}"))
+                            .label(format!("expected {want}")),
                     );
                     ok = false;
                     continue;
@@ -1419,13 +1197,9 @@ impl Checker {
             let name = o.node.name.node.as_str();
             if seen.contains(&name) {
                 self.push(
-                    Diagnostic::new(
-                        Code::BadValue,
-                        o.node.name.span,
-                        format!("`{name}` is given twice"),
-                    )
-                    .label("again here")
-                    .help("keep one"),
+                    Diagnostic::new(Code::BadValue, o.node.name.span, format!("`{name}` is given twice"))
+                        .label("again here")
+                        .help("keep one"),
                 );
                 ok = false;
                 continue;
@@ -1444,11 +1218,7 @@ impl Checker {
             match name {
                 "retries" => match one {
                     Some(Value::Num(n, _)) if *n >= 0.0 && *n <= 10.0 && n.fract() == 0.0 => {
-                        #[expect(
-                            clippy::cast_possible_truncation,
-                            clippy::cast_sign_loss,
-                            reason = "checked 0..=10"
-                        )]
+                        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked 0..=10")]
                         let n = *n as u32;
                         out.retries = n;
                     }
@@ -1484,10 +1254,7 @@ impl Checker {
                 other => {
                     let help = did_you_mean(other, names::OPTIONS.iter().copied())
                         .map(|h| format!("did you mean `{h}`?"))
-                        .unwrap_or_else(|| {
-                            "rule options are `retries`, `timeout`, `cache`, `tag` and `only`"
-                                .into()
-                        });
+                        .unwrap_or_else(|| "rule options are `retries`, `timeout`, `cache`, `tag` and `only`".into());
                     self.push(
                         Diagnostic::new(
                             Code::UnknownOption,
@@ -1524,12 +1291,8 @@ fn mismatch_help(lt: Ty, rt: Ty, rhs: &Spanned<Value>) -> Option<String> {
             _ => return None,
         },
         (Ty::Num, Ty::Str) => "numbers are written without quotes, as in `100k`".into(),
-        (Ty::Fraction, _) | (_, Ty::Fraction) => {
-            "percentages compare with percentages, as in `10%`".into()
-        }
-        (Ty::Duration, _) | (_, Ty::Duration) => {
-            "durations are written with a unit, as in `250ms` or `2s`".into()
-        }
+        (Ty::Fraction, _) | (_, Ty::Fraction) => "percentages compare with percentages, as in `10%`".into(),
+        (Ty::Duration, _) | (_, Ty::Duration) => "durations are written with a unit, as in `250ms` or `2s`".into(),
         (Ty::Money, _) | (_, Ty::Money) => "amounts are written in dollars, as in `$5`".into(),
         _ => return None,
     })
@@ -1538,20 +1301,10 @@ fn mismatch_help(lt: Ty, rt: Ty, rhs: &Spanned<Value>) -> Option<String> {
 /// Builds a comparison, folding it when both sides are literals or the fact cannot be `none`.
 fn fold_cmp(lhs: Operand, rel: Rel, rhs: Operand, label: String) -> Cond {
     match (&lhs, &rhs) {
-        (Operand::Lit(a), Operand::Lit(b)) => {
-            Cond::Const(crate::policy::eval::compare_lits(a, rel, b))
-        }
-        (Operand::Fact(f), Operand::Lit(Lit::None))
-        | (Operand::Lit(Lit::None), Operand::Fact(f))
-            if !f.nullable() =>
-        {
+        (Operand::Lit(a), Operand::Lit(b)) => Cond::Const(crate::policy::eval::compare_lits(a, rel, b)),
+        (Operand::Fact(f), Operand::Lit(Lit::None)) | (Operand::Lit(Lit::None), Operand::Fact(f)) if !f.nullable() => {
             Cond::Const(rel == Rel::Ne)
         }
-        _ => Cond::Cmp {
-            lhs,
-            rel,
-            rhs,
-            label,
-        },
+        _ => Cond::Cmp { lhs, rel, rhs, label },
     }
 }

@@ -107,11 +107,7 @@ pub fn fact(path: &str) -> Option<Fact> {
 
 /// How a fact is written.
 pub fn fact_name(f: &Fact, catalog: &crate::catalog::Catalog) -> String {
-    let model = |m: &u32| {
-        catalog
-            .get(*m)
-            .map_or_else(|| format!("#{m}"), |m| m.name.clone())
-    };
+    let model = |m: &u32| catalog.get(*m).map_or_else(|| format!("#{m}"), |m| m.name.clone());
     match f {
         Fact::Prompt => "prompt".into(),
         Fact::PromptLast => "prompt.last".into(),

@@ -18,22 +18,12 @@ pub struct Interval {
 
 impl Interval {
     /// Every number.
-    pub const ALL: Interval = Interval {
-        lo: f64::NEG_INFINITY,
-        lo_in: true,
-        hi: f64::INFINITY,
-        hi_in: true,
-    };
+    pub const ALL: Interval = Interval { lo: f64::NEG_INFINITY, lo_in: true, hi: f64::INFINITY, hi_in: true };
 
     /// The values a fact can take.
     pub fn domain(f: &Fact) -> Interval {
         let (lo, hi) = f.domain();
-        Interval {
-            lo,
-            lo_in: true,
-            hi,
-            hi_in: true,
-        }
+        Interval { lo, lo_in: true, hi, hi_in: true }
     }
 
     /// Both at once.
@@ -52,12 +42,7 @@ impl Interval {
         } else {
             (self.hi, self.hi_in && o.hi_in)
         };
-        Interval {
-            lo,
-            lo_in,
-            hi,
-            hi_in,
-        }
+        Interval { lo, lo_in, hi, hi_in }
     }
 
     /// Holds no value. Counts (tokens, hours) are whole numbers, so `> 3 and < 4` is empty too.
@@ -66,16 +51,8 @@ impl Interval {
             return true;
         }
         if integral && self.lo.is_finite() && self.hi.is_finite() {
-            let first = if self.lo_in {
-                self.lo.ceil()
-            } else {
-                (self.lo + 1.0).floor()
-            };
-            let last = if self.hi_in {
-                self.hi.floor()
-            } else {
-                (self.hi - 1.0).ceil()
-            };
+            let first = if self.lo_in { self.lo.ceil() } else { (self.lo + 1.0).floor() };
+            let last = if self.hi_in { self.hi.floor() } else { (self.hi - 1.0).ceil() };
             return first > last;
         }
         false
@@ -91,14 +68,7 @@ impl Interval {
 
 /// Whether a fact only takes whole values.
 pub fn integral(f: &Fact) -> bool {
-    matches!(
-        f,
-        Fact::PromptTokens
-            | Fact::PromptChars
-            | Fact::PromptMessages
-            | Fact::RequestMaxTokens
-            | Fact::TimeHour
-    )
+    matches!(f, Fact::PromptTokens | Fact::PromptChars | Fact::PromptMessages | Fact::RequestMaxTokens | Fact::TimeHour)
 }
 
 /// The fact and interval of `fact REL number` (or `number REL fact`), when the atom is one.
@@ -112,32 +82,11 @@ pub fn atom(c: &Cond) -> Option<(Fact, Interval)> {
         _ => return None,
     };
     let i = match rel {
-        Rel::Eq => Interval {
-            lo: n,
-            lo_in: true,
-            hi: n,
-            hi_in: true,
-        },
-        Rel::Lt => Interval {
-            hi: n,
-            hi_in: false,
-            ..Interval::ALL
-        },
-        Rel::Le => Interval {
-            hi: n,
-            hi_in: true,
-            ..Interval::ALL
-        },
-        Rel::Gt => Interval {
-            lo: n,
-            lo_in: false,
-            ..Interval::ALL
-        },
-        Rel::Ge => Interval {
-            lo: n,
-            lo_in: true,
-            ..Interval::ALL
-        },
+        Rel::Eq => Interval { lo: n, lo_in: true, hi: n, hi_in: true },
+        Rel::Lt => Interval { hi: n, hi_in: false, ..Interval::ALL },
+        Rel::Le => Interval { hi: n, hi_in: true, ..Interval::ALL },
+        Rel::Gt => Interval { lo: n, lo_in: false, ..Interval::ALL },
+        Rel::Ge => Interval { lo: n, lo_in: true, ..Interval::ALL },
         Rel::Ne => return None,
     };
     Some((fact.clone(), i))
@@ -213,8 +162,7 @@ pub fn constant(c: &Cond) -> Option<bool> {
             }
             // Facts with a known set of string values.
             let (f, s) = match (lhs, rhs) {
-                (Operand::Fact(f), Operand::Lit(Lit::Str(s)))
-                | (Operand::Lit(Lit::Str(s)), Operand::Fact(f)) => (f, s),
+                (Operand::Fact(f), Operand::Lit(Lit::Str(s))) | (Operand::Lit(Lit::Str(s)), Operand::Fact(f)) => (f, s),
                 _ => return None,
             };
             let known: &[&str] = match f {

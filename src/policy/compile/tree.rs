@@ -105,3 +105,96 @@ impl PartialEq for CCond {
         }
     }
 }
+
+/// A string fact that the hot loop reads directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrSlot {
+    /// `user.tier`.
+    Tier,
+    /// `user.name`.
+    Name,
+    /// `user.id`.
+    UserId,
+    /// `request.model`.
+    Model,
+    /// `request.endpoint`.
+    Endpoint,
+}
+
+impl StrSlot {
+    /// The slot of a fact, when it has one.
+    pub fn of(f: &Fact) -> Option<StrSlot> {
+        Some(match f {
+            Fact::UserTier => StrSlot::Tier,
+            Fact::UserName => StrSlot::Name,
+            Fact::UserId => StrSlot::UserId,
+            Fact::RequestModel => StrSlot::Model,
+            Fact::RequestEndpoint => StrSlot::Endpoint,
+            _ => return None,
+        })
+    }
+}
+
+/// A rule's condition in the compact form the decision loop walks: the common single-test
+/// shapes inline (24 bytes), everything else through the full tree (`General`). It keeps the
+/// loop over a thousand rules inside the cache.
+#[derive(Debug)]
+pub enum Fast {
+    /// A constant.
+    Const(bool),
+    /// `fact == "value"` (or `!=` with `ne`).
+    StrEq {
+        /// The fact.
+        slot: StrSlot,
+        /// `!=`.
+        ne: bool,
+        /// The literal.
+        value: Box<str>,
+    },
+    /// `prompt.tokens REL n`.
+    Tokens {
+        /// The operator.
+        rel: Rel,
+        /// The bound.
+        n: f64,
+    },
+    /// ASCII keywords on a prompt text.
+    Kw {
+        /// The text.
+        src: Src,
+        /// `contains all`.
+        all: bool,
+        /// Automaton patterns.
+        ids: Box<[u32]>,
+    },
+    /// A regex-set slot.
+    Re {
+        /// The text.
+        src: Src,
+        /// The slot.
+        slot: u32,
+    },
+    /// Anything else: evaluate the full tree.
+    General,
+}
+
+impl Fast {
+    /// The compact form of a condition.
+    pub fn of(c: &CCond) -> Fast {
+        match c {
+            CCond::Const(b) => Fast::Const(*b),
+            CCond::Cmp(COperand::Fact(f), rel @ (Rel::Eq | Rel::Ne), COperand::Lit(Lit::Str(s)), _) => {
+                match StrSlot::of(f) {
+                    Some(slot) => Fast::StrEq { slot, ne: *rel == Rel::Ne, value: s.as_str().into() },
+                    None => Fast::General,
+                }
+            }
+            CCond::Cmp(COperand::Tokens, rel, COperand::Lit(Lit::Num(n)), _) => Fast::Tokens { rel: *rel, n: *n },
+            CCond::Kw { src, ids, res, all, .. } if res.is_empty() => {
+                Fast::Kw { src: *src, all: *all, ids: ids.clone() }
+            }
+            CCond::Re { src, slot, .. } => Fast::Re { src: *src, slot: *slot },
+            _ => Fast::General,
+        }
+    }
+}

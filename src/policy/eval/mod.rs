@@ -59,16 +59,10 @@ impl Budget {
                 spent_usd,
                 spent_fraction: Some(spent_usd / l),
             },
-            Some(_) => Budget {
-                remaining_usd: Some(0.0),
-                remaining_fraction: Some(0.0),
-                spent_usd,
-                spent_fraction: Some(1.0),
-            },
-            None => Budget {
-                spent_usd,
-                ..Budget::default()
-            },
+            Some(_) => {
+                Budget { remaining_usd: Some(0.0), remaining_fraction: Some(0.0), spent_usd, spent_fraction: Some(1.0) }
+            }
+            None => Budget { spent_usd, ..Budget::default() },
         }
     }
 }
@@ -92,14 +86,7 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     /// A context with no key, no budget, every model healthy, Monday 12:00 UTC.
     pub fn anonymous(health: &'a dyn Health) -> Context<'a> {
-        Context {
-            tier: None,
-            key_name: None,
-            budget: Budget::default(),
-            health,
-            hour: 12,
-            weekday: 0,
-        }
+        Context { tier: None, key_name: None, budget: Budget::default(), health, hour: 12, weekday: 0 }
     }
 }
 
@@ -182,9 +169,7 @@ pub fn contains_ascii_ci(hay: &str, needle: &str) -> bool {
 
 /// Case-insensitive ASCII prefix test.
 pub fn starts_with_ascii_ci(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .get(..needle.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(needle.as_bytes()))
+    hay.as_bytes().get(..needle.len()).is_some_and(|p| p.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Whether a keyword needs the regex path (it has letters beyond ASCII).
@@ -194,11 +179,7 @@ pub fn needs_regex(needle: &str) -> bool {
 
 /// The regex for a non-ASCII keyword: a case-insensitive literal, anchored for `starts_with`.
 pub fn keyword_regex(needle: &str, anchored: bool) -> String {
-    format!(
-        "(?i){}{}",
-        if anchored { "^" } else { "" },
-        regex::escape(needle)
-    )
+    format!("(?i){}{}", if anchored { "^" } else { "" }, regex::escape(needle))
 }
 
 /// Counts o200k tokens.
@@ -228,21 +209,14 @@ pub fn tokens_by_length(bytes: usize, rel: Rel, n: f64) -> Option<bool> {
 }
 
 /// Simple facts: everything but the prompt texts' keyword and regex scans and the token count.
-pub fn simple_fact<'a>(
-    fact: &Fact,
-    req: &'a RequestFacts,
-    ctx: &Context<'a>,
-    chars: &mut Option<u64>,
-) -> V<'a> {
+pub fn simple_fact<'a>(fact: &Fact, req: &'a RequestFacts, ctx: &Context<'a>, chars: &mut Option<u64>) -> V<'a> {
     let opt = |s: Option<&'a str>| s.map_or(V::None, V::Str);
     match fact {
         Fact::Prompt => V::Str(&req.prompt),
         Fact::PromptLast => V::Str(req.prompt_last()),
         Fact::PromptSystem => V::Str(req.prompt_system()),
         Fact::PromptTokens => V::None,
-        Fact::PromptChars => {
-            V::Num(*chars.get_or_insert_with(|| req.prompt.chars().count() as u64) as f64)
-        }
+        Fact::PromptChars => V::Num(*chars.get_or_insert_with(|| req.prompt.chars().count() as u64) as f64),
         Fact::PromptMessages => V::Num(req.messages as f64),
         Fact::RequestModel => opt(req.model.as_deref()),
         Fact::RequestStream => V::Bool(req.stream),
@@ -253,16 +227,8 @@ pub fn simple_fact<'a>(
         Fact::UserTier => opt(ctx.tier),
         Fact::UserName => opt(ctx.key_name),
         Fact::UserId => opt(req.user_id.as_deref()),
-        Fact::Header(h) => opt(req
-            .headers
-            .iter()
-            .find(|(k, _)| k == h)
-            .map(|(_, v)| v.as_str())),
-        Fact::Metadata(m) => opt(req
-            .metadata
-            .iter()
-            .find(|(k, _)| k == m)
-            .map(|(_, v)| v.as_str())),
+        Fact::Header(h) => opt(req.headers.iter().find(|(k, _)| k == h).map(|(_, v)| v.as_str())),
+        Fact::Metadata(m) => opt(req.metadata.iter().find(|(k, _)| k == m).map(|(_, v)| v.as_str())),
         Fact::BudgetRemainingFraction => ctx.budget.remaining_fraction.map_or(V::None, V::Num),
         Fact::BudgetRemainingUsd => ctx.budget.remaining_usd.map_or(V::None, V::Num),
         Fact::BudgetSpentUsd => V::Num(ctx.budget.spent_usd),
@@ -270,12 +236,9 @@ pub fn simple_fact<'a>(
         Fact::Healthy(m) => V::Bool(ctx.health.healthy(*m)),
         Fact::Latency(m) => ctx.health.latency_ms(*m).map_or(V::None, V::Num),
         Fact::TimeHour => V::Num(f64::from(ctx.hour)),
-        Fact::TimeWeekday => V::Str(
-            crate::policy::check::names::WEEKDAYS
-                .get(ctx.weekday as usize)
-                .copied()
-                .unwrap_or("mon"),
-        ),
+        Fact::TimeWeekday => {
+            V::Str(crate::policy::check::names::WEEKDAYS.get(ctx.weekday as usize).copied().unwrap_or("mon"))
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use regex::Regex;
 
 use super::{
-    compare, contains_ascii_ci, count_tokens, lit_value, needs_regex, simple_fact,
-    starts_with_ascii_ci, Context, RequestFacts, V,
+    compare, contains_ascii_ci, count_tokens, lit_value, needs_regex, simple_fact, starts_with_ascii_ci, Context,
+    RequestFacts, V,
 };
 use crate::policy::check::ir::{Checked, Cond, Fact, Operand, TextOp};
 
@@ -31,10 +31,7 @@ impl Naive {
 
     /// The index of the first rule whose condition holds (the default when none does).
     pub fn decide(&self, req: &RequestFacts, ctx: &Context<'_>) -> usize {
-        let mut st = State {
-            tokens: None,
-            chars: None,
-        };
+        let mut st = State { tokens: None, chars: None };
         for (i, r) in self.checked.rules.iter().enumerate() {
             if self.eval(&r.cond, req, ctx, &mut st) {
                 return i;
@@ -56,25 +53,19 @@ impl Naive {
                 let b = self.operand(rhs, req, ctx, st);
                 compare(a, *rel, b)
             }
-            Cond::In {
-                fact, list, negate, ..
-            } => {
+            Cond::In { fact, list, negate, .. } => {
                 let v = self.value(fact, req, ctx, st);
                 let found = v != V::None && list.iter().any(|l| lit_value(l) == v);
                 found != *negate
             }
-            Cond::Text {
-                fact, op, needles, ..
-            } => {
+            Cond::Text { fact, op, needles, .. } => {
                 let V::Str(text) = self.value(fact, req, ctx, st) else {
                     return false;
                 };
                 let one = |n: &String| -> bool {
                     if needs_regex(n) {
                         let anchored = *op == TextOp::StartsWith;
-                        self.regexes
-                            .get(&super::keyword_regex(n, anchored))
-                            .is_some_and(|r| r.is_match(text))
+                        self.regexes.get(&super::keyword_regex(n, anchored)).is_some_and(|r| r.is_match(text))
                     } else if *op == TextOp::StartsWith {
                         starts_with_ascii_ci(text, n)
                     } else {
@@ -95,26 +86,14 @@ impl Naive {
         }
     }
 
-    fn operand<'a>(
-        &self,
-        o: &'a Operand,
-        req: &'a RequestFacts,
-        ctx: &Context<'a>,
-        st: &mut State,
-    ) -> V<'a> {
+    fn operand<'a>(&self, o: &'a Operand, req: &'a RequestFacts, ctx: &Context<'a>, st: &mut State) -> V<'a> {
         match o {
             Operand::Lit(l) => lit_value(l),
             Operand::Fact(f) => self.value(f, req, ctx, st),
         }
     }
 
-    fn value<'a>(
-        &self,
-        f: &Fact,
-        req: &'a RequestFacts,
-        ctx: &Context<'a>,
-        st: &mut State,
-    ) -> V<'a> {
+    fn value<'a>(&self, f: &Fact, req: &'a RequestFacts, ctx: &Context<'a>, st: &mut State) -> V<'a> {
         if *f == Fact::PromptTokens {
             return V::Num(*st.tokens.get_or_insert_with(|| count_tokens(&req.prompt)) as f64);
         }

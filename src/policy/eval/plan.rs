@@ -38,15 +38,7 @@ pub fn plan<'p>(
     ctx: &Context<'_>,
     tokens: &mut Option<u64>,
 ) -> Vec<Step<'p>> {
-    let mut p = Planner {
-        rule,
-        catalog,
-        req,
-        ctx,
-        tokens,
-        out: Vec::new(),
-        taken: 0,
-    };
+    let mut p = Planner { rule, catalog, req, ctx, tokens, out: Vec::new(), taken: 0 };
     p.target(&rule.target, &[]);
     p.out
 }
@@ -74,38 +66,32 @@ impl<'p> Planner<'p, '_, '_> {
         }
         match t {
             TargetIr::Model { model, with } => self.model(*model, with, None),
-            TargetIr::Requested { with } => {
-                match self.req.model.as_deref().map(|n| (n, self.catalog.id(n))) {
-                    Some((_, Some(m))) => self.model(m, with, Some("requested")),
-                    Some((n, None)) => self.out.push(Step {
-                        model: None,
-                        name: n.to_string(),
-                        taken: false,
-                        reason: "skipped: requested model is not in the catalog".into(),
-                        with: NO_WITH,
-                        deny: None,
-                    }),
-                    None => self.out.push(Step {
-                        model: None,
-                        name: String::new(),
-                        taken: false,
-                        reason: "skipped: the request names no model".into(),
-                        with: NO_WITH,
-                        deny: None,
-                    }),
-                }
-            }
+            TargetIr::Requested { with } => match self.req.model.as_deref().map(|n| (n, self.catalog.id(n))) {
+                Some((_, Some(m))) => self.model(m, with, Some("requested")),
+                Some((n, None)) => self.out.push(Step {
+                    model: None,
+                    name: n.to_string(),
+                    taken: false,
+                    reason: "skipped: requested model is not in the catalog".into(),
+                    with: NO_WITH,
+                    deny: None,
+                }),
+                None => self.out.push(Step {
+                    model: None,
+                    name: String::new(),
+                    taken: false,
+                    reason: "skipped: the request names no model".into(),
+                    with: NO_WITH,
+                    deny: None,
+                }),
+            },
             TargetIr::Pick { kind, set } => {
                 for m in self.order(*kind, set) {
                     self.model(m, with, Some(kind.as_str()));
                 }
             }
             TargetIr::Split(arms) => {
-                let chosen = split_arm(
-                    arms.iter().map(|(w, _)| *w),
-                    sticky_key(self.req, self.ctx),
-                    &self.rule.name,
-                );
+                let chosen = split_arm(arms.iter().map(|(w, _)| *w), sticky_key(self.req, self.ctx), &self.rule.name);
                 let mut order: Vec<usize> = (0..arms.len()).collect();
                 order.sort_by(|a, b| {
                     let wa = arms.get(*a).map_or(0.0, |x| x.0);
@@ -137,20 +123,13 @@ impl<'p> Planner<'p, '_, '_> {
             .iter()
             .copied()
             .filter(|m| {
-                set.kind == SetKind::List
-                    || self
-                        .catalog
-                        .get(*m)
-                        .is_some_and(|x| x.endpoint == self.req.endpoint)
+                set.kind == SetKind::List || self.catalog.get(*m).is_some_and(|x| x.endpoint == self.req.endpoint)
             })
             .collect();
         match kind {
             PickKind::Cheapest => ms.sort_by(|a, b| {
                 let p = |m: &ModelId| {
-                    self.catalog
-                        .get(*m)
-                        .and_then(|x| x.price)
-                        .map_or(f64::INFINITY, |p| p.input + p.output)
+                    self.catalog.get(*m).and_then(|x| x.price).map_or(f64::INFINITY, |p| p.input + p.output)
                 };
                 p(a).total_cmp(&p(b))
             }),
@@ -172,25 +151,15 @@ impl<'p> Planner<'p, '_, '_> {
             Some(r) => format!("skipped: {r}"),
             None => {
                 self.taken += 1;
-                let pos = if self.taken == 1 {
-                    "first choice".to_string()
-                } else {
-                    format!("fallback {}", self.taken - 1)
-                };
+                let pos =
+                    if self.taken == 1 { "first choice".to_string() } else { format!("fallback {}", self.taken - 1) };
                 match how {
                     Some(h) => format!("{pos} ({h})"),
                     None => pos,
                 }
             }
         };
-        self.out.push(Step {
-            model: Some(m),
-            name: model.name.clone(),
-            taken,
-            reason,
-            with,
-            deny: None,
-        });
+        self.out.push(Step { model: Some(m), name: model.name.clone(), taken, reason, with, deny: None });
     }
 
     fn skip_reason(&mut self, m: ModelId, with: &[(String, serde_json::Value)]) -> Option<String> {
@@ -199,11 +168,7 @@ impl<'p> Planner<'p, '_, '_> {
             return Some("already in the plan".into());
         }
         if model.endpoint != self.req.endpoint {
-            return Some(format!(
-                "serves {}, not {}",
-                model.endpoint.as_str(),
-                self.req.endpoint.as_str()
-            ));
+            return Some(format!("serves {}, not {}", model.endpoint.as_str(), self.req.endpoint.as_str()));
         }
         if let Some(only) = &self.rule.options.only {
             if !only.models.contains(&m) {
@@ -230,13 +195,9 @@ impl<'p> Planner<'p, '_, '_> {
             };
             let bytes = self.req.prompt.len() as u64;
             if bytes + out > ctx {
-                let tokens = *self
-                    .tokens
-                    .get_or_insert_with(|| count_tokens(&self.req.prompt));
+                let tokens = *self.tokens.get_or_insert_with(|| count_tokens(&self.req.prompt));
                 if tokens + out > ctx {
-                    return Some(format!(
-                        "context of {ctx} tokens cannot hold {tokens} + {out}"
-                    ));
+                    return Some(format!("context of {ctx} tokens cannot hold {tokens} + {out}"));
                 }
             }
         }

@@ -86,29 +86,17 @@ impl RequestFacts {
     }
 
     /// Adds request headers (names are lowercased).
-    pub fn with_headers<'a>(
-        mut self,
-        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Self {
-        self.headers = headers
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-            .collect();
+    pub fn with_headers<'a>(mut self, headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        self.headers = headers.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
         self
     }
 
     /// Builds the facts of a chat completion body.
     pub fn from_chat(body: &Value) -> Result<RequestFacts, BodyError> {
         let obj = body.as_object().ok_or(BodyError::NotObject)?;
-        let messages = obj
-            .get("messages")
-            .ok_or(BodyError::MissingMessages)?
-            .as_array()
-            .ok_or(BodyError::MessagesNotList)?;
-        let mut f = RequestFacts {
-            endpoint: Endpoint::Chat,
-            ..Default::default()
-        };
+        let messages =
+            obj.get("messages").ok_or(BodyError::MissingMessages)?.as_array().ok_or(BodyError::MessagesNotList)?;
+        let mut f = RequestFacts { endpoint: Endpoint::Chat, ..Default::default() };
         f.messages = messages.len() as u64;
         let mut system_ranges: Vec<Range<usize>> = Vec::new();
         for (i, m) in messages.iter().enumerate() {
@@ -127,14 +115,8 @@ impl RequestFacts {
         }
         f.system = join_ranges(&f.prompt, &system_ranges);
         common(obj, &mut f);
-        f.tools = obj
-            .get("tools")
-            .and_then(Value::as_array)
-            .is_some_and(|t| !t.is_empty())
-            || obj
-                .get("functions")
-                .and_then(Value::as_array)
-                .is_some_and(|t| !t.is_empty());
+        f.tools = obj.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
+            || obj.get("functions").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
         Ok(f)
     }
 
@@ -142,10 +124,7 @@ impl RequestFacts {
     pub fn from_embeddings(body: &Value) -> Result<RequestFacts, BodyError> {
         let obj = body.as_object().ok_or(BodyError::NotObject)?;
         let input = obj.get("input").ok_or(BodyError::MissingInput)?;
-        let mut f = RequestFacts {
-            endpoint: Endpoint::Embeddings,
-            ..Default::default()
-        };
+        let mut f = RequestFacts { endpoint: Endpoint::Embeddings, ..Default::default() };
         match input {
             Value::String(s) => f.prompt.push_str(s),
             Value::Array(items) => {
@@ -170,15 +149,8 @@ fn common(obj: &serde_json::Map<String, Value>, f: &mut RequestFacts) {
         .or_else(|| obj.get("max_tokens").and_then(Value::as_u64));
     f.user_id = obj.get("user").and_then(Value::as_str).map(str::to_string);
     if let Some(Value::Object(m)) = obj.get("metadata") {
-        f.metadata = m
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str().map_or_else(|| v.to_string(), str::to_string),
-                )
-            })
-            .collect();
+        f.metadata =
+            m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
     }
 }
 
@@ -213,19 +185,11 @@ fn join_ranges(prompt: &str, ranges: &[Range<usize>]) -> SystemText {
         [] => SystemText::Range(0..0),
         [one] => SystemText::Range(one.clone()),
         [first, .., last] => {
-            let contiguous = ranges
-                .windows(2)
-                .all(|w| matches!(w, [a, b] if b.start == a.end + 1));
+            let contiguous = ranges.windows(2).all(|w| matches!(w, [a, b] if b.start == a.end + 1));
             if contiguous {
                 SystemText::Range(first.start..last.end)
             } else {
-                SystemText::Own(
-                    ranges
-                        .iter()
-                        .filter_map(|r| prompt.get(r.clone()))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                )
+                SystemText::Own(ranges.iter().filter_map(|r| prompt.get(r.clone())).collect::<Vec<_>>().join("\n"))
             }
         }
     }
@@ -262,18 +226,9 @@ mod tests {
 
     #[test]
     fn bad_bodies() {
-        assert_eq!(
-            RequestFacts::from_chat(&json!([])).unwrap_err(),
-            BodyError::NotObject
-        );
-        assert_eq!(
-            RequestFacts::from_chat(&json!({})).unwrap_err(),
-            BodyError::MissingMessages
-        );
-        assert_eq!(
-            RequestFacts::from_chat(&json!({"messages": "x"})).unwrap_err(),
-            BodyError::MessagesNotList
-        );
+        assert_eq!(RequestFacts::from_chat(&json!([])).unwrap_err(), BodyError::NotObject);
+        assert_eq!(RequestFacts::from_chat(&json!({})).unwrap_err(), BodyError::MissingMessages);
+        assert_eq!(RequestFacts::from_chat(&json!({"messages": "x"})).unwrap_err(), BodyError::MessagesNotList);
     }
 
     #[test]

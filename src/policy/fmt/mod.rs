@@ -25,15 +25,9 @@ pub fn format_source(text: &str) -> Result<String, FmtError> {
     if again.items != file.items {
         return Err(FmtError::Unsound("the declarations differ".into()));
     }
-    let norm = |c: &[Spanned<String>]| {
-        c.iter()
-            .map(|c| c.node.trim_end().to_string())
-            .collect::<Vec<_>>()
-    };
+    let norm = |c: &[Spanned<String>]| c.iter().map(|c| c.node.trim_end().to_string()).collect::<Vec<_>>();
     if norm(&again.comments) != norm(&file.comments) {
-        return Err(FmtError::Unsound(
-            "comments were lost or moved out of order".into(),
-        ));
+        return Err(FmtError::Unsound("comments were lost or moved out of order".into()));
     }
     Ok(out)
 }
@@ -53,9 +47,7 @@ pub fn format_file(file: &File, text: &str) -> String {
     for item in &file.items {
         if let Some(p) = prev {
             let small = |i: &Item| matches!(i, Item::Let(_) | Item::Include(_));
-            let gap = text
-                .get(p.span().end as usize..item.span().start as usize)
-                .unwrap_or("");
+            let gap = text.get(p.span().end as usize..item.span().start as usize).unwrap_or("");
             if !(small(p) && small(item)) || has_blank_line(gap) {
                 out.blank();
             }
@@ -65,21 +57,11 @@ pub fn format_file(file: &File, text: &str) -> String {
                 let line = format!("let {} = {}", l.node.name.node, expr(&l.node.value.node));
                 out.line(0, &line, l.span.start, l.span.end);
             }
-            Item::Include(i) => out.line(
-                0,
-                &format!("include {}", string(&i.node)),
-                i.span.start,
-                i.span.end,
-            ),
+            Item::Include(i) => out.line(0, &format!("include {}", string(&i.node)), i.span.start, i.span.end),
             Item::Rule(r) => {
                 let head = format!("rule {} {{", string(&r.node.name.node));
                 out.line(0, &head, r.span.start, r.node.name.span.end);
-                out.line(
-                    1,
-                    &format!("when {}", expr(&r.node.when.node)),
-                    r.node.when_span.start,
-                    r.node.when_span.end,
-                );
+                out.line(1, &format!("when {}", expr(&r.node.when.node)), r.node.when_span.start, r.node.when_span.end);
                 out.line(
                     1,
                     &format!("then {}", target(&r.node.then.node)),
@@ -159,10 +141,7 @@ impl Out<'_> {
             }
             let trailing = self.last_end.is_some_and(|end| {
                 c.span.start >= end
-                    && self
-                        .src
-                        .get(end as usize..c.span.start as usize)
-                        .is_some_and(|b| !b.contains('\n'))
+                    && self.src.get(end as usize..c.span.start as usize).is_some_and(|b| !b.contains('\n'))
             });
             if trailing {
                 let text = format!("  {}", c.node.trim_end());
@@ -185,11 +164,7 @@ impl Out<'_> {
 
     /// Whether the source has an empty line between the last thing written and `pos`.
     fn gap_has_blank(&self, pos: u32) -> bool {
-        !self.buf.is_empty()
-            && self
-                .src
-                .get(self.prev_end as usize..pos as usize)
-                .is_some_and(has_blank_line)
+        !self.buf.is_empty() && self.src.get(self.prev_end as usize..pos as usize).is_some_and(has_blank_line)
     }
 
     /// Writes one line for the construct at `start..end`, after the comments that precede it.
@@ -226,24 +201,11 @@ pub fn string(s: &str) -> String {
 /// A condition, on one line.
 pub fn expr(e: &Expr) -> String {
     match e {
-        Expr::Or(ts) => ts
-            .iter()
-            .map(|t| expr(&t.node))
-            .collect::<Vec<_>>()
-            .join(" or "),
-        Expr::And(ts) => ts
-            .iter()
-            .map(|t| expr(&t.node))
-            .collect::<Vec<_>>()
-            .join(" and "),
+        Expr::Or(ts) => ts.iter().map(|t| expr(&t.node)).collect::<Vec<_>>().join(" or "),
+        Expr::And(ts) => ts.iter().map(|t| expr(&t.node)).collect::<Vec<_>>().join(" and "),
         Expr::Not(x) => format!("not {}", expr(&x.node)),
         Expr::Paren(x) => format!("({})", expr(&x.node)),
-        Expr::Compare { lhs, op, rhs } => format!(
-            "{} {} {}",
-            value(&lhs.node),
-            op.node.as_str(),
-            value(&rhs.node)
-        ),
+        Expr::Compare { lhs, op, rhs } => format!("{} {} {}", value(&lhs.node), op.node.as_str(), value(&rhs.node)),
         Expr::Matches { lhs, regex } => {
             format!(
                 "{} matches /{}/{}",
@@ -260,29 +222,14 @@ pub fn expr(e: &Expr) -> String {
 pub fn value(v: &Value) -> String {
     match v {
         Value::Str(s) => string(s),
-        Value::Num(_, raw)
-        | Value::Percent(_, raw)
-        | Value::Dollars(_, raw)
-        | Value::Duration(_, raw) => raw.clone(),
+        Value::Num(_, raw) | Value::Percent(_, raw) | Value::Dollars(_, raw) | Value::Duration(_, raw) => raw.clone(),
         Value::Bool(b) => b.to_string(),
         Value::None => "none".to_string(),
-        Value::List(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(|i| value(&i.node))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Value::List(items) => format!("[{}]", items.iter().map(|i| value(&i.node)).collect::<Vec<_>>().join(", ")),
         Value::Name(n) => n.clone(),
-        Value::Call(f, args) => format!(
-            "{}({})",
-            f.node,
-            args.iter()
-                .map(|a| value(&a.node))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Value::Call(f, args) => {
+            format!("{}({})", f.node, args.iter().map(|a| value(&a.node)).collect::<Vec<_>>().join(", "))
+        }
     }
 }
 
@@ -290,50 +237,26 @@ fn with(fields: &[WithField]) -> String {
     if fields.is_empty() {
         return String::new();
     }
-    let inner = fields
-        .iter()
-        .map(|f| format!("{}: {}", f.name.node, value(&f.value.node)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let inner =
+        fields.iter().map(|f| format!("{}: {}", f.name.node, value(&f.value.node))).collect::<Vec<_>>().join(", ");
     format!(" with ({inner})")
 }
 
 /// A target, on one line.
 pub fn target(t: &Target) -> String {
     match t {
-        Target::Chain(steps) => steps
-            .iter()
-            .map(|s| target(&s.node))
-            .collect::<Vec<_>>()
-            .join(" -> "),
-        Target::Model {
-            name,
-            quoted,
-            with: w,
-        } => {
-            let n = if *quoted {
-                string(&name.node)
-            } else {
-                name.node.clone()
-            };
+        Target::Chain(steps) => steps.iter().map(|s| target(&s.node)).collect::<Vec<_>>().join(" -> "),
+        Target::Model { name, quoted, with: w } => {
+            let n = if *quoted { string(&name.node) } else { name.node.clone() };
             format!("{n}{}", with(w))
         }
         Target::Requested { with: w } => format!("requested{}", with(w)),
         Target::Pick { kind, set } => {
-            format!(
-                "{}({})",
-                kind.as_str(),
-                set.iter()
-                    .map(|v| value(&v.node))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("{}({})", kind.as_str(), set.iter().map(|v| value(&v.node)).collect::<Vec<_>>().join(", "))
         }
         Target::Split(arms) => {
-            let arms = arms
-                .iter()
-                .map(|a| format!("{}: {}", a.weight.node.1, target(&a.target.node)))
-                .collect::<Vec<_>>();
+            let arms =
+                arms.iter().map(|a| format!("{}: {}", a.weight.node.1, target(&a.target.node))).collect::<Vec<_>>();
             format!("split {{ {} }}", arms.join(", "))
         }
         Target::Deny { status, message } => match status {
@@ -344,15 +267,7 @@ pub fn target(t: &Target) -> String {
 }
 
 fn option(o: &RuleOption) -> String {
-    format!(
-        "{} {}",
-        o.name.node,
-        o.values
-            .iter()
-            .map(|v| value(&v.node))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("{} {}", o.name.node, o.values.iter().map(|v| value(&v.node)).collect::<Vec<_>>().join(", "))
 }
 
 #[cfg(test)]
@@ -365,15 +280,7 @@ mod tests {
         let once = format_source(src).unwrap();
         let twice = format_source(&once).unwrap();
         assert_eq!(once, twice);
-        for c in [
-            "# head",
-            "# trailing",
-            "# on header",
-            "# why",
-            "# chain",
-            "# before close",
-            "# tail",
-        ] {
+        for c in ["# head", "# trailing", "# on header", "# why", "# chain", "# before close", "# tail"] {
             assert!(once.contains(c), "{c} lost in\n{once}");
         }
         assert!(once.contains("  then m1 -> m2  # chain\n"), "{once}");

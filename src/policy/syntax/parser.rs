@@ -25,16 +25,9 @@ type Result<T> = std::result::Result<T, Diagnostic>;
 /// Parses one file. On failure, returns the diagnostics (one syntax error, or literal errors).
 pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnostic>> {
     if text.len() > MAX_FILE_BYTES {
-        return Err(vec![Diagnostic::new(
-            Code::TooComplex,
-            Span::new(file, 0, 0),
-            "the policy file is too large",
-        )
-        .label("this file")
-        .help(format!(
-            "policy files are limited to {} MiB; split it with `include`",
-            MAX_FILE_BYTES >> 20
-        ))]);
+        return Err(vec![Diagnostic::new(Code::TooComplex, Span::new(file, 0, 0), "the policy file is too large")
+            .label("this file")
+            .help(format!("policy files are limited to {} MiB; split it with `include`", MAX_FILE_BYTES >> 20))]);
     }
     if let Some(at) = too_deep(text) {
         return Err(vec![Diagnostic::new(
@@ -43,9 +36,7 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
             "brackets are nested too deeply",
         )
         .label("nesting passes the limit here")
-        .help(format!(
-            "at most {MAX_NESTING} levels of `(`, `[` and `{{` are allowed"
-        ))]);
+        .help(format!("at most {MAX_NESTING} levels of `(`, `[` and `{{` are allowed"))]);
     }
     let mut pairs = match PestParser::parse(Rule::policy, text) {
         Ok(p) => p,
@@ -55,19 +46,11 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
             pest::set_error_detail(true);
             let detailed = PestParser::parse(Rule::policy, text).err();
             pest::set_error_detail(false);
-            return Err(vec![syntax_error(
-                file,
-                text,
-                detailed.as_ref().unwrap_or(&e),
-            )]);
+            return Err(vec![syntax_error(file, text, detailed.as_ref().unwrap_or(&e))]);
         }
     };
     let Some(root) = pairs.next() else {
-        return Err(vec![Diagnostic::new(
-            Code::SyntaxError,
-            Span::new(file, 0, 0),
-            "empty parse",
-        )]);
+        return Err(vec![Diagnostic::new(Code::SyntaxError, Span::new(file, 0, 0), "empty parse")]);
     };
     let comments: Vec<Spanned<String>> = root
         .clone()
@@ -76,16 +59,8 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
         .filter(|p| p.as_rule() == Rule::COMMENT)
         .map(|p| Spanned::new(p.as_str().to_string(), span(file, &p)))
         .collect();
-    let comment_ends = comments
-        .iter()
-        .map(|c| (c.span.end as usize, c.span.start as usize))
-        .collect();
-    let mut lower = Lower {
-        file,
-        errors: Vec::new(),
-        text,
-        comment_ends,
-    };
+    let comment_ends = comments.iter().map(|c| (c.span.end as usize, c.span.start as usize)).collect();
+    let mut lower = Lower { file, errors: Vec::new(), text, comment_ends };
     let mut items = Vec::new();
     for pair in inner(root) {
         if pair.as_rule() == Rule::EOI {
@@ -109,11 +84,7 @@ pub fn parse_expr(file: FileId, text: &str) -> std::result::Result<Spanned<Expr>
     let parsed = parse(file, &src)?;
     match parsed.items.into_iter().next() {
         Some(Item::Let(l)) => Ok(l.node.value),
-        _ => Err(vec![Diagnostic::new(
-            Code::SyntaxError,
-            Span::new(file, 0, 0),
-            "expected a condition",
-        )]),
+        _ => Err(vec![Diagnostic::new(Code::SyntaxError, Span::new(file, 0, 0), "expected a condition")]),
     }
 }
 
@@ -175,9 +146,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::default_decl | Rule::kw_default => "`default`",
         Rule::when_clause | Rule::kw_when => "`when`",
         Rule::then_clause | Rule::kw_then => "`then`",
-        Rule::rule_option | Rule::option_name => {
-            "a rule option (`retries`, `timeout`, `cache`, `tag`, `only`)"
-        }
+        Rule::rule_option | Rule::option_name => "a rule option (`retries`, `timeout`, `cache`, `tag`, `only`)",
         Rule::expr | Rule::comparison | Rule::op_not => "a condition",
         Rule::op_and | Rule::op_or => "`and` or `or`",
         Rule::op_eq
@@ -225,22 +194,11 @@ fn syntax_error(file: FileId, text: &str, e: &pest::error::Error<Rule>) -> Diagn
         InputLocation::Span((s, e)) => (s, e),
     };
     let found = text.get(start..).and_then(|rest| {
-        let tok: String = rest
-            .chars()
-            .take_while(|c| !c.is_whitespace())
-            .take(20)
-            .collect();
+        let tok: String = rest.chars().take_while(|c| !c.is_whitespace()).take(20).collect();
         (!tok.is_empty()).then_some(tok)
     });
-    let end = if end > start {
-        end
-    } else {
-        start
-            + found
-                .as_ref()
-                .and_then(|f| f.chars().next())
-                .map_or(0, char::len_utf8)
-    };
+    let end =
+        if end > start { end } else { start + found.as_ref().and_then(|f| f.chars().next()).map_or(0, char::len_utf8) };
     let mut expected: Vec<&str> = Vec::new();
     if let ErrorVariant::ParsingError { positives, .. } = &e.variant {
         for r in positives {
@@ -288,28 +246,19 @@ fn syntax_error(file: FileId, text: &str, e: &pest::error::Error<Rule>) -> Diagn
         (Some(f), true) => format!("unexpected `{f}`"),
         (None, true) => "unexpected end of file".to_string(),
     };
-    let help =
-        if found.as_deref().is_some_and(|f| f.starts_with('}')) && expected.contains(&"`then`") {
-            Some("every rule needs `when CONDITION` and `then TARGET`".to_string())
-        } else if found.as_deref().is_some_and(|f| f.starts_with('\'')) {
-            Some("strings use double quotes".to_string())
-        } else if expected.contains(&"`when`") {
-            Some("a rule reads `rule \"name\" { when CONDITION then TARGET }`".to_string())
-        } else {
-            None
-        };
-    let label = if expected_text.is_empty() {
-        "here".to_string()
+    let help = if found.as_deref().is_some_and(|f| f.starts_with('}')) && expected.contains(&"`then`") {
+        Some("every rule needs `when CONDITION` and `then TARGET`".to_string())
+    } else if found.as_deref().is_some_and(|f| f.starts_with('\'')) {
+        Some("strings use double quotes".to_string())
+    } else if expected.contains(&"`when`") {
+        Some("a rule reads `rule \"name\" { when CONDITION then TARGET }`".to_string())
     } else {
-        format!("expected {expected_text}")
+        None
     };
-    Diagnostic::new(
-        Code::SyntaxError,
-        Span::new(file, start, end.min(text.len()).max(start)),
-        message,
-    )
-    .label(label)
-    .maybe_help(help)
+    let label = if expected_text.is_empty() { "here".to_string() } else { format!("expected {expected_text}") };
+    Diagnostic::new(Code::SyntaxError, Span::new(file, start, end.min(text.len()).max(start)), message)
+        .label(label)
+        .maybe_help(help)
 }
 
 struct Lower<'t> {
@@ -327,10 +276,7 @@ impl Lower<'_> {
         let start = s.start();
         let mut end = s.end();
         loop {
-            let trimmed = self
-                .text
-                .get(start..end)
-                .map_or(0, |t| t.len() - t.trim_end().len());
+            let trimmed = self.text.get(start..end).map_or(0, |t| t.len() - t.trim_end().len());
             end -= trimmed;
             match self.comment_ends.get(&end) {
                 Some(cs) if *cs >= start && *cs < end => end = *cs,
@@ -384,17 +330,7 @@ impl Lower<'_> {
                 let then = self.next(&mut it, &pair)?;
                 let then = self.then(then)?;
                 let options = it.map(|o| self.option(o)).collect::<Result<Vec<_>>>()?;
-                Ok(Item::Rule(Spanned::new(
-                    Rule_ {
-                        name,
-                        when,
-                        when_span,
-                        then,
-                        options,
-                        close,
-                    },
-                    sp,
-                )))
+                Ok(Item::Rule(Spanned::new(Rule_ { name, when, when_span, then, options, close }, sp)))
             }
             Rule::default_decl => {
                 let close = Span::new(self.file, sp.end as usize - 1, sp.end as usize);
@@ -402,14 +338,7 @@ impl Lower<'_> {
                 let then = self.next(&mut it, &pair)?;
                 let then = self.then(then)?;
                 let options = it.map(|o| self.option(o)).collect::<Result<Vec<_>>>()?;
-                Ok(Item::Default(Spanned::new(
-                    Default {
-                        then,
-                        options,
-                        close,
-                    },
-                    sp,
-                )))
+                Ok(Item::Default(Spanned::new(Default { then, options, close }, sp)))
             }
             _ => Err(self.internal(&pair)),
         }
@@ -426,16 +355,8 @@ impl Lower<'_> {
         let mut it = inner(pair.clone());
         let name = self.next(&mut it, &pair)?;
         let values = self.next(&mut it, &pair)?;
-        let values = inner(values)
-            .map(|v| self.value(v))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Spanned::new(
-            RuleOption {
-                name: Spanned::new(name.as_str().to_string(), self.span(&name)),
-                values,
-            },
-            sp,
-        ))
+        let values = inner(values).map(|v| self.value(v)).collect::<Result<Vec<_>>>()?;
+        Ok(Spanned::new(RuleOption { name: Spanned::new(name.as_str().to_string(), self.span(&name)), values }, sp))
     }
 
     /// Conditions: `not` binds tightest, then `and`, then `or`. Two levels do not need a Pratt
@@ -448,13 +369,9 @@ impl Lower<'_> {
             match p.as_rule() {
                 Rule::op_not => {
                     if nots.len() >= MAX_NESTING {
-                        return Err(Diagnostic::new(
-                            Code::TooComplex,
-                            self.span(&p),
-                            "too many `not` in a row",
-                        )
-                        .label("here")
-                        .help("`not not x` is `x`"));
+                        return Err(Diagnostic::new(Code::TooComplex, self.span(&p), "too many `not` in a row")
+                            .label("here")
+                            .help("`not not x` is `x`"));
                     }
                     nots.push(self.span(&p));
                 }
@@ -465,11 +382,7 @@ impl Lower<'_> {
                         let sp = self.span(&p);
                         let inner_e = self.expr(p)?;
                         // Keep the parentheses in the span.
-                        let sp = Span::new(
-                            sp.file,
-                            (sp.start as usize).saturating_sub(1),
-                            sp.end as usize + 1,
-                        );
+                        let sp = Span::new(sp.file, (sp.start as usize).saturating_sub(1), sp.end as usize + 1);
                         Spanned::new(Expr::Paren(Box::new(inner_e)), sp)
                     } else {
                         self.comparison(p)?
@@ -529,18 +442,9 @@ impl Lower<'_> {
         let sp = self.span(&pair);
         let mut it = inner(pair.clone());
         let body = self.next(&mut it, &pair)?;
-        let flags = it
-            .next()
-            .map(|f| f.as_str().to_string())
-            .unwrap_or_default();
+        let flags = it.next().map(|f| f.as_str().to_string()).unwrap_or_default();
         let pattern = body.as_str().replace("\\/", "/");
-        Ok(Spanned::new(
-            RegexLit {
-                pattern,
-                insensitive: flags == "i",
-            },
-            sp,
-        ))
+        Ok(Spanned::new(RegexLit { pattern, insensitive: flags == "i" }, sp))
     }
 
     fn string(&mut self, pair: Pair<Rule>) -> Result<Spanned<String>> {
@@ -576,17 +480,10 @@ impl Lower<'_> {
     }
 
     fn number(&self, pair: &Pair<Rule>, text: &str) -> Result<f64> {
-        text.parse::<f64>()
-            .ok()
-            .filter(|n| n.is_finite())
-            .ok_or_else(|| {
-                Diagnostic::new(
-                    Code::BadLiteral,
-                    self.span(pair),
-                    format!("`{}` is not a number", pair.as_str()),
-                )
+        text.parse::<f64>().ok().filter(|n| n.is_finite()).ok_or_else(|| {
+            Diagnostic::new(Code::BadLiteral, self.span(pair), format!("`{}` is not a number", pair.as_str()))
                 .label("here")
-            })
+        })
     }
 
     fn value(&mut self, pair: Pair<Rule>) -> Result<Spanned<Value>> {
@@ -604,14 +501,8 @@ impl Lower<'_> {
                 };
                 Value::Num(self.number(&pair, digits)? * mult, raw.clone())
             }
-            Rule::percent => Value::Percent(
-                self.number(&pair, raw.trim_end_matches('%'))? / 100.0,
-                raw.clone(),
-            ),
-            Rule::dollar => Value::Dollars(
-                self.number(&pair, raw.trim_start_matches('$'))?,
-                raw.clone(),
-            ),
+            Rule::percent => Value::Percent(self.number(&pair, raw.trim_end_matches('%'))? / 100.0, raw.clone()),
+            Rule::dollar => Value::Dollars(self.number(&pair, raw.trim_start_matches('$'))?, raw.clone()),
             Rule::duration => {
                 let (digits, mult) = if let Some(d) = raw.strip_suffix("ms") {
                     (d, 1.0)
@@ -636,11 +527,7 @@ impl Lower<'_> {
             Rule::boolean => Value::Bool(raw == "true"),
             Rule::none => Value::None,
             Rule::name => Value::Name(raw),
-            Rule::list => Value::List(
-                inner(pair)
-                    .map(|v| self.value(v))
-                    .collect::<Result<Vec<_>>>()?,
-            ),
+            Rule::list => Value::List(inner(pair).map(|v| self.value(v)).collect::<Result<Vec<_>>>()?),
             Rule::call => {
                 let mut it = inner(pair.clone());
                 let f = self.next(&mut it, &pair)?;
@@ -656,9 +543,7 @@ impl Lower<'_> {
         let sp = self.span(&pair);
         match pair.as_rule() {
             Rule::target => {
-                let mut steps = inner(pair)
-                    .map(|p| self.target(p))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut steps = inner(pair).map(|p| self.target(p)).collect::<Result<Vec<_>>>()?;
                 if steps.len() == 1 {
                     if let Some(one) = steps.pop() {
                         return Ok(one);
@@ -673,12 +558,8 @@ impl Lower<'_> {
                     match p.as_rule() {
                         Rule::status => {
                             let s = p.as_str().parse::<u16>().map_err(|_| {
-                                Diagnostic::new(
-                                    Code::BadValue,
-                                    self.span(&p),
-                                    "a status must be between 400 and 599",
-                                )
-                                .label("this status")
+                                Diagnostic::new(Code::BadValue, self.span(&p), "a status must be between 400 and 599")
+                                    .label("this status")
                             })?;
                             status = Some(Spanned::new(s, self.span(&p)));
                         }
@@ -705,15 +586,9 @@ impl Lower<'_> {
             Rule::pick => {
                 let mut it = inner(pair.clone());
                 let kind = self.next(&mut it, &pair)?;
-                let kind = if kind.as_str() == "cheapest" {
-                    PickKind::Cheapest
-                } else {
-                    PickKind::Fastest
-                };
+                let kind = if kind.as_str() == "cheapest" { PickKind::Cheapest } else { PickKind::Fastest };
                 let set = self.next(&mut it, &pair)?;
-                let set = inner(set)
-                    .map(|v| self.value(v))
-                    .collect::<Result<Vec<_>>>()?;
+                let set = inner(set).map(|v| self.value(v)).collect::<Result<Vec<_>>>()?;
                 Ok(Spanned::new(Target::Pick { kind, set }, sp))
             }
             Rule::requested => {
@@ -727,11 +602,7 @@ impl Lower<'_> {
                 let mut it = inner(pair.clone());
                 let n = self.next(&mut it, &pair)?;
                 let quoted = n.as_rule() == Rule::string;
-                let name = if quoted {
-                    self.string(n)?
-                } else {
-                    Spanned::new(n.as_str().to_string(), self.span(&n))
-                };
+                let name = if quoted { self.string(n)? } else { Spanned::new(n.as_str().to_string(), self.span(&n)) };
                 let with = match it.next() {
                     Some(w) => self.with(w)?,
                     None => Vec::new(),

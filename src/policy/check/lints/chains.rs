@@ -35,10 +35,7 @@ pub(super) fn run(checked: &Checked, catalog: bool, out: &mut Vec<Diagnostic>) {
 }
 
 fn name(checked: &Checked, m: u32) -> String {
-    checked
-        .catalog
-        .get(m)
-        .map_or_else(|| format!("#{m}"), |m| m.name.clone())
+    checked.catalog.get(m).map_or_else(|| format!("#{m}"), |m| m.name.clone())
 }
 
 fn explicit(r: &RuleIr) -> Vec<u32> {
@@ -59,11 +56,7 @@ fn repeated(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
                     Diagnostic::new(
                         Code::RepeatedModel,
                         r.target_span,
-                        format!(
-                            "the chain of `{}` tries `{}` twice",
-                            r.name,
-                            name(checked, *model)
-                        ),
+                        format!("the chain of `{}` tries `{}` twice", r.name, name(checked, *model)),
                     )
                     .label("repeats a model")
                     .help("use `retries N` to try a target again"),
@@ -94,10 +87,7 @@ fn only(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
 
 fn context(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     let cs = r.cond.conjuncts();
-    let Some((_, i)) = bounds(&cs)
-        .into_iter()
-        .find(|(f, _)| *f == Fact::PromptTokens)
-    else {
+    let Some((_, i)) = bounds(&cs).into_iter().find(|(f, _)| *f == Fact::PromptTokens) else {
         return;
     };
     if !i.lo.is_finite() || i.lo <= 0.0 {
@@ -108,17 +98,17 @@ fn context(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
             continue;
         };
         if let Some(ctx) = model.context {
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "context windows are far below 2^52"
-            )]
+            #[expect(clippy::cast_precision_loss, reason = "context windows are far below 2^52")]
             let small = (ctx as f64) <= i.lo;
             if small {
                 out.push(
                     Diagnostic::new(
                         Code::SmallContext,
                         r.target_span,
-                        format!("`{}` has a {}-token context, but this rule takes prompts of more than {} tokens", model.name, ctx, i.lo),
+                        format!(
+                            "`{}` has a {}-token context, but this rule takes prompts of more than {} tokens",
+                            model.name, ctx, i.lo
+                        ),
                     )
                     .label("cannot hold the prompt")
                     .with_secondary(r.cond_span, "the token guard")
@@ -132,22 +122,16 @@ fn context(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
 fn requires(cs: &[&Cond], fact: &Fact) -> bool {
     cs.iter().any(|c| match c {
         Cond::Truthy { fact: f, .. } => f == fact,
-        Cond::Cmp {
-            lhs: Operand::Fact(f),
-            rel: Rel::Eq,
-            rhs: Operand::Lit(Lit::Bool(true)),
-            ..
-        } => f == fact,
+        Cond::Cmp { lhs: Operand::Fact(f), rel: Rel::Eq, rhs: Operand::Lit(Lit::Bool(true)), .. } => f == fact,
         _ => false,
     })
 }
 
 fn capabilities(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     let cs = r.cond.conjuncts();
-    for (fact, cap, word) in [
-        (Fact::RequestTools, Capability::Tools, "tools"),
-        (Fact::RequestImages, Capability::Images, "images"),
-    ] {
+    for (fact, cap, word) in
+        [(Fact::RequestTools, Capability::Tools, "tools"), (Fact::RequestImages, Capability::Images, "images")]
+    {
         if !requires(&cs, &fact) {
             continue;
         }
@@ -157,10 +141,16 @@ fn capabilities(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
             };
             if !model.can(cap) {
                 out.push(
-                    Diagnostic::new(Code::MissingCapability, r.target_span, format!("`{}` does not support {word}, which this rule requires", model.name))
-                        .label(format!("lacks `{word}`"))
-                        .with_secondary(r.cond_span, "the requirement")
-                        .help(format!("add `{word}` to its `capabilities` in the catalog, or route to a model that has it")),
+                    Diagnostic::new(
+                        Code::MissingCapability,
+                        r.target_span,
+                        format!("`{}` does not support {word}, which this rule requires", model.name),
+                    )
+                    .label(format!("lacks `{word}`"))
+                    .with_secondary(r.cond_span, "the requirement")
+                    .help(format!(
+                        "add `{word}` to its `capabilities` in the catalog, or route to a model that has it"
+                    )),
                 );
             }
         }
@@ -170,10 +160,7 @@ fn capabilities(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
 fn endpoint(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     let pinned = r.cond.conjuncts().iter().find_map(|c| match c {
         Cond::Cmp {
-            lhs: Operand::Fact(Fact::RequestEndpoint),
-            rel: Rel::Eq,
-            rhs: Operand::Lit(Lit::Str(s)),
-            ..
+            lhs: Operand::Fact(Fact::RequestEndpoint), rel: Rel::Eq, rhs: Operand::Lit(Lit::Str(s)), ..
         } => match s.as_str() {
             "chat" => Some(Endpoint::Chat),
             "embeddings" => Some(Endpoint::Embeddings),
@@ -207,27 +194,24 @@ fn endpoint(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
 
 fn unpriced(checked: &Checked, t: &TargetIr, r: &RuleIr, out: &mut Vec<Diagnostic>) {
     match t {
-        TargetIr::Pick {
-            kind: PickKind::Cheapest,
-            set,
-        } => {
+        TargetIr::Pick { kind: PickKind::Cheapest, set } => {
             let missing: Vec<String> = set
                 .models
                 .iter()
                 .filter_map(|m| checked.catalog.get(*m))
-                .filter(|m| {
-                    set.kind != SetKind::Healthy
-                        || m.endpoint == Endpoint::Chat
-                        || m.price.is_none()
-                })
+                .filter(|m| set.kind != SetKind::Healthy || m.endpoint == Endpoint::Chat || m.price.is_none())
                 .filter(|m| m.price.is_none())
                 .map(|m| format!("`{}`", m.name))
                 .collect();
             if !missing.is_empty() {
                 out.push(
-                    Diagnostic::new(Code::UnpricedModel, r.target_span, format!("`cheapest` cannot order {}: no price", missing.join(", ")))
-                        .label("unpriced models in this set")
-                        .help("add `price: { input, output }` to them in the catalog; unpriced models are tried last"),
+                    Diagnostic::new(
+                        Code::UnpricedModel,
+                        r.target_span,
+                        format!("`cheapest` cannot order {}: no price", missing.join(", ")),
+                    )
+                    .label("unpriced models in this set")
+                    .help("add `price: { input, output }` to them in the catalog; unpriced models are tried last"),
                 );
             }
         }

@@ -16,12 +16,7 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
     for r in &checked.rules {
         let cs = r.cond.conjuncts();
         let b = bounds(&cs);
-        let upper = |f: Fact| {
-            b.iter()
-                .find(|(g, _)| *g == f)
-                .map(|(_, i)| i.hi)
-                .filter(|h| h.is_finite())
-        };
+        let upper = |f: Fact| b.iter().find(|(g, _)| *g == f).map(|(_, i)| i.hi).filter(|h| h.is_finite());
         let (prompt_cap, out_cap) = (upper(Fact::PromptTokens), upper(Fact::RequestMaxTokens));
         let mut worst: Option<(f64, String)> = None;
         let mut unpriced = Vec::new();
@@ -33,39 +28,26 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
                 unpriced.push(model.name.clone());
                 return;
             };
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "context windows are far below 2^52"
-            )]
+            #[expect(clippy::cast_precision_loss, reason = "context windows are far below 2^52")]
             let ctx = ctx as f64;
-            let output = if model.endpoint == Endpoint::Embeddings {
-                0.0
-            } else {
-                cap.or(out_cap).unwrap_or(4096f64.min(ctx))
-            };
+            let output =
+                if model.endpoint == Endpoint::Embeddings { 0.0 } else { cap.or(out_cap).unwrap_or(4096f64.min(ctx)) };
             let input = prompt_cap.unwrap_or(ctx).min(ctx);
             let usd = (input * price.input + output * price.output) / 1e6;
             if worst.as_ref().is_none_or(|(w, _)| usd > *w) {
-                worst = Some((
-                    usd,
-                    format!("`{}`: {input} input + {output} output tokens", model.name),
-                ));
+                worst = Some((usd, format!("`{}`: {input} input + {output} output tokens", model.name)));
             }
         });
         let msg = match worst {
             Some((usd, why)) => format!("`{}` costs at most ${usd:.4} per request ({why})", r.name),
-            None if !unpriced.is_empty() => format!(
-                "`{}` has no worst case: its models have no price or context",
-                r.name
-            ),
+            None if !unpriced.is_empty() => {
+                format!("`{}` has no worst case: its models have no price or context", r.name)
+            }
             None => continue,
         };
         let mut d = Diagnostic::new(Code::WorstCaseCost, r.span, msg).label("worst case");
         if !unpriced.is_empty() {
-            d = d.help(format!(
-                "unpriced or without a context: {}",
-                unpriced.join(", ")
-            ));
+            d = d.help(format!("unpriced or without a context: {}", unpriced.join(", ")));
         }
         note(r, &mut d);
         out.push(d);

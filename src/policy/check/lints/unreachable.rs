@@ -62,12 +62,7 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
             .iter()
             .find(|c| atom(c).is_none() && !matches!(c, Cond::Or(_) | Cond::Named(..)))
             .map(|c| key(c))
-            .or_else(|| {
-                s.conjuncts
-                    .iter()
-                    .find_map(|c| atom(c))
-                    .map(|(f, _)| range_key(&f))
-            });
+            .or_else(|| s.conjuncts.iter().find_map(|c| atom(c)).map(|(f, _)| range_key(&f)));
         match pivot {
             Some(p) => index.entry(p).or_default().push(i),
             None => everywhere.push(i),
@@ -80,12 +75,7 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
         }
         let mut candidates: Vec<usize> = everywhere.iter().copied().filter(|i| *i < j).collect();
         if !later.is_default {
-            for k in sj
-                .keys
-                .iter()
-                .cloned()
-                .chain(sj.bounds.iter().map(|(f, _)| range_key(f)))
-            {
+            for k in sj.keys.iter().cloned().chain(sj.bounds.iter().map(|(f, _)| range_key(f))) {
                 if let Some(list) = index.get(&k) {
                     candidates.extend(list.iter().copied().filter(|i| *i < j));
                 }
@@ -99,30 +89,16 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
             if !always && (later.is_default || !subsumes(si, sj)) {
                 continue;
             }
-            let what = if later.is_default {
-                "the default".to_string()
-            } else {
-                format!("rule `{}`", later.name)
-            };
+            let what = if later.is_default { "the default".to_string() } else { format!("rule `{}`", later.name) };
             out.push(
-                Diagnostic::new(
-                    Code::UnreachableRule,
-                    later.span,
-                    format!("{what} is never reached"),
-                )
-                .label("unreachable")
-                .with_secondary(
-                    earlier.span,
-                    "this earlier rule catches every request it would match",
-                )
-                .help(if always {
-                    format!(
-                        "`{}` always matches; narrow it or move it last",
-                        earlier.name
-                    )
-                } else {
-                    format!("move it above `{}`, or remove it", earlier.name)
-                }),
+                Diagnostic::new(Code::UnreachableRule, later.span, format!("{what} is never reached"))
+                    .label("unreachable")
+                    .with_secondary(earlier.span, "this earlier rule catches every request it would match")
+                    .help(if always {
+                        format!("`{}` always matches; narrow it or move it last", earlier.name)
+                    } else {
+                        format!("move it above `{}`, or remove it", earlier.name)
+                    }),
             );
             break;
         }
