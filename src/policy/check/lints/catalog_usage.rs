@@ -24,17 +24,19 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
     let Some(default) = checked.rules.iter().find(|r| r.is_default) else {
         return;
     };
-    for (m, u) in checked.catalog.models().iter().zip(used) {
-        if !u {
-            out.push(
-                Diagnostic::new(
-                    Code::UnusedModel,
-                    default.span,
-                    format!("catalog model `{}` is never routed to", m.name),
-                )
-                .label("no rule, and not the default, can reach it")
-                .help("route to it, or remove it from `models:` in yardmaster.yaml"),
-            );
-        }
+    let unused: Vec<String> =
+        checked.catalog.models().iter().zip(used).filter(|(_, u)| !u).map(|(m, _)| format!("`{}`", m.name)).collect();
+    if unused.is_empty() {
+        return;
     }
+    let (noun, verb) = if unused.len() == 1 { ("model", "is") } else { ("models", "are") };
+    out.push(
+        Diagnostic::new(
+            Code::UnusedModel,
+            default.span,
+            format!("catalog {noun} {} {verb} never routed to", unused.join(", ")),
+        )
+        .label("no rule, and not the default, can reach them")
+        .help("route to them (`cheapest(healthy)` reaches every healthy model), or remove them from `models:`"),
+    );
 }
