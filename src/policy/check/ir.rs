@@ -191,6 +191,19 @@ pub enum Rel {
     Ge,
 }
 
+impl Rel {
+    /// The operator with its sides swapped (`a < b` is `b > a`).
+    pub fn flip(self) -> Rel {
+        match self {
+            Rel::Lt => Rel::Gt,
+            Rel::Le => Rel::Ge,
+            Rel::Gt => Rel::Lt,
+            Rel::Ge => Rel::Le,
+            other => other,
+        }
+    }
+}
+
 /// A text operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TextOp {

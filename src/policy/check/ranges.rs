@@ -78,7 +78,7 @@ pub fn atom(c: &Cond) -> Option<(Fact, Interval)> {
     };
     let (fact, n, rel) = match (lhs, rhs) {
         (Operand::Fact(f), Operand::Lit(Lit::Num(n))) => (f, *n, *rel),
-        (Operand::Lit(Lit::Num(n)), Operand::Fact(f)) => (f, *n, flip(*rel)),
+        (Operand::Lit(Lit::Num(n)), Operand::Fact(f)) => (f, *n, rel.flip()),
         _ => return None,
     };
     let i = match rel {
@@ -90,16 +90,6 @@ pub fn atom(c: &Cond) -> Option<(Fact, Interval)> {
         Rel::Ne => return None,
     };
     Some((fact.clone(), i))
-}
-
-fn flip(r: Rel) -> Rel {
-    match r {
-        Rel::Lt => Rel::Gt,
-        Rel::Le => Rel::Ge,
-        Rel::Gt => Rel::Lt,
-        Rel::Ge => Rel::Le,
-        other => other,
-    }
 }
 
 /// The intervals that a conjunction puts on each fact (intersected with the fact's domain).

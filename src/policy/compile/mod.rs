@@ -587,7 +587,7 @@ impl Program {
                 }
                 if let (COperand::Lit(Lit::Num(n)), COperand::Tokens) = (a, b) {
                     if s.tokens.is_none() {
-                        if let Some(v) = tokens_by_length(req.prompt.len(), flip(*rel), *n) {
+                        if let Some(v) = tokens_by_length(req.prompt.len(), rel.flip(), *n) {
                             return v;
                         }
                     }
@@ -864,14 +864,4 @@ fn set_hit(sets: &[Option<PatternSet>; 3], src: usize, slot: u32) -> bool {
         .and_then(Option::as_ref)
         .and_then(|ps| regex_automata::PatternID::new(slot as usize).ok().map(|p| ps.contains(p)))
         .unwrap_or(false)
-}
-
-fn flip(r: Rel) -> Rel {
-    match r {
-        Rel::Lt => Rel::Gt,
-        Rel::Le => Rel::Ge,
-        Rel::Gt => Rel::Lt,
-        Rel::Ge => Rel::Le,
-        other => other,
-    }
 }
