@@ -111,6 +111,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
+    /// Run the gateway.
+    Serve {
+        /// The deployment config.
+        #[arg(long, default_value = "yardmaster.yaml")]
+        config: PathBuf,
+        /// Listen here instead of the config's `listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: Format,
+    },
     /// Run the policy's test cases (`*.tests.yaml` beside each policy).
     Test {
         /// A directory of policies (default: the config's policy directory, else `rules/`).
@@ -149,6 +161,34 @@ pub fn run(cli: Cli) -> Exit {
             explain(&request, policy.as_deref(), config.as_deref(), case, format)
         }
         Command::Test { dir, config, coverage } => test(dir.as_deref(), config.as_deref(), coverage),
+        Command::Serve { config, listen, log_format } => serve(&config, listen, log_format),
+    }
+}
+
+fn serve(config: &Path, listen: Option<String>, log_format: Format) -> Exit {
+    // INVARIANT: the default level never logs keys or prompt text; request bodies are only ever
+    // logged at `trace`, which must be asked for.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("YARDMASTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if log_format == Format::Json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return Exit::CannotRun;
+        }
+    };
+    match rt.block_on(crate::gateway::serve(config, listen)) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::CannotRun
+        }
     }
 }
 

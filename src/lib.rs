@@ -11,3 +11,7 @@ pub mod policy;
 
 /// Re-exported for tools (fuzz targets, benches) that build request bodies.
 pub use serde_json as json;
+pub mod dispatch;
+pub mod gateway;
+pub mod providers;
+pub mod reload;

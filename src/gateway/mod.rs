@@ -1,0 +1,208 @@
+//! The gateway: an axum router served by hyper with header-read and body timeouts, graceful
+//! shutdown, and one policy snapshot per request. Only `main` (through `serve`) and the tests
+//! use this module.
+
+pub mod error;
+mod handlers;
+pub mod metrics;
+mod stream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::dispatch::Registry;
+use crate::reload::Reloader;
+pub use error::ApiError;
+
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may stall while sending its body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a shutdown waits for requests in flight.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle time allowed between two chunks of an upstream stream.
+pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    /// The live snapshot and reloads.
+    pub reloader: Arc<Reloader>,
+    /// Breakers and latencies.
+    pub health: Arc<Registry>,
+    /// Counters.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Set once the listener is up and a policy is loaded.
+    pub ready: Arc<AtomicBool>,
+    /// Header-read and body timeouts (shorter in tests).
+    pub timeouts: Timeouts,
+}
+
+/// Server timeouts.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Request headers.
+    pub header_read: Duration,
+    /// Request body stalls.
+    pub body_read: Duration,
+    /// Between stream chunks.
+    pub stream_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { header_read: HEADER_READ_TIMEOUT, body_read: BODY_READ_TIMEOUT, stream_idle: STREAM_IDLE_TIMEOUT }
+    }
+}
+
+/// The router. Handlers load the snapshot once per request.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/embeddings", post(handlers::embeddings))
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/key", get(handlers::key))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/admin/policy", get(handlers::admin_policy))
+        .route("/admin/reload", post(handlers::admin_reload))
+        .route("/admin/rollback", post(handlers::admin_rollback))
+        .route("/admin/explain", post(handlers::admin_explain))
+        .fallback(handlers::not_found)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains requests in flight for up
+/// to [`DRAIN_TIMEOUT`].
+pub async fn run(listener: TcpListener, router: Router, timeouts: Timeouts, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let svc = TowerToHyperService::new(router.clone());
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(timeouts.header_read);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let watched = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing the remaining connections"),
+    }
+}
+
+/// A running server (for tests and embedding).
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains and waits.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Loads `config` and starts a server on `listen` (use port 0 for an ephemeral port).
+pub async fn start(config: &Path, listen: &str, timeouts: Timeouts, watch: bool) -> Result<Running, String> {
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let reloader = Arc::new(Reloader::start(config, http)?);
+    let snap = reloader.snapshot();
+    let addr: SocketAddr = listen.parse().map_err(|e| format!("`{listen}` is not an address: {e}"))?;
+    if snap.config.config.keys.is_empty() {
+        if !addr.ip().is_loopback() && !snap.config.config.allow_open {
+            return Err(format!(
+                "no `keys` are configured, so the gateway would be open; it refuses to listen on {addr} (not loopback) unless `allow_open: true`"
+            ));
+        }
+        tracing::warn!("no `keys` are configured: the gateway is open to anyone who can reach {addr}");
+    }
+    for w in &snap.config.warnings {
+        tracing::warn!("{w}");
+    }
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if watch {
+        reloader.watch()?;
+    }
+    let state = AppState {
+        reloader,
+        health: Arc::new(Registry::default()),
+        metrics: Arc::new(metrics::Metrics::default()),
+        ready: Arc::new(AtomicBool::new(false)),
+        timeouts,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = app(state.clone());
+    state.ready.store(true, Ordering::SeqCst);
+    let task = tokio::spawn(run(listener, router, timeouts, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running { addr, state, stop: Some(stop), task })
+}
+
+/// `yardmaster serve`: runs until SIGTERM or Ctrl-C; SIGHUP reloads.
+pub async fn serve(config: &Path, listen: Option<String>) -> Result<(), String> {
+    let loaded = crate::config::load(config).map_err(|e| e.to_string())?;
+    let listen = listen.unwrap_or(loaded.config.listen.clone());
+    let running = start(config, &listen, Timeouts::default(), true).await?;
+    tracing::info!(addr = %running.addr, version = %running.state.reloader.snapshot().version(), "yardmaster is listening");
+    let reloader = running.state.reloader.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading");
+                let _ = reloader.reload().await;
+            }
+        });
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: draining"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloader;
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    running.shutdown().await;
+    Ok(())
+}

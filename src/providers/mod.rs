@@ -1,0 +1,146 @@
+//! Providers: one OpenAI-shaped call -> one upstream call. A trait for the behaviour, a closed enum
+//! for dispatch; every OpenAI-compatible API shares one variant and differs by base URL and key.
+//! Providers never see policies.
+
+pub mod mock;
+pub mod openai;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+
+use crate::catalog::Endpoint;
+use crate::config::{ProviderConfig, ProviderKind};
+
+/// One call to make.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The request body, with `model` already set to the upstream id.
+    pub body: serde_json::Value,
+    /// Whether to stream.
+    pub stream: bool,
+    /// Chat or embeddings.
+    pub endpoint: Endpoint,
+    /// Time allowed until the first byte of the reply.
+    pub first_byte_timeout: Duration,
+}
+
+/// Server-sent event payloads (`data:` of each event), in order.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<String, UpstreamError>> + Send>>;
+
+/// What came back.
+pub enum Reply {
+    /// A whole JSON reply.
+    Json(serde_json::Value),
+    /// A stream of events.
+    Stream(EventStream),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Json(v) => f.debug_tuple("Json").field(v).finish(),
+            Reply::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+/// Why an upstream call failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpstreamError {
+    /// The connection failed or was reset.
+    Connect(String),
+    /// No first byte in time.
+    Timeout,
+    /// The upstream answered an error status.
+    Status {
+        /// The status.
+        status: u16,
+        /// The body (an OpenAI-shaped error, usually).
+        body: String,
+        /// `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// The reply could not be parsed.
+    Malformed(String),
+    /// The provider cannot be used (its key is not set).
+    Unavailable(String),
+}
+
+impl UpstreamError {
+    /// Errors that go back to the client instead of falling through (SPEC §9).
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, UpstreamError::Status { status: 400 | 404 | 409 | 413 | 422, .. })
+    }
+
+    /// Whether the failure counts against the model's breaker.
+    pub fn is_breaker_failure(&self) -> bool {
+        !self.is_client_error() && !matches!(self, UpstreamError::Unavailable(_))
+    }
+
+    /// A short description for error messages and logs (never a URL or a key).
+    pub fn describe(&self) -> String {
+        match self {
+            UpstreamError::Connect(e) => format!("connection failed ({e})"),
+            UpstreamError::Timeout => "timed out before the first byte".into(),
+            UpstreamError::Status { status, .. } => format!("upstream answered {status}"),
+            UpstreamError::Malformed(e) => format!("malformed reply ({e})"),
+            UpstreamError::Unavailable(e) => format!("unavailable ({e})"),
+        }
+    }
+}
+
+/// The behaviour every provider has.
+pub trait ProviderApi {
+    /// Makes one call.
+    fn call(&self, call: Call) -> impl std::future::Future<Output = Result<Reply, UpstreamError>> + Send;
+}
+
+/// A configured provider.
+#[derive(Clone, Debug)]
+pub enum Provider {
+    /// Any OpenAI-compatible API.
+    OpenAi(openai::OpenAi),
+    /// The built-in mock.
+    Mock(mock::Mock),
+    /// A provider that cannot be used, and why (kind not built yet, key not set).
+    Unavailable(String),
+}
+
+impl Provider {
+    /// Builds a provider from its config. Secrets come from the environment.
+    pub fn from_config(name: &str, cfg: &ProviderConfig, http: &reqwest::Client) -> Provider {
+        let key = match &cfg.api_key_env {
+            Some(env) => match std::env::var(env) {
+                Ok(k) if !k.is_empty() => Some(k),
+                _ => return Provider::Unavailable(format!("${env} is not set")),
+            },
+            None => None,
+        };
+        match cfg.kind {
+            ProviderKind::Mock => Provider::Mock(mock::Mock::new(name, cfg)),
+            ProviderKind::Openai => match &cfg.base_url {
+                Some(url) => Provider::OpenAi(openai::OpenAi::new(url, key, cfg.headers.clone(), http.clone())),
+                None => Provider::Unavailable("no base_url".into()),
+            },
+            ProviderKind::Anthropic | ProviderKind::Gemini => {
+                Provider::Unavailable(format!("provider kind `{:?}` is not supported yet", cfg.kind).to_lowercase())
+            }
+        }
+    }
+
+    /// Makes one call.
+    pub async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
+        match self {
+            Provider::OpenAi(p) => p.call(call).await,
+            Provider::Mock(p) => p.call(call).await,
+            Provider::Unavailable(why) => Err(UpstreamError::Unavailable(why.clone())),
+        }
+    }
+}
+
+/// Parses a `Retry-After` value: seconds, or an HTTP date (treated as unknown).
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}

@@ -1,0 +1,102 @@
+//! OpenAI-compatible upstreams (OpenAI, OpenRouter, Groq, Together, Mistral, DeepSeek, Fireworks,
+//! vLLM, Ollama, LM Studio): the request passes through as it is, with `model` set to the
+//! upstream id.
+
+use std::collections::BTreeMap;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+
+use super::{parse_retry_after, Call, ProviderApi, Reply, UpstreamError};
+use crate::catalog::Endpoint;
+
+/// The provider's kind, as written in the config.
+pub const PROVIDER_TYPE: &str = "openai";
+
+/// An OpenAI-compatible upstream.
+#[derive(Clone)]
+pub struct OpenAi {
+    base_url: String,
+    key: Option<String>,
+    headers: BTreeMap<String, String>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAi {
+    // INVARIANT: the key is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAi")
+            .field("base_url", &self.base_url)
+            .field("key", &self.key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl OpenAi {
+    /// A provider at `base_url` (with `/v1`, as the official SDK takes it).
+    pub fn new(
+        base_url: &str,
+        key: Option<String>,
+        headers: BTreeMap<String, String>,
+        http: reqwest::Client,
+    ) -> OpenAi {
+        OpenAi { base_url: base_url.trim_end_matches('/').to_string(), key, headers, http }
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> UpstreamError {
+    if e.is_timeout() {
+        UpstreamError::Timeout
+    } else {
+        // Describe without the URL (it may carry a secret for some providers).
+        let kind = if e.is_connect() {
+            "connect"
+        } else if e.is_body() || e.is_decode() {
+            "body"
+        } else {
+            "request"
+        };
+        UpstreamError::Connect(kind.to_string())
+    }
+}
+
+impl ProviderApi for OpenAi {
+    async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
+        let path = match call.endpoint {
+            Endpoint::Chat => "chat/completions",
+            Endpoint::Embeddings => "embeddings",
+        };
+        let mut req = self.http.post(format!("{}/{path}", self.base_url)).json(&call.body);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let resp = tokio::time::timeout(call.first_byte_timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|e| transport_error(&e))?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let retry_after =
+                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+            let body = resp.text().await.unwrap_or_default();
+            return Err(UpstreamError::Status { status, body, retry_after });
+        }
+        if call.stream {
+            let events = resp.bytes_stream().eventsource().map(|ev| match ev {
+                Ok(ev) => Ok(ev.data),
+                Err(e) => Err(UpstreamError::Connect(format!("stream: {e}"))),
+            });
+            return Ok(Reply::Stream(Box::pin(events)));
+        }
+        let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+        if !v.is_object() {
+            return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
+        }
+        Ok(Reply::Json(v))
+    }
+}

@@ -1,0 +1,337 @@
+//! Hot reload: prepare fallibly, then swap infallibly. A snapshot (config, catalog, compiled
+//! policy, providers, keys) is built off the request path; only when parsing, checking,
+//! compiling and the policy's own tests all succeed is it stored in the `ArcSwap`. A request keeps
+//! the snapshot it started with. A failed reload never changes the live policy: its reason is
+//! logged, counted and shown at `/admin/policy`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, BudgetConfig, LimitsConfig, Loaded};
+use crate::policy::{self, Program};
+use crate::providers::Provider;
+
+/// A gateway key, as the gateway checks it.
+#[derive(Clone, Debug)]
+pub struct Key {
+    /// Its name.
+    pub name: String,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// Its tier.
+    pub tier: Option<String>,
+    /// Its budget.
+    pub budget: Option<BudgetConfig>,
+    /// Its rate limits.
+    pub limits: Option<LimitsConfig>,
+    /// The only models it may name.
+    pub models: Option<Vec<String>>,
+}
+
+/// Everything a request needs, loaded and checked as one.
+pub struct Snapshot {
+    /// The compiled policy.
+    pub program: Program,
+    /// The config.
+    pub config: Loaded,
+    /// Providers by name.
+    pub providers: HashMap<String, Provider>,
+    /// Gateway keys (empty: the gateway is open).
+    pub keys: Vec<Key>,
+    /// SHA-256 of the admin key, when admin access is enabled.
+    pub admin: Option<[u8; 32]>,
+    /// When it was loaded.
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+    /// The policy's files, in include order, and the config and tests files: what the watcher watches.
+    pub files: Vec<PathBuf>,
+}
+
+impl Snapshot {
+    /// The policy version.
+    pub fn version(&self) -> &str {
+        self.program.version()
+    }
+
+    /// The key with this bearer token.
+    pub fn key(&self, token: &str) -> Option<&Key> {
+        let h = sha256(token);
+        self.keys.iter().find(|k| k.hash == h)
+    }
+
+    /// Whether the token is the admin key.
+    pub fn is_admin(&self, token: &str) -> bool {
+        self.admin.is_some_and(|a| a == sha256(token))
+    }
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("version", &self.version()).field("keys", &self.keys.len()).finish()
+    }
+}
+
+/// SHA-256 of a string.
+pub fn sha256(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+fn secret_hash(key_env: Option<&String>, key_sha256: Option<&String>) -> Option<[u8; 32]> {
+    if let Some(env) = key_env {
+        let v = std::env::var(env).ok().filter(|v| !v.is_empty())?;
+        return Some(sha256(&v));
+    }
+    let h = hex::decode(key_sha256?).ok()?;
+    h.try_into().ok()
+}
+
+/// Loads a snapshot: config, policy (parse, check, compile), the policy's tests, providers, keys.
+pub fn load(config_path: &Path, http: &reqwest::Client) -> Result<Snapshot, String> {
+    let loaded = config::load(config_path).map_err(|e| e.to_string())?;
+    let entry = loaded.policy_path().ok_or_else(|| format!("{}: no `policy:` given", config_path.display()))?;
+    let catalog = loaded.catalog();
+    let (program, diags, sources) = policy::build(&entry, Some(&catalog));
+    let Some(program) = program else {
+        let errors: Vec<String> = diags.iter().filter(|d| d.is_error()).map(|d| d.one_line(&sources)).collect();
+        return Err(format!("the policy does not load:\n{}", errors.join("\n")));
+    };
+    let mut files: Vec<PathBuf> = program.checked.sources.files().iter().map(|f| f.path.clone()).collect();
+    files.push(config_path.to_path_buf());
+    let tests = crate::cli::tests_path(&entry);
+    if tests.exists() {
+        files.push(tests.clone());
+        if loaded.config.reload.require_tests {
+            let text = std::fs::read_to_string(&tests).map_err(|e| format!("{}: {e}", tests.display()))?;
+            let cases = policy::testing::parse_cases(&text).map_err(|e| format!("{}: {e}", tests.display()))?;
+            let keys: Vec<policy::testing::KeyInfo> = loaded
+                .config
+                .keys
+                .iter()
+                .map(|k| policy::testing::KeyInfo {
+                    name: k.name.clone(),
+                    tier: k.tier.clone(),
+                    budget_usd: k.budget.map(|b| b.usd),
+                })
+                .collect();
+            let failed: Vec<String> = policy::testing::run(&program, &cases, &keys)
+                .into_iter()
+                .filter_map(|r| r.failure.map(|f| format!("{}: {f}", r.name)))
+                .collect();
+            if !failed.is_empty() {
+                return Err(format!("{} of the policy's tests fail:\n{}", failed.len(), failed.join("\n")));
+            }
+        }
+    }
+    let providers = loaded
+        .config
+        .providers
+        .iter()
+        .map(|(name, cfg)| (name.clone(), Provider::from_config(name, cfg, http)))
+        .collect();
+    let keys = loaded
+        .config
+        .keys
+        .iter()
+        .filter_map(|k| {
+            Some(Key {
+                name: k.name.clone(),
+                hash: secret_hash(k.key_env.as_ref(), k.key_sha256.as_ref())?,
+                tier: k.tier.clone(),
+                budget: k.budget,
+                limits: k.limits,
+                models: k.models.clone(),
+            })
+        })
+        .collect();
+    let admin = loaded.config.admin.as_ref().and_then(|a| secret_hash(a.key_env.as_ref(), a.key_sha256.as_ref()));
+    Ok(Snapshot { program, config: loaded, providers, keys, admin, loaded_at: chrono::Utc::now(), files })
+}
+
+/// The live snapshot, the previous good one, and the state of reloads.
+pub struct Reloader {
+    config_path: PathBuf,
+    http: reqwest::Client,
+    live: ArcSwap<Snapshot>,
+    previous: Mutex<Option<Arc<Snapshot>>>,
+    last_error: Mutex<Option<String>>,
+    /// Successful reloads.
+    pub reloads_ok: AtomicU64,
+    /// Failed reloads.
+    pub reloads_failed: AtomicU64,
+    /// Serialises reloads.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// What `/admin/policy` shows.
+#[derive(Debug, serde::Serialize)]
+pub struct PolicyStatus {
+    /// The live version.
+    pub version: String,
+    /// When it was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// Its files.
+    pub files: Vec<String>,
+    /// Why the last reload failed (null when it succeeded).
+    pub last_error: Option<String>,
+}
+
+impl Reloader {
+    /// Loads the first snapshot.
+    pub fn start(config_path: &Path, http: reqwest::Client) -> Result<Reloader, String> {
+        let first = load(config_path, &http)?;
+        Ok(Reloader {
+            config_path: config_path.to_path_buf(),
+            http,
+            live: ArcSwap::from_pointee(first),
+            previous: Mutex::new(None),
+            last_error: Mutex::new(None),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The live snapshot. Load it once per request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load_full()
+    }
+
+    /// Reloads: builds a new snapshot off the request path and swaps it in when it is good.
+    pub async fn reload(&self) -> Result<String, String> {
+        let _guard = self.lock.lock().await;
+        let path = self.config_path.clone();
+        let http = self.http.clone();
+        let built = tokio::task::spawn_blocking(move || load(&path, &http)).await.map_err(|e| e.to_string())?;
+        match built {
+            Ok(snap) => {
+                let old = self.live.load_full();
+                let restart = restart_notes(&old.config, &snap.config);
+                for note in &restart {
+                    tracing::warn!("{note}");
+                }
+                let version = snap.version().to_string();
+                self.live.store(Arc::new(snap));
+                *lock(&self.previous) = Some(old);
+                *lock(&self.last_error) = None;
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(version = %version, "policy reloaded");
+                Ok(version)
+            }
+            Err(e) => {
+                *lock(&self.last_error) = Some(e.clone());
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "reload rejected; the running policy stays");
+                Err(e)
+            }
+        }
+    }
+
+    /// Brings back the previous good snapshot.
+    pub async fn rollback(&self) -> Result<String, String> {
+        let _guard = self.lock.lock().await;
+        let prev =
+            lock(&self.previous).take().ok_or_else(|| "there is no previous version to roll back to".to_string())?;
+        let version = prev.version().to_string();
+        let old = self.live.swap(prev);
+        *lock(&self.previous) = Some(old);
+        tracing::info!(version = %version, "rolled back");
+        Ok(version)
+    }
+
+    /// The state `/admin/policy` shows.
+    pub fn status(&self) -> PolicyStatus {
+        let s = self.snapshot();
+        PolicyStatus {
+            version: s.version().to_string(),
+            loaded_at: s.loaded_at.to_rfc3339(),
+            files: s.program.checked.sources.files().iter().map(|f| f.path.display().to_string()).collect(),
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
+
+    /// Watches the config, the policy's files and its tests, and reloads after they have been
+    /// quiet for `debounce` and read the same twice. Runs until the process ends.
+    pub fn watch(self: &Arc<Self>) -> Result<(), String> {
+        use notify::{RecursiveMode, Watcher};
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        let dirs = |snap: &Snapshot| -> Vec<PathBuf> {
+            let mut d: Vec<PathBuf> = snap
+                .files
+                .iter()
+                .map(|f| {
+                    f.parent()
+                        .map(Path::to_path_buf)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or_else(|| PathBuf::from("."))
+                })
+                .collect();
+            d.sort();
+            d.dedup();
+            d
+        };
+        let mut watched = dirs(&self.snapshot());
+        for d in &watched {
+            watcher.watch(d, RecursiveMode::NonRecursive).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _keep = &mut watcher;
+            while rx.recv().await.is_some() {
+                let debounce = Duration::from_millis(this.snapshot().config.config.reload.debounce);
+                loop {
+                    // Drain until quiet.
+                    while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
+                    let files = this.snapshot().files.clone();
+                    let a = read_all(&files);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if read_all(&files) == a {
+                        break;
+                    }
+                }
+                let before = this.snapshot().version().to_string();
+                let _ = this.reload().await;
+                let now = dirs(&this.snapshot());
+                if now != watched {
+                    for d in now.iter().filter(|d| !watched.contains(d)) {
+                        let _ = _keep.watch(d, RecursiveMode::NonRecursive);
+                    }
+                    watched = now;
+                }
+                tracing::debug!(before = %before, after = %this.snapshot().version(), "watcher handled a change");
+            }
+        });
+        Ok(())
+    }
+}
+
+fn read_all(files: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
+    files.iter().map(|f| std::fs::read(f).ok()).collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Settings that only take effect after a restart.
+fn restart_notes(old: &Loaded, new: &Loaded) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.config.listen != new.config.listen {
+        out.push(format!("`listen` changed to {}; it takes effect after a restart", new.config.listen));
+    }
+    let storage = |l: &Loaded| l.config.storage.as_ref().and_then(|s| s.sqlite.clone());
+    if storage(old) != storage(new) {
+        out.push("`storage` changed; it takes effect after a restart".into());
+    }
+    out
+}
