@@ -58,11 +58,18 @@ pub struct Timeouts {
     pub body_read: Duration,
     /// Between stream chunks.
     pub stream_idle: Duration,
+    /// How long an open breaker waits before a probe.
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { header_read: HEADER_READ_TIMEOUT, body_read: BODY_READ_TIMEOUT, stream_idle: STREAM_IDLE_TIMEOUT }
+        Timeouts {
+            header_read: HEADER_READ_TIMEOUT,
+            body_read: BODY_READ_TIMEOUT,
+            stream_idle: STREAM_IDLE_TIMEOUT,
+            breaker_cooldown: crate::dispatch::health::COOLDOWN,
+        }
     }
 }
 
@@ -161,7 +168,7 @@ pub async fn start(config: &Path, listen: &str, timeouts: Timeouts, watch: bool)
     }
     let state = AppState {
         reloader,
-        health: Arc::new(Registry::default()),
+        health: Arc::new(Registry::new(timeouts.breaker_cooldown)),
         metrics: Arc::new(metrics::Metrics::default()),
         ready: Arc::new(AtomicBool::new(false)),
         timeouts,

@@ -1,0 +1,402 @@
+//! The gateway against a fake OpenAI-compatible upstream, both on 127.0.0.1 (ephemeral ports):
+//! routing, deny, fallbacks on every failure kind, breakers, upstream 4xx pass-through, streaming,
+//! client disconnects, error shapes and statuses, timeouts, and admin endpoints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+mod gateway_support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use gateway_support::{gateway, header, msg};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const A: &str = "sk-team-a";
+const B: &str = "sk-batch";
+const P: &str = "sk-plain";
+
+async fn json_of(r: reqwest::Response) -> Value {
+    r.json().await.unwrap()
+}
+
+fn assert_error_shape(v: &Value) {
+    let e = &v["error"];
+    assert!(e["message"].is_string() && e["type"].is_string(), "not OpenAI's error shape: {v}");
+    assert!(e.get("code").is_some() && e.get("param").is_some(), "not OpenAI's error shape: {v}");
+}
+
+#[tokio::test]
+async fn routes_by_tier_keyword_tokens_and_requested_model() {
+    let g = gateway("ok", false).await;
+    let r = g.chat(msg("hello"), A, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        (header(&r, "x-yardmaster-rule"), header(&r, "x-yardmaster-model")),
+        ("premium".into(), "premium-model".into())
+    );
+    assert_eq!(header(&r, "x-yardmaster-provider"), "up");
+    assert_eq!(header(&r, "x-yardmaster-upstream-model"), "premium");
+    assert_eq!(header(&r, "x-yardmaster-attempts"), "1");
+    assert!(header(&r, "x-request-id").starts_with("req_"));
+    assert_eq!(header(&r, "x-yardmaster-policy").len(), 12);
+    let body = json_of(r).await;
+    assert_eq!(body["model"], "premium-model", "the response names the catalog model");
+    let r = g.chat(msg("Traceback (most recent call last)"), P, None).await;
+    assert_eq!(header(&r, "x-yardmaster-rule"), "code");
+    assert_eq!(header(&r, "x-yardmaster-model"), "code-model");
+    let long = "many words here ".repeat(40);
+    let r = g.chat(msg(&long), P, None).await;
+    assert_eq!(header(&r, "x-yardmaster-rule"), "long");
+    let r = g.chat(json!({"model": "code-model", "messages": [{"role": "user", "content": "x"}]}), P, None).await;
+    assert_eq!(
+        (header(&r, "x-yardmaster-rule"), header(&r, "x-yardmaster-model")),
+        ("explicit".into(), "code-model".into())
+    );
+    let r = g.chat(json!({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}), P, None).await;
+    assert_eq!(r.status(), 404);
+    let v = json_of(r).await;
+    assert_error_shape(&v);
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let r = g.chat(msg("plain"), P, None).await;
+    assert_eq!(
+        (header(&r, "x-yardmaster-rule"), header(&r, "x-yardmaster-model")),
+        ("default".into(), "ok-model".into())
+    );
+    // The upstream got its own id, and the provider key from the environment.
+    assert!(g.up.bodies.lock().unwrap().iter().any(|b| b["model"] == "code"));
+    assert!(g.up.auth.lock().unwrap().iter().all(|a| a == "Bearer sk-upstream-SECRET-7f3a"));
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn deny_answers_403_in_openai_shape() {
+    let g = gateway("ok", false).await;
+    let r = g.chat(msg("key AKIAABCDEFGHIJKLMNOP"), P, None).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "x-yardmaster-rule"), "deny secrets");
+    assert_eq!(header(&r, "x-should-retry"), "false");
+    let v = json_of(r).await;
+    assert_error_shape(&v);
+    assert_eq!(v["error"]["type"], "permission_error");
+    assert_eq!(v["error"]["code"], "policy_denied");
+    assert_eq!(g.up.total(), 0, "a denied request never reaches a provider");
+    g.running.shutdown().await;
+}
+
+async fn falls_back(primary: &str, test: &str) {
+    let g = gateway(primary, false).await;
+    let r = g.chat(msg("hi"), P, Some(test)).await;
+    assert_eq!(r.status(), 200, "primary {primary}");
+    assert_eq!(header(&r, "x-yardmaster-model"), "ok-model", "primary {primary}");
+    assert_eq!(header(&r, "x-yardmaster-attempts"), "2", "primary {primary}: one failed call, then ok-model");
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn falls_through_on_500_503_auth_errors_refused_connections_and_malformed_json() {
+    for primary in ["fail500", "fail503", "unauthorized", "malformed", "refused"] {
+        falls_back(primary, "fb-x").await;
+    }
+}
+
+#[tokio::test]
+async fn retries_a_429_after_retry_after_and_falls_through_when_it_is_too_long() {
+    let g = gateway("ok", false).await;
+    let r = g.chat(msg("hi"), P, Some("429")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-yardmaster-model"), "r429", "the retry of the same target succeeded");
+    assert_eq!(header(&r, "x-yardmaster-attempts"), "2");
+    let t = Instant::now();
+    let r = g.chat(msg("hi"), P, Some("429long")).await;
+    assert_eq!(header(&r, "x-yardmaster-model"), "ok-model");
+    assert!(t.elapsed() < Duration::from_secs(3), "a Retry-After above the cap falls through at once");
+    assert_eq!(g.up.calls("r429long"), 1);
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_timeout_falls_through() {
+    let g = gateway("ok", false).await;
+    let t = Instant::now();
+    let r = g.chat(msg("hi"), P, Some("timeout")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-yardmaster-model"), "ok-model");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_five_failures_and_recovers() {
+    let g = gateway("ok", false).await;
+    for _ in 0..5 {
+        let r = g.chat(msg("hi"), P, Some("breaker")).await;
+        assert_eq!(header(&r, "x-yardmaster-model"), "ok-model");
+    }
+    assert_eq!(g.up.calls("fail500"), 5);
+    let r = g.chat(msg("hi"), P, Some("breaker")).await;
+    assert_eq!(header(&r, "x-yardmaster-attempts"), "1", "the open breaker skips fail500");
+    assert_eq!(g.up.calls("fail500"), 5);
+    let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("yardmaster_breaker_state{model=\"fail500\"} 2"), "{metrics}");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let _ = g.chat(msg("hi"), P, Some("breaker")).await;
+    assert_eq!(g.up.calls("fail500"), 6, "after the cooldown one probe goes through");
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_400_reaches_the_client_unchanged() {
+    let g = gateway("ok", false).await;
+    let r = g.chat(json!({"model": "bad", "messages": [{"role": "user", "content": "x"}]}), P, None).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(header(&r, "x-yardmaster-model"), "bad");
+    let v = json_of(r).await;
+    assert_eq!(
+        v,
+        json!({"error":{"message":"upstream says: bad temperature","type":"invalid_request_error","code":"bad_temp","param":"temperature"}})
+    );
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn auth_body_limit_and_parsing_errors() {
+    let g = gateway("ok", false).await;
+    let r = g.post("/v1/chat/completions", None).json(&msg("x")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_error_shape(&json_of(r).await);
+    let r = g.post("/v1/chat/completions", Some("sk-wrong")).json(&msg("x")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(json_of(r).await["error"]["type"], "authentication_error");
+    let big = "x".repeat(11 * 1024 * 1024);
+    let r = g.post("/v1/chat/completions", Some(P)).body(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(json_of(r).await["error"]["code"], "body_too_large");
+    let r = g.post("/v1/chat/completions", Some(P)).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_error_shape(&json_of(r).await);
+    let r = g.post("/v1/chat/completions", Some(P)).json(&json!({"model": "auto"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(json_of(r).await["error"]["param"], "messages");
+    let r =
+        g.post("/v1/chat/completions", Some(P)).json(&json!({"model": "auto", "messages": "hi"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = g.post("/v1/chat/completions", Some(P)).json(&json!({"messages": []})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(json_of(r).await["error"]["param"], "model");
+    // The key's allowlist: 403.
+    let r = g.chat(json!({"model": "code-model", "messages": []}), B, None).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(json_of(r).await["error"]["code"], "model_not_allowed");
+    let r = g.http.get(format!("{}/v1/nope", g.url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!header(&r, "x-request-id").is_empty());
+    assert_error_shape(&json_of(r).await);
+    assert_eq!(g.up.total(), 0);
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_invalid_keys_never_reach_the_upstream() {
+    let g = gateway("ok", false).await;
+    let statuses: Vec<u16> = futures_util::stream::iter(0..10_000)
+        .map(|i| {
+            let req = g.post("/v1/chat/completions", Some(&format!("sk-invalid-{i}"))).json(&msg("hi"));
+            async move { req.send().await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 401));
+    assert_eq!(statuses.len(), 10_000);
+    assert_eq!(g.up.total(), 0);
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn overrides_reach_the_upstream() {
+    let g = gateway("ok", false).await;
+    let r = g
+        .chat(
+            json!({"model": "auto", "max_tokens": 500, "messages": [{"role": "user", "content": "x"}]}),
+            P,
+            Some("capped"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let sent = g.up.bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((sent["max_tokens"].clone(), sent["temperature"].clone()), (json!(10), json!(0.1)));
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn embeddings_models_key_and_probes() {
+    let g = gateway("ok", false).await;
+    let r = g.post("/v1/embeddings", Some(P)).json(&json!({"model": "auto", "input": "hello"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-yardmaster-model"), "embedder");
+    assert_eq!(json_of(r).await["model"], "embedder");
+    let v = json_of(g.http.get(format!("{}/v1/models", g.url)).bearer_auth(P).send().await.unwrap()).await;
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"auto") && ids.contains(&"ok-model"));
+    let v = json_of(g.http.get(format!("{}/v1/key", g.url)).bearer_auth(A).send().await.unwrap()).await;
+    assert_eq!((v["name"].clone(), v["tier"].clone()), (json!("team-a"), json!("premium")));
+    assert_eq!(g.http.get(format!("{}/healthz", g.url)).send().await.unwrap().status(), 200);
+    assert_eq!(g.http.get(format!("{}/readyz", g.url)).send().await.unwrap().status(), 200);
+    g.running.shutdown().await;
+}
+
+async fn sse_events(r: reqwest::Response) -> Vec<(Duration, String)> {
+    let t = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let mut s = r.bytes_stream();
+    while let Some(Ok(b)) = s.next().await {
+        buf.push_str(&String::from_utf8_lossy(&b));
+        while let Some(i) = buf.find("\n\n") {
+            let ev = buf[..i].trim_start_matches("data: ").to_string();
+            buf = buf[i + 2..].to_string();
+            out.push((t.elapsed(), ev));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn streams_are_relayed_event_by_event() {
+    let g = gateway("ok", false).await;
+    let body = json!({"model": "streamer", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let r = g.chat(body, P, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), "text/event-stream");
+    let events = sse_events(r).await;
+    assert_eq!(events.len(), 21);
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let first: Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(first["model"], "streamer", "model rewritten in every chunk");
+    // 20 chunks 50 ms apart: they arrive spread out, not in one buffered burst.
+    let spread = events[19].0 - events[0].0;
+    assert!(spread > Duration::from_millis(700), "chunks arrived together: {spread:?}");
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_or_stalled_stream_ends_with_an_error_event_and_no_done() {
+    let g = gateway("ok", false).await;
+    for model in ["breaker", "staller"] {
+        let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "x"}]});
+        let r = g.chat(body, P, None).await;
+        assert_eq!(r.status(), 200);
+        let events =
+            tokio::time::timeout(Duration::from_secs(5), sse_events(r)).await.expect("the stream ends by itself");
+        let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+        assert_eq!(last["error"]["code"], "stream_interrupted", "{model}");
+        assert!(events.iter().all(|(_, e)| e != "[DONE]"), "{model}");
+    }
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_disconnect_cancels_the_upstream_stream() {
+    let g = gateway("ok", false).await;
+    let body = json!({"model": "streamer", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let r = g.chat(body, P, None).await;
+    let mut s = r.bytes_stream();
+    let _ = s.next().await;
+    drop(s);
+    let t = Instant::now();
+    while !g.up.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(t.elapsed() < Duration::from_secs(3), "the upstream stream was not cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_headers_and_stalled_bodies_are_cut_off() {
+    let g = gateway("ok", false).await;
+    let mut sock = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    sock.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut buf))
+        .await
+        .expect("the server closes the connection");
+    assert!(n.is_ok());
+    assert!(t.elapsed() < Duration::from_secs(3));
+    let mut sock = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    let head = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {P}\r\nContent-Length: 100\r\n\r\n{{\"model\"");
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut buf)).await.expect("the server answers");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_admin_key() {
+    let g = gateway("ok", false).await;
+    let r = g.http.get(format!("{}/admin/policy", g.url)).bearer_auth(P).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v = json_of(g.http.get(format!("{}/admin/policy", g.url)).bearer_auth("sk-admin").send().await.unwrap()).await;
+    assert_eq!(v["version"].as_str().unwrap().len(), 12);
+    assert!(v["last_error"].is_null());
+    assert!(v["files"][0].as_str().unwrap().ends_with("main.route"));
+    assert!(!v.to_string().contains("SECRET"), "no secret in /admin/policy");
+    let r = g
+        .post("/admin/explain", Some("sk-admin"))
+        .header("x-yardmaster-key", "team-a")
+        .json(&msg("hi"))
+        .send()
+        .await
+        .unwrap();
+    let v = json_of(r).await;
+    assert_eq!(v["rule"], "premium");
+    assert_eq!(v["plan"][0]["model"], "premium-model");
+    assert_eq!(g.up.total(), 0, "explain calls no provider");
+    // A broken policy is rejected and shown; the live one stays.
+    let before = g
+        .http
+        .get(format!("{}/admin/policy", g.url))
+        .bearer_auth("sk-admin")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    std::fs::write(g.dir.path().join("main.route"), "rule \"x\" { when then }").unwrap();
+    let r = g.post("/admin/reload", Some("sk-admin")).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let after = g
+        .http
+        .get(format!("{}/admin/policy", g.url))
+        .bearer_auth("sk-admin")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(after["version"], before["version"]);
+    assert!(after["last_error"].as_str().unwrap().contains("E0101"), "{after}");
+    let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("yardmaster_policy_reloads_total{result=\"failed\"} 1"), "{metrics}");
+    // A good policy loads; rollback brings the first one back.
+    std::fs::write(g.dir.path().join("main.route"), "default { then code-model }\n").unwrap();
+    let v = json_of(g.post("/admin/reload", Some("sk-admin")).send().await.unwrap()).await;
+    let new_version = v["version"].as_str().unwrap().to_string();
+    assert_ne!(new_version, before["version"].as_str().unwrap());
+    let r = g.chat(msg("hi"), A, None).await;
+    assert_eq!(
+        (header(&r, "x-yardmaster-policy"), header(&r, "x-yardmaster-model")),
+        (new_version.clone(), "code-model".into())
+    );
+    let v = json_of(g.post("/admin/rollback", Some("sk-admin")).send().await.unwrap()).await;
+    assert_eq!(v["version"], before["version"]);
+    let r = g.chat(msg("hi"), A, None).await;
+    assert_eq!(header(&r, "x-yardmaster-model"), "premium-model");
+    g.running.shutdown().await;
+}
