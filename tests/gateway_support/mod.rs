@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 /// What the fake upstream saw.
