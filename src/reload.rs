@@ -260,8 +260,11 @@ impl Reloader {
         use notify::{RecursiveMode, Watcher};
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok() {
-                let _ = tx.send(());
+            // Reads (ours included) are not changes.
+            if let Ok(ev) = ev {
+                if matches!(ev.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Remove(_)) {
+                    let _ = tx.send(());
+                }
             }
         })
         .map_err(|e| e.to_string())?;
@@ -287,6 +290,7 @@ impl Reloader {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let _keep = &mut watcher;
+            let mut last_loaded = read_all(&this.snapshot().files);
             while rx.recv().await.is_some() {
                 let debounce = Duration::from_millis(this.snapshot().config.config.reload.debounce);
                 loop {
@@ -299,6 +303,12 @@ impl Reloader {
                         break;
                     }
                 }
+                let now_files = read_all(&this.snapshot().files);
+                if now_files == last_loaded {
+                    // Touched but not changed since the last attempt.
+                    continue;
+                }
+                last_loaded = now_files;
                 let before = this.snapshot().version().to_string();
                 let _ = this.reload().await;
                 let now = dirs(&this.snapshot());
