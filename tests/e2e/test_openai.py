@@ -1,0 +1,142 @@
+"""End to end with the official `openai` Python package against a real `yardmaster serve` on
+127.0.0.1 (an ephemeral port), routed to the built-in mock provider."""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = ROOT / "target" / "debug" / "yardmaster"
+KEY = "sk-e2e-" + "x" * 20
+
+CONFIG = """
+listen: 127.0.0.1:0
+policy: main.route
+providers:
+  fast: { kind: mock, latency: 5ms }
+  slow: { kind: mock, latency: 5ms, tokens_per_second: 20 }
+models:
+  gpt-4o-mini: { provider: fast, price: { input: 0.15, output: 0.6 }, context: 128000 }
+  streamer:    { provider: slow, price: { input: 0.15, output: 0.6 }, context: 128000 }
+keys:
+  - { name: e2e, key_env: E2E_KEY, tier: free }
+"""
+
+POLICY = """
+rule "no secrets" {
+  when prompt contains "password"
+  then deny 403 "no passwords, please"
+}
+
+rule "explicit" {
+  when request.model != "auto"
+  then requested
+}
+
+default {
+  then gpt-4o-mini
+}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    d = tempfile.mkdtemp()
+    Path(d, "yardmaster.yaml").write_text(CONFIG)
+    Path(d, "main.route").write_text(POLICY)
+    port = free_port()
+    env = dict(os.environ, E2E_KEY=KEY)
+    log = open(Path(d, "serve.log"), "w")
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--config", str(Path(d, "yardmaster.yaml")), "--listen", f"127.0.0.1:{port}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
+                break
+        except Exception:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("the gateway did not start:\n" + Path(d, "serve.log").read_text())
+    yield url, Path(d, "serve.log")
+    proc.terminate()
+    proc.wait(timeout=35)
+
+
+def client(url, key=KEY):
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+
+
+def test_plain_completion(gateway):
+    url, _ = gateway
+    r = client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}])
+    assert r.model == "gpt-4o-mini"
+    assert r.choices[0].message.content.startswith("This is a mock reply")
+    assert r.usage.completion_tokens > 0
+
+
+def test_streamed_chunks_arrive_one_by_one(gateway):
+    url, _ = gateway
+    stream = client(url).chat.completions.create(
+        model="streamer", messages=[{"role": "user", "content": "stream please"}], stream=True
+    )
+    arrivals = []
+    text = ""
+    start = time.monotonic()
+    for chunk in stream:
+        assert chunk.model == "streamer"
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic() - start)
+            text += chunk.choices[0].delta.content
+    assert len(arrivals) >= 10
+    # 20 tokens/s: the upstream is still sending when the first chunks reach the client.
+    assert arrivals[-1] - arrivals[0] > 0.5, arrivals
+    assert arrivals[0] < arrivals[-1] / 2, arrivals
+    assert text.startswith("This is a mock reply")
+
+
+def test_errors_are_the_sdks_own_exceptions(gateway):
+    url, _ = gateway
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "my password is x"}])
+    assert e.value.status_code == 403
+    assert "no passwords" in str(e.value)
+    with pytest.raises(openai.AuthenticationError):
+        client(url, key="sk-wrong").chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError):
+        client(url).chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        client(url).chat.completions.create(model="auto", messages="not a list")
+
+
+def test_models_lists_auto_and_the_catalog(gateway):
+    url, _ = gateway
+    ids = [m.id for m in client(url).models.list()]
+    assert ids[0] == "auto" and "gpt-4o-mini" in ids
+
+
+def test_no_key_or_prompt_in_the_log(gateway):
+    url, log = gateway
+    client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "tell me a SECRET-PROMPT-42"}])
+    time.sleep(0.2)
+    text = log.read_text()
+    assert KEY not in text
+    assert "SECRET-PROMPT-42" not in text
+    assert "yardmaster is listening" in text
