@@ -262,7 +262,10 @@ impl Reloader {
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             // Reads (ours included) are not changes.
             if let Ok(ev) = ev {
-                if matches!(ev.kind, notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Remove(_)) {
+                if matches!(
+                    ev.kind,
+                    notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Remove(_)
+                ) {
                     let _ = tx.send(());
                 }
             }

@@ -140,3 +140,33 @@ def test_no_key_or_prompt_in_the_log(gateway):
     assert KEY not in text
     assert "SECRET-PROMPT-42" not in text
     assert "yardmaster is listening" in text
+
+
+def test_sigterm_drains_requests_in_flight():
+    d = tempfile.mkdtemp()
+    Path(d, "yardmaster.yaml").write_text(CONFIG)
+    Path(d, "main.route").write_text(POLICY)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--config", str(Path(d, "yardmaster.yaml")), "--listen", f"127.0.0.1:{port}"],
+        env=dict(os.environ, E2E_KEY=KEY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/readyz", timeout=1)
+            break
+        except Exception:
+            time.sleep(0.05)
+    stream = client(url).chat.completions.create(
+        model="streamer", messages=[{"role": "user", "content": "stream please"}], stream=True
+    )
+    chunks = iter(stream)
+    first = next(chunks)
+    proc.terminate()  # SIGTERM while the stream is in flight
+    rest = list(chunks)
+    assert first.model == "streamer"
+    assert len(rest) >= 10, "the stream in flight finished after SIGTERM"
+    assert proc.wait(timeout=35) == 0
+    with pytest.raises(openai.APIConnectionError):
+        client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
