@@ -62,11 +62,24 @@ impl Mock {
     }
 }
 
+/// o200k tokens of the messages' text, as a real provider would report.
 fn prompt_tokens(body: &serde_json::Value) -> u64 {
-    match crate::policy::eval::RequestFacts::from_chat(body) {
-        Ok(f) => crate::policy::eval::count_tokens(&f.prompt),
-        Err(_) => 0,
+    let mut text = String::new();
+    for m in body.get("messages").and_then(serde_json::Value::as_array).into_iter().flatten() {
+        match m.get("content") {
+            Some(serde_json::Value::String(s)) => text.push_str(s),
+            Some(serde_json::Value::Array(parts)) => {
+                for p in parts {
+                    if let Some(t) = p.get("text").and_then(serde_json::Value::as_str) {
+                        text.push_str(t);
+                    }
+                }
+            }
+            _ => {}
+        }
+        text.push('\n');
     }
+    bpe_openai::o200k_base().count(text.as_str()) as u64
 }
 
 impl ProviderApi for Mock {
