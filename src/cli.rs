@@ -176,7 +176,19 @@ fn serve(config: &Path, listen: Option<String>, log_format: Format) -> Exit {
     } else {
         builder.init();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `YARDMASTER_WORKERS` sets the number of runtime threads (default: one per available core).
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = std::env::var("YARDMASTER_WORKERS").ok().and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0);
+    let mut rt = if workers.unwrap_or(cores) == 1 {
+        // One core: a single-threaded runtime avoids waking other threads on every request.
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let Some(n) = workers.filter(|n| *n > 1) {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -1,0 +1,58 @@
+//! A fast fake OpenAI-compatible upstream for load benchmarks (`bench/load.sh`): answers
+//! `POST /v1/chat/completions` at once with a fixed completion, or, for `"stream": true`, with 64
+//! chunks 20 ms apart. Loopback only.
+//!
+//! Usage: `fake-upstream 127.0.0.1:18081`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark tool fails loudly")]
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const COMPLETION: &str = r#"{"id":"bench","object":"chat.completion","created":1,"model":"fast","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+
+async fn handle(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let stream = body.windows(13).any(|w| w == b"\"stream\":true");
+    if !stream {
+        let b = Full::new(Bytes::from_static(COMPLETION.as_bytes())).boxed();
+        return Ok(Response::builder().header("content-type", "application/json").body(b).unwrap());
+    }
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i > 64 {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let data = if i == 64 {
+            "data: [DONE]\n\n".to_string()
+        } else {
+            format!("data: {{\"id\":\"bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"fast\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}},\"finish_reason\":null}}]}}\n\n")
+        };
+        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(data))), i + 1))
+    });
+    let b = BodyExt::boxed(StreamBody::new(chunks));
+    Ok(Response::builder().header("content-type", "text/event-stream").body(b).unwrap())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18081".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
+                .await;
+        });
+    }
+}

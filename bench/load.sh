@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Load benchmark on loopback (127.0.0.1 only; every run is bounded in requests and time).
+#
+# Measures the fake upstream directly and then through Yardmaster with a 100-rule policy, in the
+# same run, with the gateway pinned to core 0 and the load generator and upstream to core 1:
+#   1. concurrency 1, non-streaming: added p99 latency (gateway p99 - direct p99)
+#   2. concurrency 32, non-streaming: RPS, p50, p99 for both
+#   3. streaming (64 chunks, 20 ms apart): time to first byte p99 for both, and 256 concurrent streams
+#   4. memory: idle RSS, and RSS after 100,000 requests
+#
+# Usage: bash bench/load.sh   (needs `oha`: cargo install oha --locked)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v oha >/dev/null || { echo "install oha first: cargo install oha --locked" >&2; exit 2; }
+cargo build --release --bins --quiet
+
+UP=127.0.0.1:18081
+GW=127.0.0.1:18080
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+python3 - "$work" "$UP" <<'PY'
+import sys
+work, up = sys.argv[1], sys.argv[2]
+rules = []
+for i in range(100):
+    kind = i % 4
+    cond = [f'prompt contains any ["kw{i}alpha", "kw{i}beta", "kw{i} gamma"]',
+            f'prompt matches /err{i}-[0-9]+/',
+            f'user.tier == "tier{i}"',
+            f'prompt.tokens > {100 + i}k'][kind]
+    rules.append(f'rule "r{i}" {{\n  when {cond}\n  then fast\n}}\n')
+rules.append("default {\n  then fast\n}\n")
+open(f"{work}/policy.route", "w").write("\n".join(rules))
+open(f"{work}/yardmaster.yaml", "w").write(f"""
+listen: 127.0.0.1:18080
+policy: policy.route
+providers:
+  up: {{ kind: openai, base_url: "http://{up}/v1" }}
+models:
+  fast: {{ provider: up, id: fast, price: {{ input: 1, output: 1 }}, context: 128000 }}
+""")
+PY
+
+taskset -c 1 target/release/fake-upstream "$UP" &
+YARDMASTER_LOG=warn taskset -c 0 target/release/yardmaster serve --config "$work/yardmaster.yaml" &
+gw_pid=$!
+for _ in $(seq 100); do curl -fs "http://$GW/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+BODY='{"model":"auto","messages":[{"role":"user","content":"Summarise the quarterly report in three bullet points, please."}]}'
+SBODY='{"model":"auto","stream":true,"messages":[{"role":"user","content":"Summarise the quarterly report in three bullet points, please."}]}'
+rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$gw_pid/status"; }
+echo "idle RSS: $(rss)"
+
+load() { # name url concurrency requests body
+  taskset -c 1 oha --no-tui --output-format json -c "$3" -n "$4" -m POST -H 'content-type: application/json' -d "$5" "$2" > "$work/$1.json"
+  python3 - "$work/$1.json" "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, p = r["summary"], r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+print(f"{sys.argv[2]:<22} rps {s['requestsPerSec']:>9.0f}  p50 {p['p50']*1e6:>8.0f} us  p99 {p['p99']*1e6:>8.0f} us  status {codes}")
+PY
+}
+
+load warmup-direct "http://$UP/v1/chat/completions" 4 5000 "$BODY" >/dev/null
+load warmup-gateway "http://$GW/v1/chat/completions" 4 5000 "$BODY" >/dev/null
+echo "--- concurrency 1, non-streaming (20,000 requests each)"
+load c1-direct "http://$UP/v1/chat/completions" 1 20000 "$BODY"
+load c1-gateway "http://$GW/v1/chat/completions" 1 20000 "$BODY"
+echo "--- concurrency 32, non-streaming (50,000 requests each)"
+load c32-direct "http://$UP/v1/chat/completions" 32 50000 "$BODY"
+load c32-gateway "http://$GW/v1/chat/completions" 32 50000 "$BODY"
+echo "--- streaming: time to first byte (100 sequential streams each, cut after 100 ms)"
+for target in "direct http://$UP" "gateway http://$GW"; do
+  set -- $target
+  for i in $(seq 100); do
+    curl -s -o /dev/null --max-time 0.1 -w '%{time_starttransfer}\n' -H 'content-type: application/json' -d "$SBODY" "$2/v1/chat/completions" || true
+  done | sort -n | awk -v name="$1" '{a[NR]=$1} END {printf "ttfb %-8s p50 %6.0f us  p99 %6.0f us\n", name, a[int(NR*0.5)]*1e6, a[int(NR*0.99)]*1e6}'
+done
+echo "--- 256 concurrent streams (each 64 chunks x 20 ms = 1.28 s)"
+load s256-gateway "http://$GW/v1/chat/completions" 256 256 "$SBODY"
+echo "--- memory: 100,000 requests"
+echo "RSS before: $(rss)"
+load mem-gateway "http://$GW/v1/chat/completions" 32 100000 "$BODY" >/dev/null
+echo "RSS after 100k: $(rss)"
+load mem-gateway2 "http://$GW/v1/chat/completions" 32 100000 "$BODY" >/dev/null
+echo "RSS after 200k: $(rss)"
