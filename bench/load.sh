@@ -71,11 +71,11 @@ load c1-gateway "http://$GW/v1/chat/completions" 1 20000 "$BODY"
 echo "--- concurrency 32, non-streaming (50,000 requests each)"
 load c32-direct "http://$UP/v1/chat/completions" 32 50000 "$BODY"
 load c32-gateway "http://$GW/v1/chat/completions" 32 50000 "$BODY"
-echo "--- streaming: time to first byte (100 sequential streams each, cut after 100 ms)"
+echo "--- streaming: time to first byte (200 sequential streams each, new connection each, cut after 100 ms)"
 for target in "direct http://$UP" "gateway http://$GW"; do
   set -- $target
-  for i in $(seq 100); do
-    curl -s -o /dev/null --max-time 0.1 -w '%{time_starttransfer}\n' -H 'content-type: application/json' -d "$SBODY" "$2/v1/chat/completions" || true
+  for i in $(seq 200); do
+    taskset -c 1 curl -s -o /dev/null --max-time 0.1 -w '%{time_starttransfer}\n' -H 'content-type: application/json' -d "$SBODY" "$2/v1/chat/completions" || true
   done | sort -n | awk -v name="$1" '{a[NR]=$1} END {printf "ttfb %-8s p50 %6.0f us  p99 %6.0f us\n", name, a[int(NR*0.5)]*1e6, a[int(NR*0.99)]*1e6}'
 done
 echo "--- 256 concurrent streams (each 64 chunks x 20 ms = 1.28 s)"

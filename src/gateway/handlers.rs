@@ -42,7 +42,7 @@ struct Route {
 impl Route {
     fn new(snap: &Snapshot) -> Route {
         Route {
-            id: format!("req_{}", uuid::Uuid::new_v4().simple()),
+            id: request_id(),
             policy: snap.version().to_string(),
             ..Route::default()
         }
@@ -72,6 +72,16 @@ impl Route {
         }
         set("x-yardmaster-attempts", &self.attempts.to_string());
     }
+}
+
+/// A unique request id: a random prefix chosen at startup and a counter (no syscall per request).
+fn request_id() -> String {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_string());
+    format!("req_{prefix}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn header_safe(s: &str) -> String {

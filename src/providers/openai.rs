@@ -17,6 +17,8 @@ pub const PROVIDER_TYPE: &str = "openai";
 #[derive(Clone)]
 pub struct OpenAi {
     base_url: String,
+    /// `{base_url}/chat/completions` and `{base_url}/embeddings`, parsed once.
+    urls: Option<(reqwest::Url, reqwest::Url)>,
     key: Option<String>,
     headers: BTreeMap<String, String>,
     http: reqwest::Client,
@@ -40,7 +42,11 @@ impl OpenAi {
         headers: BTreeMap<String, String>,
         http: reqwest::Client,
     ) -> OpenAi {
-        OpenAi { base_url: base_url.trim_end_matches('/').to_string(), key, headers, http }
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let urls = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
+            .ok()
+            .zip(reqwest::Url::parse(&format!("{base_url}/embeddings")).ok());
+        OpenAi { base_url, urls, key, headers, http }
     }
 }
 
@@ -62,11 +68,14 @@ fn transport_error(e: &reqwest::Error) -> UpstreamError {
 
 impl ProviderApi for OpenAi {
     async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
-        let path = match call.endpoint {
-            Endpoint::Chat => "chat/completions",
-            Endpoint::Embeddings => "embeddings",
+        let Some((chat, embeddings)) = &self.urls else {
+            return Err(UpstreamError::Unavailable("the base_url is not a URL".into()));
         };
-        let mut req = self.http.post(format!("{}/{path}", self.base_url)).json(&call.body);
+        let url = match call.endpoint {
+            Endpoint::Chat => chat.clone(),
+            Endpoint::Embeddings => embeddings.clone(),
+        };
+        let mut req = self.http.post(url).json(&call.body);
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
         }
