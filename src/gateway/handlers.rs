@@ -41,11 +41,7 @@ struct Route {
 
 impl Route {
     fn new(snap: &Snapshot) -> Route {
-        Route {
-            id: request_id(),
-            policy: snap.version().to_string(),
-            ..Route::default()
-        }
+        Route { id: request_id(), policy: snap.version().to_string(), ..Route::default() }
     }
 
     fn apply(&self, resp: &mut Response) {
