@@ -163,7 +163,6 @@ pub async fn run(
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut called_any = false;
     for t in targets {
-        let body = build_body(client_body, t.upstream_id, t.with);
         let mut attempt = 0u32;
         loop {
             if !registry.admit(t.model) {
@@ -187,7 +186,12 @@ pub async fn run(
             }
             called_any = true;
             let started = Instant::now();
-            let call = Call { body: body.clone(), stream, endpoint, first_byte_timeout: opts.timeout };
+            let call = Call {
+                body: build_body(client_body, t.upstream_id, t.with),
+                stream,
+                endpoint,
+                first_byte_timeout: opts.timeout,
+            };
             let result = match t.provider.call(call).await {
                 Ok(Reply::Stream(mut s)) => {
                     let left = opts.timeout.saturating_sub(started.elapsed());

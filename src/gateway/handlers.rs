@@ -202,7 +202,11 @@ async fn complete(
     let Some(requested) = facts.model.clone() else {
         return Err(ApiError::bad_request("`model` is required (use \"auto\" to let the policy choose)").param("model"));
     };
-    let facts = facts.with_headers(headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
+    let facts = if snap.program.info.reads_headers {
+        facts.with_headers(headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))))
+    } else {
+        facts
+    };
     let allowed = key.and_then(|k| k.models.as_ref());
     if let Some(list) = allowed {
         if requested != "auto" && !list.contains(&requested) {

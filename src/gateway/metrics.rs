@@ -8,7 +8,22 @@ use std::sync::Mutex;
 /// The gateway's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, String, u16), u64>>,
+    /// rule -> model -> provider -> status -> count; nested so that counting allocates only the
+    /// first time a label set is seen.
+    requests: Mutex<Requests>,
+}
+
+type Requests = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>>;
+
+fn slot<'m, V: Default>(m: &'m mut BTreeMap<String, V>, k: &str) -> &'m mut V {
+    if !m.contains_key(k) {
+        m.insert(k.to_string(), V::default());
+    }
+    match m.get_mut(k) {
+        Some(v) => v,
+        // INVARIANT: the key was inserted just above.
+        None => unreachable!("metrics slot vanished"),
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -19,7 +34,7 @@ impl Metrics {
     /// Counts a request.
     pub fn request(&self, rule: &str, model: &str, provider: &str, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *m.entry((rule.to_string(), model.to_string(), provider.to_string(), status)).or_default() += 1;
+        *slot(slot(slot(&mut m, rule), model), provider).entry(status).or_default() += 1;
     }
 
     /// Renders every metric.
@@ -27,14 +42,20 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP yardmaster_requests_total Requests by rule, model, provider and status.\n# TYPE yardmaster_requests_total counter\n");
         let m = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for ((rule, model, provider, status), n) in m.iter() {
-            let _ = writeln!(
-                out,
-                "yardmaster_requests_total{{rule=\"{}\",model=\"{}\",provider=\"{}\",status=\"{status}\"}} {n}",
-                esc(rule),
-                esc(model),
-                esc(provider)
-            );
+        for (rule, models) in m.iter() {
+            for (model, providers) in models {
+                for (provider, statuses) in providers {
+                    for (status, n) in statuses {
+                        let _ = writeln!(
+                            out,
+                            "yardmaster_requests_total{{rule=\"{}\",model=\"{}\",provider=\"{}\",status=\"{status}\"}} {n}",
+                            esc(rule),
+                            esc(model),
+                            esc(provider)
+                        );
+                    }
+                }
+            }
         }
         out.push_str("# HELP yardmaster_policy_reloads_total Policy reloads by result.\n# TYPE yardmaster_policy_reloads_total counter\n");
         let _ = writeln!(out, "yardmaster_policy_reloads_total{{result=\"ok\"}} {reloads_ok}");

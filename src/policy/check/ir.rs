@@ -382,16 +382,21 @@ impl Cond {
 
     /// Whether any part of the condition reads `fact`.
     pub fn reads(&self, fact: &Fact) -> bool {
+        self.reads_any(&|f| f == fact)
+    }
+
+    /// Whether any part of the condition reads a fact for which `pred` holds.
+    pub fn reads_any(&self, pred: &dyn Fn(&Fact) -> bool) -> bool {
         match self {
             Cond::Const(_) => false,
-            Cond::And(cs) | Cond::Or(cs) => cs.iter().any(|c| c.reads(fact)),
-            Cond::Not(c) | Cond::Named(_, c) => c.reads(fact),
+            Cond::And(cs) | Cond::Or(cs) => cs.iter().any(|c| c.reads_any(pred)),
+            Cond::Not(c) | Cond::Named(_, c) => c.reads_any(pred),
             Cond::Truthy { fact: f, .. }
             | Cond::In { fact: f, .. }
             | Cond::Text { fact: f, .. }
-            | Cond::Regex { fact: f, .. } => f == fact,
+            | Cond::Regex { fact: f, .. } => pred(f),
             Cond::Cmp { lhs, rhs, .. } => {
-                matches!(lhs, Operand::Fact(f) if f == fact) || matches!(rhs, Operand::Fact(f) if f == fact)
+                matches!(lhs, Operand::Fact(f) if pred(f)) || matches!(rhs, Operand::Fact(f) if pred(f))
             }
         }
     }

@@ -37,6 +37,8 @@ pub struct ProgramInfo {
     pub regexes: usize,
     /// Some rule reads `prompt.tokens`.
     pub reads_tokens: bool,
+    /// Some rule reads a request header (so the gateway copies them into the request's facts).
+    pub reads_headers: bool,
     /// Some rule before the default always matches.
     pub has_catch_all: bool,
     /// Providers of the models the policy names.
@@ -158,6 +160,7 @@ pub fn compile(checked: Checked) -> Program {
         keywords: b.keywords.len(),
         regexes: b.regexes.iter().map(Vec::len).sum(),
         reads_tokens: checked.rules.iter().any(|r| r.cond.reads(&Fact::PromptTokens)),
+        reads_headers: checked.rules.iter().any(|r| r.cond.reads_any(&|f| matches!(f, Fact::Header(_)))),
         has_catch_all: conds.iter().zip(&checked.rules).any(|(c, r)| !r.is_default && *c == CCond::Const(true)),
         providers,
     };
