@@ -118,31 +118,56 @@ impl Failure {
     }
 }
 
-/// The body that leaves for one target: `model` set to the upstream id, overrides applied
-/// (`max_tokens` caps the client's value; the others replace it).
-pub fn build_body(client: &Value, upstream_id: &str, with: &[(String, Value)]) -> Value {
-    let mut body = client.clone();
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("model".into(), Value::String(upstream_id.to_string()));
-        for (k, v) in with {
-            if k == "max_tokens" || k == "max_completion_tokens" {
-                let cap = v.as_u64().unwrap_or(u64::MAX);
-                let mut capped = false;
-                for field in ["max_tokens", "max_completion_tokens"] {
-                    if let Some(cur) = obj.get(field).and_then(Value::as_u64) {
-                        obj.insert(field.into(), Value::from(cur.min(cap)));
-                        capped = true;
-                    }
+/// The body that leaves for one target, serialised straight from the client's body (no copy of
+/// its messages): `model` set to the upstream id, overrides applied (`max_tokens` caps the
+/// client's value; the others replace it).
+pub fn outgoing_body(client: &Value, upstream_id: &str, with: &[(String, Value)]) -> bytes::Bytes {
+    let bytes = match client.as_object() {
+        Some(map) => serde_json::to_vec(&Outgoing { client: map, model: upstream_id, with }),
+        None => serde_json::to_vec(client),
+    };
+    bytes::Bytes::from(bytes.unwrap_or_default())
+}
+
+fn is_max(k: &str) -> bool {
+    k == "max_tokens" || k == "max_completion_tokens"
+}
+
+struct Outgoing<'a> {
+    client: &'a serde_json::Map<String, Value>,
+    model: &'a str,
+    with: &'a [(String, Value)],
+}
+
+impl serde::Serialize for Outgoing<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let cap = self.with.iter().find(|(k, _)| is_max(k)).map(|(_, v)| v.as_u64().unwrap_or(u64::MAX));
+        let mut m = s.serialize_map(None)?;
+        let mut capped = false;
+        for (k, v) in self.client {
+            if k == "model" {
+                m.serialize_entry(k, self.model)?;
+            } else if is_max(k) && cap.is_some() {
+                // A numeric client value is capped in place; anything else gives way to the override.
+                if let (Some(c), Some(cur)) = (cap, v.as_u64()) {
+                    m.serialize_entry(k, &cur.min(c))?;
+                    capped = true;
                 }
-                if !capped {
-                    obj.insert(k.clone(), v.clone());
-                }
-            } else {
-                obj.insert(k.clone(), v.clone());
+            } else if !self.with.iter().any(|(w, _)| w == k) {
+                m.serialize_entry(k, v)?;
             }
         }
+        if !self.client.contains_key("model") {
+            m.serialize_entry("model", self.model)?;
+        }
+        for (k, v) in self.with {
+            if !(is_max(k) && capped) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
     }
-    body
 }
 
 fn backoff(base: Duration, attempt: u32) -> Duration {
@@ -187,7 +212,7 @@ pub async fn run(
             called_any = true;
             let started = Instant::now();
             let call = Call {
-                body: build_body(client_body, t.upstream_id, t.with),
+                body: outgoing_body(client_body, t.upstream_id, t.with),
                 stream,
                 endpoint,
                 first_byte_timeout: opts.timeout,
@@ -290,6 +315,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn build_body(client: &Value, upstream_id: &str, with: &[(String, Value)]) -> Value {
+        serde_json::from_slice(&outgoing_body(client, upstream_id, with)).unwrap()
+    }
+
     #[test]
     fn overrides_cap_max_tokens_and_replace_the_rest() {
         let client = json!({"model": "auto", "max_tokens": 2000, "temperature": 1.0, "messages": []});
@@ -301,5 +330,17 @@ mod tests {
         assert_eq!(build_body(&small, "up", &[("max_tokens".into(), json!(512))])["max_tokens"], 100);
         let none = json!({"model": "auto", "messages": []});
         assert_eq!(build_body(&none, "up", &[("max_tokens".into(), json!(512))])["max_tokens"], 512);
+        // The client's `max_completion_tokens` is capped by a `max_tokens` override, not duplicated.
+        let mct = json!({"model": "auto", "max_completion_tokens": 900, "messages": []});
+        let b = build_body(&mct, "up", &[("max_tokens".into(), json!(512))]);
+        assert_eq!((b["max_completion_tokens"].clone(), b.get("max_tokens")), (json!(512), None));
+        // Keys are never written twice, and the rest of the body is kept as it was.
+        let text =
+            String::from_utf8(outgoing_body(&client, "up", &[("temperature".into(), json!(0.2))]).to_vec()).unwrap();
+        assert_eq!(text.matches("temperature").count(), 1);
+        assert_eq!(text.matches("\"model\"").count(), 1);
+        let nomodel = json!({"messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(build_body(&nomodel, "up", &[])["messages"][0]["content"], "hi");
+        assert_eq!(build_body(&nomodel, "up", &[])["model"], "up");
     }
 }

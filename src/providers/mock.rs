@@ -98,11 +98,13 @@ impl ProviderApi for Mock {
                 retry_after: None,
             });
         }
-        let model = call.body.get("model").and_then(|m| m.as_str()).unwrap_or("mock").to_string();
+        let body: serde_json::Value =
+            serde_json::from_slice(&call.body).map_err(|e| UpstreamError::Malformed(format!("request: {e}")))?;
+        let model = body.get("model").and_then(|m| m.as_str()).unwrap_or("mock").to_string();
         let id = format!("mock-{}", uuid::Uuid::new_v4().simple());
         let created = chrono::Utc::now().timestamp();
         if call.endpoint == Endpoint::Embeddings {
-            let inputs = match call.body.get("input") {
+            let inputs = match body.get("input") {
                 Some(serde_json::Value::Array(a)) => a.len().max(1),
                 _ => 1,
             };
@@ -113,11 +115,10 @@ impl ProviderApi for Mock {
                 "object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 4 * inputs, "total_tokens": 4 * inputs}
             })));
         }
-        let max =
-            call.body.get("max_completion_tokens").or_else(|| call.body.get("max_tokens")).and_then(|m| m.as_u64());
+        let max = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(|m| m.as_u64());
         let n = max.map_or(WORDS.len(), |m| (m as usize).min(WORDS.len()).max(1));
         let words: Vec<&str> = WORDS.iter().copied().take(n).collect();
-        let input = prompt_tokens(&call.body);
+        let input = prompt_tokens(&body);
         let usage = serde_json::json!({"prompt_tokens": input, "completion_tokens": words.len(), "total_tokens": input + words.len() as u64});
         let finish = if max.is_some_and(|m| (m as usize) < WORDS.len()) { "length" } else { "stop" };
         if !call.stream {
@@ -129,7 +130,7 @@ impl ProviderApi for Mock {
             })));
         }
         let include_usage =
-            call.body.pointer("/stream_options/include_usage").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            body.pointer("/stream_options/include_usage").and_then(serde_json::Value::as_bool).unwrap_or(false);
         let pause = if self.tokens_per_second > 0.0 {
             Duration::from_secs_f64(1.0 / self.tokens_per_second)
         } else {

@@ -16,8 +16,8 @@ use crate::config::{ProviderConfig, ProviderKind};
 /// One call to make.
 #[derive(Clone, Debug)]
 pub struct Call {
-    /// The request body, with `model` already set to the upstream id.
-    pub body: serde_json::Value,
+    /// The request body as it leaves (JSON), with `model` already set to the upstream id.
+    pub body: bytes::Bytes,
     /// Whether to stream.
     pub stream: bool,
     /// Chat or embeddings.

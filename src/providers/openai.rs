@@ -75,7 +75,7 @@ impl ProviderApi for OpenAi {
             Endpoint::Chat => chat.clone(),
             Endpoint::Embeddings => embeddings.clone(),
         };
-        let mut req = self.http.post(url).json(&call.body);
+        let mut req = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(call.body);
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
         }
