@@ -668,11 +668,7 @@ fn test(dir: Option<&Path>, config: Option<&Path>, coverage: bool) -> Exit {
     }
 }
 
-/// `main.route` -> `main.tests.yaml`.
-pub fn tests_path(entry: &Path) -> PathBuf {
-    let stem = entry.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    entry.with_file_name(format!("{stem}.tests.yaml"))
-}
+pub use crate::policy::testing::tests_path;
 
 fn print_coverage(program: &Program, results: &[testing::CaseResult]) {
     let mut lines = Vec::new();

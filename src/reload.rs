@@ -102,7 +102,7 @@ pub fn load(config_path: &Path, http: &reqwest::Client) -> Result<Snapshot, Stri
     };
     let mut files: Vec<PathBuf> = program.checked.sources.files().iter().map(|f| f.path.clone()).collect();
     files.push(config_path.to_path_buf());
-    let tests = crate::cli::tests_path(&entry);
+    let tests = policy::testing::tests_path(&entry);
     if tests.exists() {
         files.push(tests.clone());
         if loaded.config.reload.require_tests {

@@ -84,6 +84,12 @@ pub struct CaseResult {
     pub taken: Vec<String>,
 }
 
+/// The tests file beside a policy: `main.route` -> `main.tests.yaml`.
+pub fn tests_path(entry: &std::path::Path) -> std::path::PathBuf {
+    let stem = entry.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    entry.with_file_name(format!("{stem}.tests.yaml"))
+}
+
 /// Parses a tests file.
 pub fn parse_cases(text: &str) -> Result<Vec<Case>, String> {
     serde_yaml::from_str(text).map_err(|e| match e.location() {
