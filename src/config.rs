@@ -410,7 +410,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
                 return Err(err(name, format!("provider `{name}`: fail_rate must be between 0 and 1")));
             }
         }
-        if p.kind != ProviderKind::Mock && p.base_url.is_none() && p.kind == ProviderKind::Openai {
+        if p.kind == ProviderKind::Openai && p.base_url.is_none() {
             return Err(err(name, format!("provider `{name}`: an `openai` provider needs a `base_url`")));
         }
         if let Some(env) = &p.api_key_env {

@@ -357,29 +357,11 @@ async fn admin_endpoints_need_the_admin_key() {
     assert_eq!(v["plan"][0]["model"], "premium-model");
     assert_eq!(g.up.total(), 0, "explain calls no provider");
     // A broken policy is rejected and shown; the live one stays.
-    let before = g
-        .http
-        .get(format!("{}/admin/policy", g.url))
-        .bearer_auth("sk-admin")
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let before = g.admin_policy().await;
     std::fs::write(g.dir.path().join("main.route"), "rule \"x\" { when then }").unwrap();
     let r = g.post("/admin/reload", Some("sk-admin")).send().await.unwrap();
     assert_eq!(r.status(), 422);
-    let after = g
-        .http
-        .get(format!("{}/admin/policy", g.url))
-        .bearer_auth("sk-admin")
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let after = g.admin_policy().await;
     assert_eq!(after["version"], before["version"]);
     assert!(after["last_error"].as_str().unwrap().contains("E0101"), "{after}");
     let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();

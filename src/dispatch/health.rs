@@ -32,12 +32,11 @@ struct ModelHealth {
     opened_at: Option<Instant>,
     probing: bool,
     ttfb_ms: Option<f64>,
-    total_ms: Option<f64>,
 }
 
 impl ModelHealth {
     fn new() -> ModelHealth {
-        ModelHealth { failures: 0, opened_at: None, probing: false, ttfb_ms: None, total_ms: None }
+        ModelHealth { failures: 0, opened_at: None, probing: false, ttfb_ms: None }
     }
 
     fn state(&self, now: Instant, cooldown: Duration) -> BreakerState {
@@ -105,15 +104,14 @@ impl Registry {
         })
     }
 
-    /// Records a success with its time to first byte and total time.
-    pub fn success(&self, model: &str, ttfb: Duration, total: Duration) {
+    /// Records a success with its time to first byte.
+    pub fn success(&self, model: &str, ttfb: Duration) {
         self.with(model, |h, _, _| {
             h.failures = 0;
             h.opened_at = None;
             h.probing = false;
-            let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + ALPHA * (new - o)));
-            h.ttfb_ms = ema(h.ttfb_ms, ttfb.as_secs_f64() * 1e3);
-            h.total_ms = ema(h.total_ms, total.as_secs_f64() * 1e3);
+            let new = ttfb.as_secs_f64() * 1e3;
+            h.ttfb_ms = Some(h.ttfb_ms.map_or(new, |o| o + ALPHA * (new - o)));
         });
     }
 
@@ -186,10 +184,10 @@ mod tests {
         assert_eq!(r.state("m"), BreakerState::Open, "a failed probe opens again");
         std::thread::sleep(Duration::from_millis(40));
         assert!(r.admit("m"));
-        r.success("m", Duration::from_millis(10), Duration::from_millis(20));
+        r.success("m", Duration::from_millis(10));
         assert_eq!(r.state("m"), BreakerState::Closed);
         assert_eq!(r.latency_ms("m"), Some(10.0));
-        r.success("m", Duration::from_millis(20), Duration::from_millis(20));
+        r.success("m", Duration::from_millis(20));
         assert_eq!(r.latency_ms("m"), Some(12.0));
     }
 }

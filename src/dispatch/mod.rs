@@ -239,7 +239,7 @@ pub async fn run(
             let ttfb = started.elapsed();
             match result {
                 Ok(reply) => {
-                    registry.success(t.model, ttfb, ttfb);
+                    registry.success(t.model, ttfb);
                     attempts.push(Attempt {
                         model: t.model.into(),
                         provider: t.provider_name.into(),

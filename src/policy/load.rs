@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::check::codes::Code;
 use super::diagnostic::Diagnostic;
-use super::syntax::ast::{File, Item};
-use super::syntax::span::{FileId, SourceMap, Span, Spanned};
+use super::syntax::ast::Item;
+use super::syntax::span::{SourceMap, Span, Spanned};
 
 /// A policy read from disk (or memory), not yet checked.
 #[derive(Debug, Default)]
@@ -22,8 +22,6 @@ pub struct Source {
     pub diagnostics: Vec<Diagnostic>,
     /// The policy version.
     pub version: String,
-    /// The parsed files (for `fmt` and tools), by file id.
-    pub files: Vec<(FileId, File)>,
 }
 
 /// How files are read (the filesystem, or a map in tests).
@@ -139,7 +137,6 @@ fn load_file(
         }
     }
     stack.pop();
-    out.files.push((id, file));
     items
 }
 

@@ -323,6 +323,19 @@ impl Gateway {
         }
     }
 
+    /// `GET /admin/policy` with the admin key.
+    pub async fn admin_policy(&self) -> Value {
+        self.http
+            .get(format!("{}/admin/policy", self.url))
+            .bearer_auth("sk-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn chat(&self, body: Value, key: &str, test: Option<&str>) -> reqwest::Response {
         let mut r = self.post("/v1/chat/completions", Some(key)).json(&body);
         if let Some(t) = test {

@@ -463,7 +463,7 @@ impl Program {
     /// The `explain` trace: every rule, every condition, the plan.
     pub fn explain<'p>(&'p self, req: &RequestFacts, ctx: &Context<'_>) -> Trace<'p> {
         let mut scratch = Scratch::default();
-        let (mut d, _) = self.route(req, ctx, &mut scratch);
+        let mut d = self.decide(req, ctx, &mut scratch);
         scratch.reset(self);
         let mut rules = Vec::new();
         let mut lets: Vec<LetTrace> = Vec::new();

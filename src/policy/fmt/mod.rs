@@ -90,9 +90,6 @@ pub fn format_file(file: &File, text: &str) -> String {
         prev = Some(item);
     }
     out.flush_before(u32::MAX, 0);
-    if out.buf.is_empty() {
-        return String::new();
-    }
     out.buf
 }
 

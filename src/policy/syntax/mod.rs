@@ -4,4 +4,4 @@ pub mod ast;
 pub mod parser;
 pub mod span;
 
-pub use parser::{parse, parse_expr};
+pub use parser::parse;

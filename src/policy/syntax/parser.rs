@@ -78,16 +78,6 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
     }
 }
 
-/// Parses a single condition (used by `explain --when` and tests).
-pub fn parse_expr(file: FileId, text: &str) -> std::result::Result<Spanned<Expr>, Vec<Diagnostic>> {
-    let src = format!("let __x = {text}");
-    let parsed = parse(file, &src)?;
-    match parsed.items.into_iter().next() {
-        Some(Item::Let(l)) => Ok(l.node.value),
-        _ => Err(vec![Diagnostic::new(Code::SyntaxError, Span::new(file, 0, 0), "expected a condition")]),
-    }
-}
-
 /// The first byte where bracket nesting passes [`MAX_NESTING`] (a conservative scan that skips
 /// strings and comments).
 fn too_deep(text: &str) -> Option<usize> {

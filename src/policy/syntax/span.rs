@@ -1,7 +1,7 @@
 //! Source spans: byte ranges into one file of a [`SourceMap`]. Spans never take part in equality,
 //! so that ASTs can be compared by meaning (formatter checks, property tests).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Which file of a [`SourceMap`] a span points into.
@@ -91,19 +91,9 @@ impl SourceMap {
         self.files.get(id as usize)
     }
 
-    /// The id of an already loaded path.
-    pub fn find(&self, path: &Path) -> Option<FileId> {
-        self.files.iter().position(|f| f.path == path).and_then(|i| FileId::try_from(i).ok())
-    }
-
     /// All files, in load order.
     pub fn files(&self) -> &[SourceFile] {
         &self.files
-    }
-
-    /// The text under a span, or `""` when it is out of range.
-    pub fn snippet(&self, span: Span) -> &str {
-        self.get(span.file).and_then(|f| f.text.get(span.range())).unwrap_or("")
     }
 
     /// 1-based line and column (in characters) of a byte offset.
