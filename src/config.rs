@@ -223,10 +223,17 @@ pub struct SecretRef {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The SQLite file.
+    /// The SQLite file of the spend ledger (`yardmaster.db` beside the config by default;
+    /// `:memory:` keeps nothing across restarts).
     #[serde(default)]
     pub sqlite: Option<PathBuf>,
+    /// Keep a ledger at all (`false`: spend lives in memory only and is lost at restart).
+    #[serde(default = "yes")]
+    pub ledger: bool,
 }
+
+/// The ledger's file when no `storage` is given.
+pub const DEFAULT_SQLITE: &str = "yardmaster.db";
 
 /// Reload behaviour.
 #[derive(Clone, Debug, Deserialize)]
@@ -349,6 +356,21 @@ impl Loaded {
     /// The entry policy file, resolved against the config's directory.
     pub fn policy_path(&self) -> Option<PathBuf> {
         self.config.policy.as_ref().map(|p| self.base_dir().join(p))
+    }
+
+    /// The ledger's SQLite file, resolved against the config's directory (`None`: no ledger).
+    pub fn ledger_path(&self) -> Option<PathBuf> {
+        match &self.config.storage {
+            Some(s) if !s.ledger => None,
+            Some(StorageConfig { sqlite: Some(p), .. }) if p.as_os_str() == ":memory:" => Some(p.clone()),
+            Some(StorageConfig { sqlite: Some(p), .. }) => Some(self.base_dir().join(p)),
+            _ => Some(self.base_dir().join(DEFAULT_SQLITE)),
+        }
+    }
+
+    /// The request log's file, resolved against the config's directory.
+    pub fn request_log_path(&self) -> Option<PathBuf> {
+        self.config.log.requests.as_ref().map(|p| self.base_dir().join(p))
     }
 
     /// The catalog that policies are checked against.

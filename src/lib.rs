@@ -4,6 +4,7 @@
 //! `policy` (text -> program -> decision), `catalog` and `config` (yardmaster.yaml), and the CLI in
 //! `main.rs` and `cli`.
 
+pub mod accounting;
 pub mod catalog;
 pub mod cli;
 pub mod config;

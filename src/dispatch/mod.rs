@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::Value;
 
+use crate::accounting::Gate;
 use crate::catalog::Endpoint;
 use crate::providers::{Call, Provider, Reply, UpstreamError};
 pub use health::{HealthView, Registry};
@@ -32,7 +33,12 @@ pub struct Target<'a> {
     pub provider: &'a Provider,
     /// `with (...)` overrides.
     pub with: &'a [(String, Value)],
+    /// The attempt's worst-case cost, reserved from the key's budget before the call (micro-USD).
+    pub reserve_micros: u64,
 }
+
+/// What an attempt skipped for the budget says (a request whose every target says it gets 402).
+pub const OVER_BUDGET: &str = "skipped: its worst-case cost does not fit the remaining budget";
 
 /// How to try targets.
 #[derive(Clone, Copy, Debug)]
@@ -85,6 +91,8 @@ pub struct Success {
     pub attempts: Vec<Attempt>,
     /// Time to first byte of the successful attempt.
     pub ttfb: Duration,
+    /// Budget reserved for the successful attempt (settled when the response ends).
+    pub reserved_micros: u64,
 }
 
 /// Why no reply came back.
@@ -120,10 +128,11 @@ impl Failure {
 
 /// The body that leaves for one target, serialised straight from the client's body (no copy of
 /// its messages): `model` set to the upstream id, overrides applied (`max_tokens` caps the
-/// client's value; the others replace it).
-pub fn outgoing_body(client: &Value, upstream_id: &str, with: &[(String, Value)]) -> bytes::Bytes {
+/// client's value; the others replace it). With `include_usage`, a stream asks for its usage
+/// (`stream_options.include_usage`), whatever the client asked.
+pub fn outgoing_body(client: &Value, upstream_id: &str, with: &[(String, Value)], include_usage: bool) -> bytes::Bytes {
     let bytes = match client.as_object() {
-        Some(map) => serde_json::to_vec(&Outgoing { client: map, model: upstream_id, with }),
+        Some(map) => serde_json::to_vec(&Outgoing { client: map, model: upstream_id, with, include_usage }),
         None => serde_json::to_vec(client),
     };
     bytes::Bytes::from(bytes.unwrap_or_default())
@@ -137,6 +146,7 @@ struct Outgoing<'a> {
     client: &'a serde_json::Map<String, Value>,
     model: &'a str,
     with: &'a [(String, Value)],
+    include_usage: bool,
 }
 
 impl serde::Serialize for Outgoing<'_> {
@@ -148,6 +158,10 @@ impl serde::Serialize for Outgoing<'_> {
         for (k, v) in self.client {
             if k == "model" {
                 m.serialize_entry(k, self.model)?;
+            } else if k == "stream_options" && self.include_usage {
+                let mut opts = v.as_object().cloned().unwrap_or_default();
+                opts.insert("include_usage".into(), Value::Bool(true));
+                m.serialize_entry(k, &opts)?;
             } else if is_max(k) && cap.is_some() {
                 // A numeric client value is capped in place; anything else gives way to the override.
                 if let (Some(c), Some(cur)) = (cap, v.as_u64()) {
@@ -160,6 +174,9 @@ impl serde::Serialize for Outgoing<'_> {
         }
         if !self.client.contains_key("model") {
             m.serialize_entry("model", self.model)?;
+        }
+        if self.include_usage && !self.client.contains_key("stream_options") {
+            m.serialize_entry("stream_options", &serde_json::json!({"include_usage": true}))?;
         }
         for (k, v) in self.with {
             if !(is_max(k) && capped) {
@@ -184,6 +201,7 @@ pub async fn run(
     stream: bool,
     endpoint: Endpoint,
     opts: Options,
+    gate: Option<Gate<'_>>,
 ) -> Result<Success, Failure> {
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut called_any = false;
@@ -209,10 +227,21 @@ pub async fn run(
                 });
                 break;
             }
+            if gate.is_some_and(|g| !g.try_reserve(t.reserve_micros)) {
+                registry.release(t.model);
+                attempts.push(Attempt {
+                    model: t.model.into(),
+                    provider: t.provider_name.into(),
+                    outcome: OVER_BUDGET.into(),
+                    called: false,
+                });
+                break;
+            }
+            let reserved = if gate.is_some() { t.reserve_micros } else { 0 };
             called_any = true;
             let started = Instant::now();
             let call = Call {
-                body: outgoing_body(client_body, t.upstream_id, t.with),
+                body: outgoing_body(client_body, t.upstream_id, t.with, stream && t.provider.reports_stream_usage()),
                 stream,
                 endpoint,
                 first_byte_timeout: opts.timeout,
@@ -253,9 +282,13 @@ pub async fn run(
                         provider: t.provider_name.into(),
                         attempts,
                         ttfb,
+                        reserved_micros: reserved,
                     });
                 }
                 Err(e) => {
+                    if let Some(g) = gate {
+                        g.release(reserved);
+                    }
                     attempts.push(Attempt {
                         model: t.model.into(),
                         provider: t.provider_name.into(),
@@ -316,7 +349,7 @@ mod tests {
     use serde_json::json;
 
     fn build_body(client: &Value, upstream_id: &str, with: &[(String, Value)]) -> Value {
-        serde_json::from_slice(&outgoing_body(client, upstream_id, with)).unwrap()
+        serde_json::from_slice(&outgoing_body(client, upstream_id, with, false)).unwrap()
     }
 
     #[test]
@@ -336,11 +369,24 @@ mod tests {
         assert_eq!((b["max_completion_tokens"].clone(), b.get("max_tokens")), (json!(512), None));
         // Keys are never written twice, and the rest of the body is kept as it was.
         let text =
-            String::from_utf8(outgoing_body(&client, "up", &[("temperature".into(), json!(0.2))]).to_vec()).unwrap();
+            String::from_utf8(outgoing_body(&client, "up", &[("temperature".into(), json!(0.2))], false).to_vec())
+                .unwrap();
         assert_eq!(text.matches("temperature").count(), 1);
         assert_eq!(text.matches("\"model\"").count(), 1);
         let nomodel = json!({"messages": [{"role": "user", "content": "hi"}]});
         assert_eq!(build_body(&nomodel, "up", &[])["messages"][0]["content"], "hi");
         assert_eq!(build_body(&nomodel, "up", &[])["model"], "up");
+    }
+
+    #[test]
+    fn streams_ask_for_usage_and_keep_the_clients_stream_options() {
+        let client = json!({"model": "auto", "stream": true, "messages": []});
+        let b: Value = serde_json::from_slice(&outgoing_body(&client, "up", &[], true)).unwrap();
+        assert_eq!(b["stream_options"], json!({"include_usage": true}));
+        let asked = json!({"model": "auto", "stream": true, "stream_options": {"include_usage": false, "x": 1}, "messages": []});
+        let b: Value = serde_json::from_slice(&outgoing_body(&asked, "up", &[], true)).unwrap();
+        assert_eq!(b["stream_options"], json!({"include_usage": true, "x": 1}));
+        let b: Value = serde_json::from_slice(&outgoing_body(&client, "up", &[], false)).unwrap();
+        assert_eq!(b.get("stream_options"), None);
     }
 }

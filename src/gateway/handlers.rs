@@ -1,6 +1,9 @@
 //! Request handlers. Checks run in the order SPEC §9 gives: auth (401), body limit (413),
-//! parsing (400), the key's model allowlist (403), the policy (403 for `deny`, 404 for an unknown
-//! requested model), then dispatch (502/503 when every target failed or none could be tried).
+//! parsing (400), the key's model allowlist (403), rate limits (429), the policy (403 for `deny`,
+//! 404 for an unknown requested model), the budget (402 when it excludes every target), then
+//! dispatch (502/503 when every target failed or none could be tried). Every chat and embeddings
+//! request that passes auth is settled exactly once: its reservations are replaced by the real
+//! cost, and its ledger row (and request-log line) is written.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -16,6 +19,8 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::accounting::requestlog::{Entry, Facts};
+use crate::accounting::{budget, usage, Charge, Rate, Record, Usage};
 use crate::catalog::Endpoint;
 use crate::dispatch::{self, Failure, HealthView, Target};
 use crate::policy::compile::Scratch;
@@ -37,11 +42,20 @@ struct Route {
     provider: Option<String>,
     upstream: Option<String>,
     attempts: usize,
+    cost_micros: Option<u64>,
+    /// The request's charge, until it is settled (or handed to a stream).
+    charge: Option<Charge>,
+    started: Option<std::time::Instant>,
 }
 
 impl Route {
     fn new(snap: &Snapshot) -> Route {
-        Route { id: request_id(), policy: snap.version().to_string(), ..Route::default() }
+        Route {
+            id: request_id(),
+            policy: snap.version().to_string(),
+            started: Some(std::time::Instant::now()),
+            ..Route::default()
+        }
     }
 
     fn apply(&self, resp: &mut Response) {
@@ -67,6 +81,9 @@ impl Route {
             set("x-yardmaster-upstream-model", u);
         }
         set("x-yardmaster-attempts", &self.attempts.to_string());
+        if let Some(c) = self.cost_micros {
+            set("x-yardmaster-cost-usd", &format!("{:.6}", usage::usd(c)));
+        }
     }
 }
 
@@ -130,12 +147,32 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn context<'a>(key: Option<&'a Key>, health: &'a HealthView<'a>) -> Context<'a> {
+/// Budget facts: `spent` is settled spend; `remaining` also leaves out what requests in flight
+/// have reserved.
+fn budget_facts(limit_usd: Option<f64>, standing: budget::Standing) -> Budget {
+    let mut b = Budget::from_limit(limit_usd, usage::usd(standing.spent));
+    if let (Some(limit), Some(_)) = (limit_usd, b.remaining_usd) {
+        let left = (limit - usage::usd(standing.spent + standing.reserved)).max(0.0);
+        b.remaining_usd = Some(left);
+        b.remaining_fraction = Some(if limit > 0.0 { left / limit } else { 0.0 });
+    }
+    b
+}
+
+/// The key's budget standing (loaded from the ledger the first time the key is seen).
+async fn standing(st: &AppState, key: Option<&Key>) -> budget::Standing {
+    match key.and_then(|k| k.budget.map(|b| (k, b))) {
+        Some((k, b)) => st.accounting.budgets.standing(&k.name, b.per, st.accounting.ledger.as_ref()).await,
+        None => budget::Standing::default(),
+    }
+}
+
+fn context<'a>(key: Option<&'a Key>, health: &'a HealthView<'a>, standing: budget::Standing) -> Context<'a> {
     let now = chrono::Utc::now();
     Context {
         tier: key.and_then(|k| k.tier.as_deref()),
         key_name: key.map(|k| k.name.as_str()),
-        budget: Budget::from_limit(key.and_then(|k| k.budget.map(|b| b.usd)), 0.0),
+        budget: budget_facts(key.and_then(|k| k.budget.map(|b| b.usd)), standing),
         health,
         hour: u8::try_from(now.hour()).unwrap_or(0),
         weekday: u8::try_from(now.weekday().num_days_from_monday()).unwrap_or(0),
@@ -158,7 +195,7 @@ pub async fn embeddings(State(st): State<AppState>, headers: HeaderMap, body: Bo
     finish(&st, route, result)
 }
 
-fn finish(st: &AppState, route: Route, result: Result<Response, ApiError>) -> Response {
+fn finish(st: &AppState, mut route: Route, result: Result<Response, ApiError>) -> Response {
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -170,6 +207,10 @@ fn finish(st: &AppState, route: Route, result: Result<Response, ApiError>) -> Re
             e.into_response()
         }
     };
+    if let Some(charge) = route.charge.take() {
+        // Refused or failed before any reply: nothing was spent, and the row says why.
+        settle(st, charge, Usage::default(), resp.status().as_u16());
+    }
     route.apply(&mut resp);
     st.metrics.request(
         route.rule.as_deref().unwrap_or(""),
@@ -178,6 +219,42 @@ fn finish(st: &AppState, route: Route, result: Result<Response, ApiError>) -> Re
         resp.status().as_u16(),
     );
     resp
+}
+
+/// Settles a charge and counts it in `/metrics`.
+pub(super) fn settle(st: &AppState, charge: Charge, usage: Usage, status: u16) -> u64 {
+    let model = charge.record.model.clone();
+    let latency = charge.started.elapsed().as_secs_f64();
+    let s = st.accounting.settle(charge, usage, status);
+    if let Some(m) = model {
+        st.metrics.finished(&m, latency, s.usage.input, s.usage.output, s.cost_micros);
+    }
+    s.cost_micros
+}
+
+fn rate_limited(wait: std::time::Duration, what: &str) -> ApiError {
+    let secs = crate::accounting::limits::retry_after_secs(wait);
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("rate limit exceeded: too many {what} for this key; retry in {secs} s"),
+    )
+    .code("rate_limit_exceeded");
+    e.retry_after = Some(secs);
+    e
+}
+
+/// Counts retries and fallbacks from the attempts: a call followed by another call of the same
+/// model is a retry; a failed model followed by another is a fallback.
+fn count_attempts(st: &AppState, attempts: &[dispatch::Attempt]) {
+    for w in attempts.windows(2) {
+        if let [a, b] = w {
+            if a.model == b.model && a.called && b.called {
+                st.metrics.retry(&a.model);
+            } else if a.model != b.model {
+                st.metrics.fallback(&a.model);
+            }
+        }
+    }
 }
 
 async fn complete(
@@ -189,6 +266,21 @@ async fn complete(
     route: &mut Route,
 ) -> Result<Response, ApiError> {
     let key = authenticate(snap, headers)?;
+    route.charge = Some(Charge {
+        record: Record {
+            id: route.id.clone(),
+            key: key.map(|k| k.name.clone()),
+            policy: route.policy.clone(),
+            ..Record::default()
+        },
+        rate: Rate::default(),
+        reserved_micros: 0,
+        reserved_tokens: 0,
+        budgeted: false,
+        tpm: false,
+        log: None,
+        started: route.started.unwrap_or_else(std::time::Instant::now),
+    });
     let bytes = read_body(st, snap, body).await?;
     let json = parse_json(&bytes)?;
     let facts = match endpoint {
@@ -215,20 +307,59 @@ async fn complete(
                 .param("model"));
         }
     }
+    let prompt_bytes = facts.prompt.len() as u64;
+    if let Some(k) = key {
+        let limits = k.limits.unwrap_or_default();
+        if let Some(rpm) = limits.rpm {
+            if let Err(wait) = st.accounting.limits.check_rpm(&k.name, rpm) {
+                st.metrics.refused("rpm");
+                return Err(rate_limited(wait, "requests per minute"));
+            }
+        }
+        if let Some(tpm) = limits.tpm {
+            // Admitted against the worst case; settled with the real usage.
+            let tokens = prompt_bytes + facts.max_tokens.unwrap_or(4096);
+            if let Err(wait) = st.accounting.limits.reserve_tpm(&k.name, tpm, tokens) {
+                st.metrics.refused("tpm");
+                return Err(rate_limited(wait, "tokens per minute"));
+            }
+            if let Some(c) = route.charge.as_mut() {
+                c.tpm = true;
+                c.reserved_tokens = tokens;
+            }
+        }
+    }
+    let standing = standing(st, key).await;
     let catalog = snap.program.catalog();
-    let (decision, plan) = {
+    let (decision, plan, budget_facts) = {
         // The context borrows the (non-Send) health view: keep it out of the awaits below.
         let view = HealthView { registry: &st.health, catalog };
-        let ctx = context(key, &view);
-        SCRATCH.with(|s| {
+        let ctx = context(key, &view, standing);
+        let (d, p) = SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             snap.program.route(&facts, &ctx, &mut s)
-        })
+        });
+        (d, p, ctx.budget)
     };
     let Some(rule) = snap.program.rule(decision.rule) else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the policy matched no rule"));
     };
     route.rule = Some(rule.name.clone());
+    if st.accounting.request_log {
+        let mut f = Facts::of(&facts, &snap.program.info.headers, st.accounting.log_prompts);
+        if decision.tokens.is_some() {
+            f.prompt_tokens = decision.tokens;
+        }
+        f.tier = key.and_then(|k| k.tier.clone());
+        f.budget_usd = key.and_then(|k| k.budget.map(|b| b.usd));
+        f.budget_spent_usd = budget_facts.spent_usd;
+        let now = chrono::Utc::now();
+        f.hour = u8::try_from(now.hour()).unwrap_or(0);
+        f.weekday = u8::try_from(now.weekday().num_days_from_monday()).unwrap_or(0);
+        if let Some(c) = route.charge.as_mut() {
+            c.log = Some(Entry { facts: f, ..Entry::default() });
+        }
+    }
     if let Some((status, message)) = plan.iter().find_map(|s| s.deny) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         return Err(ApiError::new(status, message.to_string()).code("policy_denied"));
@@ -248,12 +379,23 @@ async fn complete(
             continue;
         }
         let Some(provider) = snap.providers.get(&model.provider) else { continue };
+        let cap = step
+            .with
+            .iter()
+            .find(|(k, _)| k == "max_tokens" || k == "max_completion_tokens")
+            .and_then(|(_, v)| v.as_u64());
+        let max_tokens = match (facts.max_tokens, cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (input, output) = budget::worst_case_tokens(prompt_bytes, max_tokens, model.context);
         targets.push(Target {
             model: &model.name,
             upstream_id: &model.upstream_id,
             provider_name: &model.provider,
             provider,
             with: step.with,
+            reserve_micros: Rate::of(model.price).cost_micros(input, output),
         });
     }
     if targets.is_empty() {
@@ -267,24 +409,75 @@ async fn complete(
         ..dispatch::Options::default()
     };
     let stream = endpoint == Endpoint::Chat && facts.stream;
-    match dispatch::run(&st.health, &targets, &json, stream, endpoint, opts).await {
+    let limit = key.and_then(|k| k.budget.map(|b| (k, crate::accounting::usage::micros(b.usd))));
+    let gate = limit.map(|(k, limit)| crate::accounting::Gate { budgets: &st.accounting.budgets, key: &k.name, limit });
+    if let Some(c) = route.charge.as_mut() {
+        c.budgeted = gate.is_some();
+    }
+    match dispatch::run(&st.health, &targets, &json, stream, endpoint, opts, gate).await {
         Ok(ok) => {
             route.attempts = ok.attempts.iter().filter(|a| a.called).count();
             route.model = Some(ok.model.clone());
             route.provider = Some(ok.provider.clone());
             route.upstream = Some(ok.upstream_id.clone());
+            count_attempts(st, &ok.attempts);
+            st.metrics.ttfb(&ok.model, ok.ttfb.as_secs_f64());
+            let rate = Rate::of(catalog.by_name(&ok.model).and_then(|m| m.price));
+            let Some(mut charge) = route.charge.take() else {
+                return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request lost its charge"));
+            };
+            charge.rate = rate;
+            charge.reserved_micros = ok.reserved_micros;
+            charge.record.rule.clone_from(&route.rule);
+            charge.record.model = Some(ok.model.clone());
+            charge.record.provider = Some(ok.provider.clone());
             match ok.reply {
                 Reply::Json(mut v) => {
+                    let used = usage::reported(&v).unwrap_or_else(|| {
+                        let mut text = String::new();
+                        usage::completion_text(&v, &mut text);
+                        Usage { input: usage::count(&facts.prompt), output: usage::count(&text), estimated: true }
+                    });
+                    let cost = settle(st, charge, used, 200);
+                    route.cost_micros = Some(cost);
                     if let Some(obj) = v.as_object_mut() {
                         obj.insert("model".into(), Value::String(ok.model.clone()));
+                        if !obj.contains_key("usage") {
+                            obj.insert(
+                                "usage".into(),
+                                json!({"prompt_tokens": used.input, "completion_tokens": used.output, "total_tokens": used.input + used.output}),
+                            );
+                        }
                     }
+                    usage::set_cost(&mut v, cost);
                     Ok((StatusCode::OK, axum::Json(v)).into_response())
                 }
-                Reply::Stream(events) => Ok(super::stream::relay(events, ok.model, st.timeouts.stream_idle)),
+                Reply::Stream(events) => {
+                    let client_wants_usage =
+                        json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+                    let tally = super::stream::Tally::new(st.clone(), charge, facts.prompt, client_wants_usage);
+                    Ok(super::stream::relay(events, ok.model, st.timeouts.stream_idle, tally))
+                }
             }
         }
         Err(f) => {
             route.attempts = f.attempts().iter().filter(|a| a.called).count();
+            count_attempts(st, f.attempts());
+            if let Some(c) = route.charge.as_mut() {
+                c.record.rule.clone_from(&route.rule);
+                c.record.model = f.attempts().last().map(|a| a.model.clone());
+                c.record.provider = f.attempts().last().map(|a| a.provider.clone());
+            }
+            if let Failure::NoneTried(a) = &f {
+                if !a.is_empty() && a.iter().all(|a| a.outcome == dispatch::OVER_BUDGET) {
+                    st.metrics.refused("budget");
+                    return Err(ApiError::new(
+                        StatusCode::PAYMENT_REQUIRED,
+                        "the key's budget for this period is spent: no target's worst-case cost fits what remains",
+                    )
+                    .code("budget_exceeded"));
+                }
+            }
             let list = f
                 .attempts()
                 .iter()
@@ -335,19 +528,35 @@ pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response 
 pub async fn key(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let route = Route::new(&snap);
-    let result = authenticate(&snap, &headers).map(|k| {
-        let body = match k {
-            None => json!({"name": null, "tier": null, "open": true, "spend_usd": 0.0, "budget": null, "limits": null}),
-            Some(k) => json!({
+    let result = match authenticate(&snap, &headers) {
+        Err(e) => Err(e),
+        Ok(None) => Ok(axum::Json(
+            json!({"name": null, "tier": null, "open": true, "spend_usd": null, "budget": null, "limits": null}),
+        )
+        .into_response()),
+        Ok(Some(k)) => {
+            let s = standing(&st, Some(k)).await;
+            let b = budget_facts(k.budget.map(|b| b.usd), s);
+            let period_start = k.budget.map(|b| {
+                let ms = budget::period_start(b.per, chrono::Utc::now().timestamp_millis());
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default()
+            });
+            Ok(axum::Json(json!({
                 "name": k.name, "tier": k.tier, "open": false,
-                "spend_usd": 0.0,
-                "budget": k.budget.map(|b| json!({"usd": b.usd, "per": b.per, "remaining_usd": b.usd})),
+                "spend_usd": usage::usd(s.spent),
+                "reserved_usd": usage::usd(s.reserved),
+                "budget": k.budget.map(|bc| json!({
+                    "usd": bc.usd, "per": bc.per, "period_start": period_start,
+                    "spent_usd": usage::usd(s.spent), "remaining_usd": b.remaining_usd,
+                })),
                 "limits": k.limits,
                 "models": k.models,
-            }),
-        };
-        axum::Json(body).into_response()
-    });
+            }))
+            .into_response())
+        }
+    };
     finish(&st, route, result)
 }
 
@@ -381,11 +590,18 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             (m, n)
         })
         .collect();
+    let ledger = st.accounting.ledger.as_ref().map(|l| super::metrics::LedgerFigures {
+        written: l.stats.written.load(Ordering::Relaxed),
+        write_failures: l.stats.write_failures.load(Ordering::Relaxed),
+        pending: l.stats.pending.load(Ordering::Relaxed),
+        dropped: l.stats.dropped.load(Ordering::Relaxed),
+    });
     let text = st.metrics.render(
         snap.version(),
         st.reloader.reloads_ok.load(Ordering::Relaxed),
         st.reloader.reloads_failed.load(Ordering::Relaxed),
         &breakers,
+        ledger,
     );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -456,8 +672,9 @@ pub async fn admin_explain(State(st): State<AppState>, headers: HeaderMap, body:
             })?),
             None => None,
         };
+        let standing = standing(&st, key).await;
         let view = HealthView { registry: &st.health, catalog: snap.program.catalog() };
-        let ctx = context(key, &view);
+        let ctx = context(key, &view, standing);
         let trace = snap.program.explain(&facts, &ctx);
         Ok::<_, ApiError>(axum::Json(trace).into_response())
     }

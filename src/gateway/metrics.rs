@@ -1,5 +1,7 @@
-//! Counters for `/metrics`, in the Prometheus text format. (The accounting issue adds
-//! histograms, tokens and cost.)
+//! `/metrics` in the Prometheus text format (0.0.4): requests by rule, model, provider and
+//! status; latency and time-to-first-byte histograms, tokens, cost, fallbacks and retries per
+//! model; rate-limit and budget refusals; the ledger's writer; breakers; reloads and the policy
+//! version. Written by hand: a few maps behind mutexes, no allocation once a label set is known.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,6 +13,64 @@ pub struct Metrics {
     /// rule -> model -> provider -> status -> count; nested so that counting allocates only the
     /// first time a label set is seen.
     requests: Mutex<Requests>,
+    models: Mutex<BTreeMap<String, ModelStats>>,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (b, c) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if secs <= *b {
+                *c += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    fn render(&self, out: &mut String, name: &str, label: &str) {
+        for (b, c) in BUCKETS.iter().zip(self.counts.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{{label},le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{label}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{label}}} {}", self.count);
+    }
+}
+
+/// What `/metrics` shows per model.
+#[derive(Debug, Default, Clone)]
+struct ModelStats {
+    latency: Histogram,
+    ttfb: Histogram,
+    tokens_in: u64,
+    tokens_out: u64,
+    cost_micros: u64,
+    fallbacks: u64,
+    retries: u64,
+}
+
+/// The ledger writer's counters, read when rendering.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LedgerFigures {
+    /// Rows committed.
+    pub written: u64,
+    /// Failed commits.
+    pub write_failures: u64,
+    /// Rows waiting.
+    pub pending: u64,
+    /// Rows dropped.
+    pub dropped: u64,
 }
 
 type Requests = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>>;
@@ -37,8 +97,50 @@ impl Metrics {
         *slot(slot(slot(&mut m, rule), model), provider).entry(status).or_default() += 1;
     }
 
+    fn model<R>(&self, model: &str, f: impl FnOnce(&mut ModelStats) -> R) -> R {
+        let mut m = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(slot(&mut m, model))
+    }
+
+    /// Records a finished request to `model`: its latency, tokens and cost.
+    pub fn finished(&self, model: &str, latency_secs: f64, tokens_in: u64, tokens_out: u64, cost_micros: u64) {
+        self.model(model, |s| {
+            s.latency.observe(latency_secs);
+            s.tokens_in += tokens_in;
+            s.tokens_out += tokens_out;
+            s.cost_micros += cost_micros;
+        });
+    }
+
+    /// Records the time to first byte of a successful attempt.
+    pub fn ttfb(&self, model: &str, secs: f64) {
+        self.model(model, |s| s.ttfb.observe(secs));
+    }
+
+    /// Counts a retry of `model` (the same target again).
+    pub fn retry(&self, model: &str) {
+        self.model(model, |s| s.retries += 1);
+    }
+
+    /// Counts a fallback away from `model` (the chain moved on after it failed).
+    pub fn fallback(&self, model: &str) {
+        self.model(model, |s| s.fallbacks += 1);
+    }
+
+    /// Counts a refusal: `rpm`, `tpm` or `budget`.
+    pub fn refused(&self, why: &'static str) {
+        *self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(why).or_default() += 1;
+    }
+
     /// Renders every metric.
-    pub fn render(&self, version: &str, reloads_ok: u64, reloads_failed: u64, breakers: &[(String, u8)]) -> String {
+    pub fn render(
+        &self,
+        version: &str,
+        reloads_ok: u64,
+        reloads_failed: u64,
+        breakers: &[(String, u8)],
+        ledger: Option<LedgerFigures>,
+    ) -> String {
         let mut out = String::new();
         out.push_str("# HELP yardmaster_requests_total Requests by rule, model, provider and status.\n# TYPE yardmaster_requests_total counter\n");
         let m = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -65,6 +167,62 @@ impl Metrics {
         out.push_str("# HELP yardmaster_breaker_state Breaker state per model: 0 closed, 1 half-open, 2 open.\n# TYPE yardmaster_breaker_state gauge\n");
         for (model, state) in breakers {
             let _ = writeln!(out, "yardmaster_breaker_state{{model=\"{}\"}} {state}", esc(model));
+        }
+        let models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        out.push_str("# HELP yardmaster_request_duration_seconds Time from a request's arrival to its end, by the model that answered.\n# TYPE yardmaster_request_duration_seconds histogram\n");
+        for (m, s) in &models {
+            s.latency.render(&mut out, "yardmaster_request_duration_seconds", &format!("model=\"{}\"", esc(m)));
+        }
+        out.push_str("# HELP yardmaster_upstream_ttfb_seconds Time to the upstream's first byte, by model.\n# TYPE yardmaster_upstream_ttfb_seconds histogram\n");
+        for (m, s) in &models {
+            s.ttfb.render(&mut out, "yardmaster_upstream_ttfb_seconds", &format!("model=\"{}\"", esc(m)));
+        }
+        out.push_str(
+            "# HELP yardmaster_tokens_total Tokens by model and direction.\n# TYPE yardmaster_tokens_total counter\n",
+        );
+        for (m, s) in &models {
+            let _ = writeln!(out, "yardmaster_tokens_total{{model=\"{}\",direction=\"in\"}} {}", esc(m), s.tokens_in);
+            let _ = writeln!(out, "yardmaster_tokens_total{{model=\"{}\",direction=\"out\"}} {}", esc(m), s.tokens_out);
+        }
+        out.push_str(
+            "# HELP yardmaster_cost_usd_total Spend by model, USD.\n# TYPE yardmaster_cost_usd_total counter\n",
+        );
+        for (m, s) in &models {
+            let _ = writeln!(
+                out,
+                "yardmaster_cost_usd_total{{model=\"{}\"}} {}",
+                esc(m),
+                crate::accounting::usage::usd(s.cost_micros)
+            );
+        }
+        out.push_str("# HELP yardmaster_fallbacks_total Times a chain moved on after the model failed.\n# TYPE yardmaster_fallbacks_total counter\n");
+        for (m, s) in &models {
+            let _ = writeln!(out, "yardmaster_fallbacks_total{{model=\"{}\"}} {}", esc(m), s.fallbacks);
+        }
+        out.push_str(
+            "# HELP yardmaster_retries_total Retries of the same model.\n# TYPE yardmaster_retries_total counter\n",
+        );
+        for (m, s) in &models {
+            let _ = writeln!(out, "yardmaster_retries_total{{model=\"{}\"}} {}", esc(m), s.retries);
+        }
+        out.push_str("# HELP yardmaster_refused_total Requests refused by a rate limit or budget.\n# TYPE yardmaster_refused_total counter\n");
+        let refusals = self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for why in ["rpm", "tpm", "budget"] {
+            let _ = writeln!(
+                out,
+                "yardmaster_refused_total{{reason=\"{why}\"}} {}",
+                refusals.get(why).copied().unwrap_or(0)
+            );
+        }
+        if let Some(l) = ledger {
+            out.push_str("# HELP yardmaster_ledger_records_total Ledger rows committed.\n# TYPE yardmaster_ledger_records_total counter\n");
+            let _ = writeln!(out, "yardmaster_ledger_records_total {}", l.written);
+            out.push_str("# HELP yardmaster_ledger_write_failures_total Ledger commits that failed and were retried.\n# TYPE yardmaster_ledger_write_failures_total counter\n");
+            let _ = writeln!(out, "yardmaster_ledger_write_failures_total {}", l.write_failures);
+            out.push_str("# HELP yardmaster_ledger_dropped_total Ledger rows dropped after the disk failed for too long.\n# TYPE yardmaster_ledger_dropped_total counter\n");
+            let _ = writeln!(out, "yardmaster_ledger_dropped_total {}", l.dropped);
+            out.push_str("# HELP yardmaster_ledger_pending Ledger rows waiting to be committed.\n# TYPE yardmaster_ledger_pending gauge\n");
+            let _ = writeln!(out, "yardmaster_ledger_pending {}", l.pending);
         }
         out
     }

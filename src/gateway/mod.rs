@@ -21,6 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::accounting::{ledger, Accounting, Ledger};
 use crate::dispatch::Registry;
 use crate::reload::Reloader;
 pub use error::ApiError;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub health: Arc<Registry>,
     /// Counters.
     pub metrics: Arc<metrics::Metrics>,
+    /// Budgets, rate limits and the ledger (kept across reloads).
+    pub accounting: Arc<Accounting>,
     /// Set once the listener is up and a policy is loaded.
     pub ready: Arc<AtomicBool>,
     /// Header-read and body timeouts (shorter in tests).
@@ -131,12 +134,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, drains and waits.
+    /// Stops accepting, drains the requests in flight, then commits the ledger's last records.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         let _ = self.task.await;
+        if let Some(l) = &self.state.accounting.ledger {
+            l.close().await;
+        }
     }
 }
 
@@ -161,6 +167,19 @@ pub async fn start(config: &Path, listen: &str, timeouts: Timeouts, watch: bool)
     for w in &snap.config.warnings {
         tracing::warn!("{w}");
     }
+    let ledger = match snap.config.ledger_path() {
+        Some(sqlite) => Some(Ledger::open(&ledger::Target { sqlite, request_log: snap.config.request_log_path() })?),
+        None => {
+            tracing::warn!("`storage: {{ ledger: false }}`: spend is kept in memory only and is lost at restart");
+            None
+        }
+    };
+    let accounting = Arc::new(Accounting {
+        request_log: ledger.is_some() && snap.config.config.log.requests.is_some(),
+        log_prompts: snap.config.config.log.prompts,
+        ledger,
+        ..Accounting::default()
+    });
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     if watch {
@@ -170,6 +189,7 @@ pub async fn start(config: &Path, listen: &str, timeouts: Timeouts, watch: bool)
         reloader,
         health: Arc::new(Registry::new(timeouts.breaker_cooldown)),
         metrics: Arc::new(metrics::Metrics::default()),
+        accounting,
         ready: Arc::new(AtomicBool::new(false)),
         timeouts,
     };

@@ -1,7 +1,10 @@
 //! The streaming relay: upstream events are parsed one by one, `model` is rewritten to the
-//! catalog name, and each event is flushed as soon as it is complete. A stream that breaks (an
+//! catalog name, and each event is flushed as soon as it is complete. The usage chunk that the
+//! gateway asked for is read (and given `usage.cost`), and dropped when the client did not ask for
+//! it; when the upstream reports no usage, the tokens are counted. A stream that breaks (an
 //! upstream error, a reset, or no chunk within the idle timeout) ends with an error event and no
-//! `[DONE]`. When the client goes away, the body is dropped, and with it the upstream request.
+//! `[DONE]`. When the client goes away, the body is dropped, and with it the upstream request;
+//! the request is then settled with what was streamed so far.
 
 use std::time::Duration;
 
@@ -9,7 +12,10 @@ use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use serde_json::Value;
 
+use super::AppState;
+use crate::accounting::{usage, Charge, Usage};
 use crate::providers::EventStream;
 
 fn frame(data: &str) -> bytes::Bytes {
@@ -21,36 +27,141 @@ fn error_frame(message: &str) -> bytes::Bytes {
     frame(&e.to_string())
 }
 
-/// Relays `events` to the client as server-sent events.
-pub fn relay(events: EventStream, model: String, idle: Duration) -> Response {
-    let out = futures_util::stream::unfold((events, model, false), move |(mut events, model, done)| async move {
-        if done {
-            return None;
+/// What a stream has used so far; settles the request exactly once, when the stream ends or is
+/// dropped.
+pub struct Tally {
+    st: AppState,
+    charge: Option<Charge>,
+    prompt: String,
+    client_wants_usage: bool,
+    reported: Option<Usage>,
+    text: String,
+    /// A usage chunk has gone to the client.
+    usage_sent: bool,
+}
+
+impl Tally {
+    /// A tally for one streamed request.
+    pub fn new(st: AppState, charge: Charge, prompt: String, client_wants_usage: bool) -> Tally {
+        Tally {
+            st,
+            charge: Some(charge),
+            prompt,
+            client_wants_usage,
+            reported: None,
+            text: String::new(),
+            usage_sent: false,
         }
-        match tokio::time::timeout(idle, events.next()).await {
-            Err(_) => Some((Ok::<_, std::io::Error>(error_frame("the upstream stalled")), (events, model, true))),
-            Ok(None) => None,
-            Ok(Some(Err(e))) => {
-                Some((Ok(error_frame(&format!("the upstream stream broke: {}", e.describe()))), (events, model, true)))
+    }
+
+    fn usage(&self) -> Usage {
+        self.reported.unwrap_or_else(|| Usage {
+            input: usage::count(&self.prompt),
+            output: usage::count(&self.text),
+            estimated: true,
+        })
+    }
+
+    fn settle(&mut self, status: u16) -> Option<(Usage, u64)> {
+        let charge = self.charge.take()?;
+        let used = self.usage();
+        Some((used, super::handlers::settle(&self.st, charge, used, status)))
+    }
+
+    /// Reads one event; `None` when it is not forwarded.
+    fn observe(&mut self, v: &mut Value) -> bool {
+        if let Some(u) = usage::reported(v) {
+            self.reported = Some(u);
+            if usage::is_usage_chunk(v) && !self.client_wants_usage {
+                return false;
             }
-            Ok(Some(Ok(data))) => {
-                if data.trim() == "[DONE]" {
-                    return Some((Ok(frame("[DONE]")), (events, model, true)));
+            let cost = self.charge.as_ref().map_or(0, |c| c.rate.cost_micros(u.input, u.output));
+            usage::set_cost(v, cost);
+            self.usage_sent = true;
+        } else {
+            usage::completion_text(v, &mut self.text);
+        }
+        true
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        // The client went away before the end: settle with what was streamed.
+        self.settle(499);
+    }
+}
+
+struct Relay {
+    events: EventStream,
+    model: String,
+    tally: Tally,
+    done: bool,
+}
+
+impl Relay {
+    /// The next frame to send, or `None` at the end.
+    async fn next(&mut self, idle: Duration) -> Option<bytes::Bytes> {
+        loop {
+            if self.done {
+                return None;
+            }
+            match tokio::time::timeout(idle, self.events.next()).await {
+                Err(_) => return Some(self.broken("the upstream stalled")),
+                Ok(None) => {
+                    self.done = true;
+                    self.tally.settle(200);
+                    return None;
                 }
-                let out = match serde_json::from_str::<serde_json::Value>(&data) {
-                    Ok(mut v) => {
-                        if let Some(obj) = v.as_object_mut() {
-                            if obj.contains_key("model") {
-                                obj.insert("model".into(), serde_json::Value::String(model.clone()));
-                            }
+                Ok(Some(Err(e))) => {
+                    return Some(self.broken(&format!("the upstream stream broke: {}", e.describe())));
+                }
+                Ok(Some(Ok(data))) => {
+                    if data.trim() == "[DONE]" {
+                        self.done = true;
+                        let wanted = self.tally.client_wants_usage && !self.tally.usage_sent;
+                        let settled = self.tally.settle(200);
+                        let mut out = Vec::new();
+                        if let (true, Some((u, cost))) = (wanted, settled) {
+                            // The upstream reported no usage: the counted one, as OpenAI shapes it.
+                            let chunk = serde_json::json!({"object": "chat.completion.chunk", "model": self.model,
+                                "choices": [], "usage": {"prompt_tokens": u.input, "completion_tokens": u.output,
+                                "total_tokens": u.input + u.output, "cost": usage::usd(cost)}});
+                            out.extend_from_slice(&frame(&chunk.to_string()));
                         }
-                        frame(&v.to_string())
+                        out.extend_from_slice(&frame("[DONE]"));
+                        return Some(bytes::Bytes::from(out));
                     }
-                    Err(_) => error_frame("the upstream sent an event that is not JSON"),
-                };
-                Some((Ok(out), (events, model, false)))
+                    let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+                        return Some(self.broken("the upstream sent an event that is not JSON"));
+                    };
+                    if !self.tally.observe(&mut v) {
+                        continue;
+                    }
+                    if let Some(obj) = v.as_object_mut() {
+                        if obj.contains_key("model") {
+                            obj.insert("model".into(), Value::String(self.model.clone()));
+                        }
+                    }
+                    return Some(frame(&v.to_string()));
+                }
             }
         }
+    }
+
+    fn broken(&mut self, message: &str) -> bytes::Bytes {
+        self.done = true;
+        self.tally.settle(502);
+        error_frame(message)
+    }
+}
+
+/// Relays `events` to the client as server-sent events.
+pub fn relay(events: EventStream, model: String, idle: Duration, tally: Tally) -> Response {
+    let relay = Relay { events, model, tally, done: false };
+    let out = futures_util::stream::unfold(relay, move |mut r| async move {
+        let frame = r.next(idle).await?;
+        Some((Ok::<_, std::io::Error>(frame), r))
     });
     (
         StatusCode::OK,

@@ -130,6 +130,12 @@ impl Provider {
         }
     }
 
+    /// Whether the provider reports a stream's usage when asked (`stream_options.include_usage`).
+    /// Every OpenAI-compatible API takes the field; those that ignore it get their tokens counted.
+    pub fn reports_stream_usage(&self) -> bool {
+        matches!(self, Provider::OpenAi(_) | Provider::Mock(_))
+    }
+
     /// Makes one call.
     pub async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
         match self {

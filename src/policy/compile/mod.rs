@@ -39,6 +39,8 @@ pub struct ProgramInfo {
     pub reads_tokens: bool,
     /// Some rule reads a request header (so the gateway copies them into the request's facts).
     pub reads_headers: bool,
+    /// The headers the rules read (lowercased), for the request log.
+    pub headers: Vec<String>,
     /// Some rule before the default always matches.
     pub has_catch_all: bool,
     /// Providers of the models the policy names.
@@ -88,7 +90,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    fn reset(&mut self, p: &Program) {
+    fn reset(&mut self, p: &Program, req: &RequestFacts) {
         self.kw.clear();
         self.kw.resize(p.ac_len * 3, false);
         self.hits.clear();
@@ -105,8 +107,9 @@ impl Scratch {
             }
         }
         self.re_done = [false; 3];
-        self.tokens = None;
-        self.chars = None;
+        // Counts replayed from a request log stand in for the text they were taken from.
+        self.tokens = req.known_tokens;
+        self.chars = req.known_chars;
     }
 }
 
@@ -155,7 +158,20 @@ pub fn compile(checked: Checked) -> Program {
             }
         });
     }
+    let headers = std::cell::RefCell::new(Vec::<String>::new());
+    for r in &checked.rules {
+        r.cond.reads_any(&|f| {
+            if let Fact::Header(h) = f {
+                let mut hs = headers.borrow_mut();
+                if !hs.contains(h) {
+                    hs.push(h.clone());
+                }
+            }
+            false
+        });
+    }
     let info = ProgramInfo {
+        headers: headers.into_inner(),
         rules: checked.rules.len(),
         keywords: b.keywords.len(),
         regexes: b.regexes.iter().map(Vec::len).sum(),
@@ -345,7 +361,7 @@ impl Program {
     /// Decides which rule routes a request. Allocation-free once `scratch` has been used with this
     /// program, unless a rule reads `prompt.tokens` (the tokenizer allocates).
     pub fn decide(&self, req: &RequestFacts, ctx: &Context<'_>, scratch: &mut Scratch) -> Decision {
-        scratch.reset(self);
+        scratch.reset(self, req);
         let rule = self.first_match(req, ctx, scratch);
         Decision { rule, tokens: scratch.tokens }
     }
@@ -464,7 +480,7 @@ impl Program {
     pub fn explain<'p>(&'p self, req: &RequestFacts, ctx: &Context<'_>) -> Trace<'p> {
         let mut scratch = Scratch::default();
         let mut d = self.decide(req, ctx, &mut scratch);
-        scratch.reset(self);
+        scratch.reset(self, req);
         let mut rules = Vec::new();
         let mut lets: Vec<LetTrace> = Vec::new();
         for (i, (c, r)) in self.conds.iter().zip(&self.checked.rules).enumerate() {

@@ -31,7 +31,7 @@ impl Naive {
 
     /// The index of the first rule whose condition holds (the default when none does).
     pub fn decide(&self, req: &RequestFacts, ctx: &Context<'_>) -> usize {
-        let mut st = State { tokens: None, chars: None };
+        let mut st = State { tokens: req.known_tokens, chars: req.known_chars };
         for (i, r) in self.checked.rules.iter().enumerate() {
             if self.eval(&r.cond, req, ctx, &mut st) {
                 return i;

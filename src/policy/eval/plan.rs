@@ -193,9 +193,11 @@ impl<'p> Planner<'p, '_, '_> {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(0),
             };
-            let bytes = self.req.prompt.len() as u64;
+            let bytes = (self.req.prompt.len() as u64).max(self.req.known_tokens.unwrap_or(0));
             if bytes + out > ctx {
-                let tokens = *self.tokens.get_or_insert_with(|| count_tokens(&self.req.prompt));
+                let tokens = *self
+                    .tokens
+                    .get_or_insert_with(|| self.req.known_tokens.unwrap_or_else(|| count_tokens(&self.req.prompt)));
                 if tokens + out > ctx {
                     return Some(format!("context of {ctx} tokens cannot hold {tokens} + {out}"));
                 }

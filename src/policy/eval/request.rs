@@ -37,6 +37,10 @@ pub struct RequestFacts {
     pub headers: Vec<(String, String)>,
     /// `metadata` entries (non-string values as JSON text).
     pub metadata: Vec<(String, String)>,
+    /// The prompt's token count when it is known without the text (a replayed request log).
+    pub known_tokens: Option<u64>,
+    /// The prompt's length in characters, likewise.
+    pub known_chars: Option<u64>,
 }
 
 /// Where the system text is.

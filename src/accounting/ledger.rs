@@ -1,0 +1,405 @@
+//! The spend ledger: one SQLite row per request, written by one thread off the request path.
+//! Requests hand their record to a channel and go on; the writer commits what has arrived every
+//! [`BATCH_WINDOW`] (or every [`BATCH_MAX`] records) in one transaction, and appends the request
+//! log's lines in the same pass. A failed commit keeps its batch and is retried; the failure is
+//! counted. Rows are keyed by request id and inserted with `OR IGNORE`, so a retried batch never
+//! counts a request twice. A graceful shutdown drains the channel before it returns, so a crash
+//! loses at most one batching window of records.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection};
+
+/// How long a record may wait before it is committed.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// The most records committed in one transaction.
+pub const BATCH_MAX: usize = 2_000;
+/// Records kept in memory while the disk keeps failing, before new ones are dropped (and counted).
+const PENDING_MAX: usize = 1_000_000;
+
+/// One request, as the ledger keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    /// The request id (`x-request-id`), unique.
+    pub id: String,
+    /// When the request ended, in Unix milliseconds.
+    pub ts_ms: i64,
+    /// The key's name (none for an open gateway).
+    pub key: Option<String>,
+    /// The rule that routed it.
+    pub rule: Option<String>,
+    /// The model that answered (or was last tried).
+    pub model: Option<String>,
+    /// Its provider.
+    pub provider: Option<String>,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in micro-USD.
+    pub cost_micros: u64,
+    /// The HTTP status the client got (499 when the client went away mid-stream).
+    pub status: u16,
+    /// Time from the request's arrival to its end.
+    pub latency_ms: u64,
+    /// Whether the tokens were counted here rather than reported by the provider.
+    pub estimated: bool,
+    /// The policy version.
+    pub policy: String,
+}
+
+/// Counters the writer keeps, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records committed.
+    pub written: AtomicU64,
+    /// Commits that failed (and were retried).
+    pub write_failures: AtomicU64,
+    /// Records dropped because the disk failed for too long.
+    pub dropped: AtomicU64,
+    /// Records waiting to be committed.
+    pub pending: AtomicU64,
+}
+
+enum Msg {
+    Record(Box<Record>, Option<String>),
+    SpendSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<u64> },
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The ledger's handle. Cloning shares the writer.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Msg>,
+    /// The writer's counters.
+    pub stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("stats", &self.stats).finish()
+    }
+}
+
+/// Where the ledger writes.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The SQLite file (`:memory:` keeps nothing across restarts).
+    pub sqlite: PathBuf,
+    /// The request log (JSONL), when enabled.
+    pub request_log: Option<PathBuf>,
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL lets `sqlite3` and backups read while the gateway writes; NORMAL syncs at checkpoints.
+    let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    conn.execute_batch(
+        "PRAGMA synchronous=NORMAL;
+         CREATE TABLE IF NOT EXISTS requests (
+             id TEXT PRIMARY KEY,
+             ts_ms INTEGER NOT NULL,
+             key TEXT,
+             rule TEXT,
+             model TEXT,
+             provider TEXT,
+             input_tokens INTEGER NOT NULL,
+             output_tokens INTEGER NOT NULL,
+             cost_micros INTEGER NOT NULL,
+             status INTEGER NOT NULL,
+             latency_ms INTEGER NOT NULL,
+             estimated INTEGER NOT NULL,
+             policy TEXT
+         );
+         CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key, ts_ms);",
+    )?;
+    Ok(conn)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO requests
+             (id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for r in batch {
+            stmt.execute(params![
+                r.id,
+                r.ts_ms,
+                r.key,
+                r.rule,
+                r.model,
+                r.provider,
+                to_i64(r.input_tokens),
+                to_i64(r.output_tokens),
+                to_i64(r.cost_micros),
+                r.status,
+                to_i64(r.latency_ms),
+                r.estimated,
+                r.policy,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+fn spend_since(conn: &Connection, key: &str, since_ms: i64) -> rusqlite::Result<u64> {
+    let sum: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(cost_micros), 0) FROM requests WHERE key = ?1 AND ts_ms >= ?2",
+        params![key, since_ms],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(sum).unwrap_or(0))
+}
+
+struct Writer {
+    conn: Connection,
+    log: Option<std::io::BufWriter<std::fs::File>>,
+    batch: Vec<Record>,
+    lines: Vec<String>,
+    first_at: Option<Instant>,
+    stats: Arc<Stats>,
+}
+
+impl Writer {
+    /// Commits the batch; on failure keeps it for the next try.
+    fn flush(&mut self) -> bool {
+        if !self.lines.is_empty() {
+            if let Some(log) = &mut self.log {
+                let mut ok = true;
+                for l in &self.lines {
+                    ok &= log.write_all(l.as_bytes()).and_then(|()| log.write_all(b"\n")).is_ok();
+                }
+                if !(ok && log.flush().is_ok()) {
+                    tracing::warn!("the request log could not be written");
+                }
+            }
+            self.lines.clear();
+        }
+        if self.batch.is_empty() {
+            self.first_at = None;
+            return true;
+        }
+        match commit(&mut self.conn, &self.batch) {
+            Ok(()) => {
+                let n = self.batch.len() as u64;
+                self.stats.written.fetch_add(n, Ordering::Relaxed);
+                self.stats.pending.fetch_sub(n, Ordering::Relaxed);
+                self.batch.clear();
+                self.first_at = None;
+                true
+            }
+            Err(e) => {
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, pending = self.batch.len(), "the ledger could not commit; retrying");
+                if self.batch.len() > PENDING_MAX {
+                    let excess = self.batch.len() - PENDING_MAX;
+                    self.batch.drain(..excess);
+                    self.stats.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+                    self.stats.pending.fetch_sub(excess as u64, Ordering::Relaxed);
+                }
+                false
+            }
+        }
+    }
+
+    /// Flushes until it succeeds (used before reads and at shutdown), giving up after `patience`.
+    fn flush_hard(&mut self, patience: Duration) {
+        let until = Instant::now() + patience;
+        let mut wait = Duration::from_millis(20);
+        while !self.flush() && Instant::now() < until {
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    fn run(mut self, rx: &mpsc::Receiver<Msg>) {
+        let mut retry_wait = BATCH_WINDOW;
+        loop {
+            let timeout = match self.first_at {
+                Some(t) => retry_wait.saturating_sub(t.elapsed()),
+                None => Duration::from_secs(3600),
+            };
+            match rx.recv_timeout(timeout) {
+                Ok(Msg::Record(r, line)) => {
+                    self.first_at.get_or_insert_with(Instant::now);
+                    self.batch.push(*r);
+                    if let Some(l) = line {
+                        self.lines.push(l);
+                    }
+                    if self.batch.len() >= BATCH_MAX {
+                        self.flush();
+                    }
+                }
+                Ok(Msg::SpendSince { key, since_ms, reply }) => {
+                    self.flush_hard(Duration::from_secs(5));
+                    let spent = spend_since(&self.conn, &key, since_ms).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "the ledger could not be read");
+                        0
+                    });
+                    let _ = reply.send(spent);
+                }
+                Ok(Msg::Flush(reply)) => {
+                    self.flush_hard(Duration::from_secs(5));
+                    let _ = reply.send(());
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.flush() {
+                        retry_wait = BATCH_WINDOW;
+                    } else {
+                        // Back off, and count the wait from now.
+                        retry_wait = (retry_wait * 2).min(Duration::from_secs(5));
+                        self.first_at = Some(Instant::now());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.flush_hard(Duration::from_secs(10));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger and starts its writer.
+    pub fn open(target: &Target) -> Result<Ledger, String> {
+        let conn =
+            open(&target.sqlite).map_err(|e| format!("cannot open the ledger {}: {e}", target.sqlite.display()))?;
+        let log = match &target.request_log {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| format!("cannot open the request log {}: {e}", p.display()))?,
+            )),
+            None => None,
+        };
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer { conn, log, batch: Vec::new(), lines: Vec::new(), first_at: None, stats: stats.clone() };
+        std::thread::Builder::new()
+            .name("yardmaster-ledger".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(|e| format!("cannot start the ledger writer: {e}"))?;
+        Ok(Ledger { tx, stats })
+    }
+
+    /// Hands a record (and its request-log line) to the writer. Never waits on the disk.
+    pub fn record(&self, record: Record, log_line: Option<String>) {
+        self.stats.pending.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Msg::Record(Box::new(record), log_line)).is_err() {
+            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The key's spend since `since_ms`, after everything handed over so far is committed.
+    pub async fn spend_since(&self, key: &str, since_ms: i64) -> u64 {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::SpendSince { key: key.to_string(), since_ms, reply }).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    /// Waits until everything handed over so far is committed.
+    pub async fn flush(&self) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::Flush(reply)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Drains the writer (graceful shutdown): returns once every record handed over is committed.
+    /// The writer thread itself ends, after a last commit, when the last handle is dropped.
+    pub async fn close(&self) {
+        self.flush().await;
+    }
+}
+
+/// Reads every row (for tests and tools).
+pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Record>> {
+    let conn = Connection::open(path)?;
+    let mut stmt = conn.prepare(
+        "SELECT id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy
+         FROM requests ORDER BY ts_ms, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let u = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+        Ok(Record {
+            id: r.get(0)?,
+            ts_ms: r.get(1)?,
+            key: r.get(2)?,
+            rule: r.get(3)?,
+            model: r.get(4)?,
+            provider: r.get(5)?,
+            input_tokens: u(6)?,
+            output_tokens: u(7)?,
+            cost_micros: u(8)?,
+            status: r.get(9)?,
+            latency_ms: u(10)?,
+            estimated: r.get(11)?,
+            policy: r.get(12)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, key: &str, cost: u64) -> Record {
+        Record {
+            id: id.into(),
+            ts_ms: chrono::Utc::now().timestamp_millis(),
+            key: Some(key.into()),
+            rule: Some("r".into()),
+            model: Some("m".into()),
+            provider: Some("p".into()),
+            input_tokens: 1,
+            output_tokens: 2,
+            cost_micros: cost,
+            status: 200,
+            latency_ms: 3,
+            estimated: false,
+            policy: "v".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_reopen_and_are_never_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target { sqlite: dir.path().join("l.db"), request_log: Some(dir.path().join("r.jsonl")) };
+        let l = Ledger::open(&target).unwrap();
+        for i in 0..250 {
+            l.record(rec(&format!("id{i}"), "a", 10), Some(format!("{{\"i\":{i}}}")));
+        }
+        // The same request handed over twice (a retried batch) is one row.
+        l.record(rec("id0", "a", 10), None);
+        assert_eq!(l.spend_since("a", 0).await, 2_500);
+        l.close().await;
+        drop(l);
+        let l = Ledger::open(&target).unwrap();
+        assert_eq!(l.spend_since("a", 0).await, 2_500);
+        assert_eq!(l.spend_since("b", 0).await, 0);
+        assert_eq!(l.spend_since("a", i64::MAX).await, 0);
+        l.close().await;
+        assert_eq!(read_all(&target.sqlite).unwrap().len(), 250);
+        let log = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
+        assert_eq!(log.lines().count(), 250);
+    }
+}
