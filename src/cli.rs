@@ -45,7 +45,6 @@ pub enum Format {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     /// Check policy files and report diagnostics.
     Lint {
@@ -134,6 +133,24 @@ pub enum Command {
         #[arg(long)]
         coverage: bool,
     },
+    /// Replay a request log through a policy (and a baseline) and compare the routing and cost.
+    Simulate {
+        /// The request log (JSONL, as `log: { requests: FILE }` writes it).
+        #[arg(long)]
+        traffic: PathBuf,
+        /// The policy to try.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The policy to compare with (default: only what the log recorded).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// The deployment config whose catalog prices the models.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
 }
 
 /// Runs a parsed command line.
@@ -162,7 +179,72 @@ pub fn run(cli: Cli) -> Exit {
         }
         Command::Test { dir, config, coverage } => test(dir.as_deref(), config.as_deref(), coverage),
         Command::Serve { config, listen, log_format } => serve(&config, listen, log_format),
+        Command::Simulate { traffic, policy, baseline, config, format } => {
+            simulate(&traffic, &policy, baseline.as_deref(), config.as_deref(), format)
+        }
     }
+}
+
+fn simulate(traffic: &Path, policy: &Path, baseline: Option<&Path>, config: Option<&Path>, format: Format) -> Exit {
+    let loaded = match load_config(config) {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    let catalog = loaded.as_ref().map(Loaded::catalog);
+    let new = match build(policy, catalog.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let old = match baseline.map(|b| build(b, catalog.as_ref())).transpose() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let file = match std::fs::File::open(traffic) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", traffic.display());
+            return Exit::CannotRun;
+        }
+    };
+    let size = file.metadata().map_or(0, |m| m.len());
+    // A progress bar on long logs (drawn on stderr, and only when it is a terminal).
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:10} {bar:40} {percent:>3}% {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if size < 4 * 1024 * 1024 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_message("reading");
+    let read = crate::simulate::read(std::io::BufReader::new(file), |b| bar.set_position(b));
+    let t = match read {
+        Ok(t) => t,
+        Err(e) => {
+            bar.finish_and_clear();
+            eprintln!("error: cannot read {}: {e}", traffic.display());
+            return Exit::CannotRun;
+        }
+    };
+    let n = t.entries.len() as u64;
+    let mut columns = vec![crate::simulate::recorded(&t.entries)];
+    let runs: Vec<(&Path, &Program)> = baseline.zip(old.as_ref()).into_iter().chain([(policy, &new)]).collect();
+    for (path, program) in runs {
+        bar.set_length(n);
+        bar.set_position(0);
+        bar.set_message(path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned()));
+        let label = path.display().to_string();
+        columns.push(crate::simulate::replay(&label, program, &t.entries, || bar.inc(1)));
+    }
+    bar.finish_and_clear();
+    match format {
+        Format::Json => {
+            let out = serde_json::json!({"columns": columns, "skipped_lines": t.skipped});
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        Format::Human => print!("{}", crate::simulate::render(&columns, t.skipped.len())),
+    }
+    Exit::Ok
 }
 
 fn serve(config: &Path, listen: Option<String>, log_format: Format) -> Exit {

@@ -16,3 +16,4 @@ pub mod dispatch;
 pub mod gateway;
 pub mod providers;
 pub mod reload;
+pub mod simulate;

@@ -80,9 +80,12 @@ pub struct Facts {
     pub hour: u8,
     /// UTC weekday, 0 = Monday.
     pub weekday: u8,
-    /// The headers the policy read.
+    /// The headers the policy read, those the request had.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The names of the headers the policy read (a name here that is not in `headers` was absent).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers_read: Vec<String>,
     /// `metadata`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -118,6 +121,7 @@ impl Facts {
                 .filter(|(k, _)| k != "authorization" && headers.contains(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            headers_read: headers.iter().filter(|h| *h != "authorization").cloned().collect(),
             metadata: req.metadata.iter().cloned().collect(),
             prompt: prompts.then(|| req.prompt.clone()),
             prompt_last: prompts.then(|| req.prompt_last().to_string()),

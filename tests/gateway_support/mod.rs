@@ -73,6 +73,7 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
         up.auth.lock().unwrap().push(a.to_string());
     }
     let stream = v["stream"].as_bool().unwrap_or(false);
+    let include_usage = v["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let err = |status: StatusCode, msg: &str| {
         (
             status,
@@ -125,7 +126,15 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
                     match (i == count, end) {
                         (true, "done") => {
                             guard.1 = true;
-                            Some((Ok(bytes::Bytes::from("data: [DONE]\n\n")), (i + 1, guard)))
+                            // Usage when asked for (as OpenAI does), except from `stream-nousage`.
+                            let mut end = String::new();
+                            if include_usage && model != "stream-nousage" {
+                                let u = json!({"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                                    "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": count, "total_tokens": 3 + count}});
+                                end.push_str(&format!("data: {u}\n\n"));
+                            }
+                            end.push_str("data: [DONE]\n\n");
+                            Some((Ok(bytes::Bytes::from(end)), (i + 1, guard)))
                         }
                         (true, "break") => {
                             guard.1 = true;
@@ -296,22 +305,31 @@ pub async fn gateway(primary: &str, watch: bool) -> Gateway {
 }
 
 pub async fn gateway_with(primary: &str, watch: bool, policy: &str) -> Gateway {
+    gateway_custom(policy, watch, |addr| config(addr, primary)).await
+}
+
+/// A gateway whose config text is built from the fake upstream's address.
+pub async fn gateway_custom(policy: &str, watch: bool, config: impl FnOnce(SocketAddr) -> String) -> Gateway {
     // SAFETY of the environment: every test that starts a gateway sets the same value.
     std::env::set_var("YM_TEST_UPSTREAM_KEY", "sk-upstream-SECRET-7f3a");
     let (addr, up) = upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("yardmaster.yaml"), config(addr, primary)).unwrap();
+    std::fs::write(dir.path().join("yardmaster.yaml"), config(addr)).unwrap();
     std::fs::write(dir.path().join("main.route"), policy).unwrap();
+    let running = start_in(dir.path(), watch).await;
+    let url = format!("http://{}", running.addr);
+    Gateway { dir, running, url, up, http: reqwest::Client::new() }
+}
+
+/// Starts (or restarts) a gateway on the config in `dir`.
+pub async fn start_in(dir: &std::path::Path, watch: bool) -> yardmaster::gateway::Running {
     let timeouts = yardmaster::gateway::Timeouts {
         header_read: Duration::from_millis(500),
         body_read: Duration::from_millis(500),
         stream_idle: Duration::from_millis(500),
         breaker_cooldown: Duration::from_millis(300),
     };
-    let running =
-        yardmaster::gateway::start(&dir.path().join("yardmaster.yaml"), "127.0.0.1:0", timeouts, watch).await.unwrap();
-    let url = format!("http://{}", running.addr);
-    Gateway { dir, running, url, up, http: reqwest::Client::new() }
+    yardmaster::gateway::start(&dir.join("yardmaster.yaml"), "127.0.0.1:0", timeouts, watch).await.unwrap()
 }
 
 impl Gateway {

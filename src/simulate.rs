@@ -1,0 +1,191 @@
+//! `yardmaster simulate`: replays a request log through one or two policies and tallies, side by
+//! side with what was recorded, the requests per rule and per model and the estimated cost.
+//!
+//! Each request is evaluated from the facts its log line kept (see `accounting::requestlog`).
+//! Every model is taken as healthy and without latency samples. The estimated cost prices the
+//! tokens the request really used at the rates of the model the policy would pick first. A
+//! request is *not evaluable* under a policy when a rule that had to be evaluated to reach its
+//! decision (the matched rule and every rule before it) reads prompt text that the log does not
+//! keep, or a header that was not recorded; such requests are counted apart, never guessed.
+
+use std::io::BufRead;
+
+use indexmap::IndexMap;
+
+use crate::accounting::requestlog::Entry;
+use crate::accounting::usage::{self, Rate};
+use crate::policy::check::ir::Fact;
+use crate::policy::compile::Scratch;
+use crate::policy::eval::{Budget, Context, StaticHealth};
+use crate::policy::Program;
+
+/// One column of the report.
+#[derive(Clone, Debug, Default, serde::Serialize, PartialEq)]
+pub struct Column {
+    /// `recorded`, or the policy's file.
+    pub label: String,
+    /// Requests tallied.
+    pub requests: u64,
+    /// Requests that could not be evaluated (not in the counts below).
+    pub not_evaluable: u64,
+    /// Requests per rule.
+    pub rules: IndexMap<String, u64>,
+    /// Requests per model (first target taken; `deny NNN` for refusals).
+    pub models: IndexMap<String, u64>,
+    /// Estimated cost, micro-USD.
+    pub cost_micros: u64,
+}
+
+impl Column {
+    fn count(&mut self, rule: &str, model: &str, cost: u64) {
+        *self.rules.entry(rule.to_string()).or_default() += 1;
+        *self.models.entry(model.to_string()).or_default() += 1;
+        self.cost_micros += cost;
+    }
+}
+
+/// A log, read.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// The requests.
+    pub entries: Vec<Entry>,
+    /// Lines that are not log entries (a line cut short by a crash, say), by line number.
+    pub skipped: Vec<usize>,
+}
+
+/// Reads a JSONL request log, calling `progress` with the bytes read so far.
+pub fn read(reader: impl BufRead, mut progress: impl FnMut(u64)) -> std::io::Result<Traffic> {
+    let mut t = Traffic::default();
+    let mut bytes = 0u64;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line?;
+        bytes += line.len() as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Entry>(&line) {
+            Ok(e) => t.entries.push(e),
+            Err(_) => t.skipped.push(i + 1),
+        }
+        if i % 1024 == 0 {
+            progress(bytes);
+        }
+    }
+    progress(bytes);
+    Ok(t)
+}
+
+/// What was recorded: the rules, models and costs in the log itself.
+pub fn recorded(entries: &[Entry]) -> Column {
+    let mut c = Column { label: "recorded".into(), ..Column::default() };
+    for e in entries {
+        c.requests += 1;
+        let model = e.model.clone().unwrap_or_else(|| format!("({})", e.status));
+        c.count(e.rule.as_deref().unwrap_or("(none)"), &model, usage::micros(e.cost_usd));
+    }
+    c
+}
+
+/// Replays `entries` through `program`, calling `progress` after each request.
+pub fn replay(label: &str, program: &Program, entries: &[Entry], mut progress: impl FnMut()) -> Column {
+    let mut c = Column { label: label.to_string(), ..Column::default() };
+    let health = StaticHealth::default();
+    let mut scratch = Scratch::default();
+    let catalog = program.catalog();
+    for e in entries {
+        c.requests += 1;
+        progress();
+        let f = &e.facts;
+        let req = f.to_request();
+        let ctx = Context {
+            tier: f.tier.as_deref(),
+            key_name: e.key.as_deref(),
+            budget: Budget::from_limit(f.budget_usd, f.budget_spent_usd),
+            health: &health,
+            hour: f.hour,
+            weekday: f.weekday,
+        };
+        let (decision, plan) = program.route(&req, &ctx, &mut scratch);
+        let unknown = |fact: &Fact| match fact {
+            Fact::Prompt | Fact::PromptLast | Fact::PromptSystem => !f.has_text(),
+            Fact::Header(h) => !f.headers_read.contains(h),
+            _ => false,
+        };
+        let blind = program.checked.rules.iter().take(decision.rule + 1).any(|r| r.cond.reads_any(&unknown));
+        if blind {
+            c.not_evaluable += 1;
+            continue;
+        }
+        let rule = program.rule(decision.rule).map_or("(none)", |r| r.name.as_str());
+        let (model, cost) = match plan.iter().find(|s| s.taken) {
+            Some(s) if s.deny.is_some() => (format!("deny {}", s.deny.map_or(403, |(st, _)| st)), 0),
+            Some(s) => match s.model.and_then(|m| catalog.get(m)) {
+                Some(m) => (m.name.clone(), Rate::of(m.price).cost_micros(e.tokens_in, e.tokens_out)),
+                None => (s.name.to_string(), 0),
+            },
+            None => ("(no target)".to_string(), 0),
+        };
+        c.count(rule, &model, cost);
+    }
+    c
+}
+
+/// The side-by-side report.
+pub fn render(columns: &[Column], skipped: usize) -> String {
+    use std::fmt::Write as _;
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let cell = |n: u64| n.to_string();
+    rows.push(("requests".into(), columns.iter().map(|c| cell(c.requests)).collect()));
+    rows.push(("not evaluable".into(), columns.iter().map(|c| cell(c.not_evaluable)).collect()));
+    let mut section = |title: &str, pick: &dyn Fn(&Column) -> &IndexMap<String, u64>| {
+        rows.push((title.to_string(), vec![String::new(); columns.len()]));
+        let mut names: Vec<&String> = Vec::new();
+        for c in columns {
+            for n in pick(c).keys() {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        for n in names {
+            rows.push((format!("  {n}"), columns.iter().map(|c| cell(pick(c).get(n).copied().unwrap_or(0))).collect()));
+        }
+    };
+    section("by rule", &|c| &c.rules);
+    section("by model", &|c| &c.models);
+    rows.push((
+        "estimated cost (USD)".into(),
+        columns.iter().map(|c| format!("{:.6}", usage::usd(c.cost_micros))).collect(),
+    ));
+    let first = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0).max(8);
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter().map(|(_, v)| v.get(i).map_or(0, String::len)).max().unwrap_or(0).max(c.label.chars().count())
+        })
+        .collect();
+    let mut out = String::new();
+    let _ = write!(out, "{:first$}", "");
+    for (c, w) in columns.iter().zip(&widths) {
+        let _ = write!(out, "  {:>w$}", c.label);
+    }
+    out.push('\n');
+    for (label, vals) in &rows {
+        let _ = write!(out, "{label:first$}");
+        for (v, w) in vals.iter().zip(&widths) {
+            let _ = write!(out, "  {v:>w$}");
+        }
+        out.push('\n');
+    }
+    if columns.iter().any(|c| c.not_evaluable > 0) {
+        out.push_str(
+            "\n`not evaluable`: a rule the decision depends on reads prompt text or a header that the log did not keep \
+             (set `log: { prompts: true }` to keep prompt text).\n",
+        );
+    }
+    if skipped > 0 {
+        let _ = writeln!(out, "\n{skipped} line(s) of the log are not request entries and were skipped.");
+    }
+    out
+}

@@ -1,0 +1,323 @@
+//! Accounting against a real gateway and a fake upstream on 127.0.0.1: cost arithmetic for
+//! plain and streamed replies (reported and counted usage), the ledger's rows, budgets under
+//! concurrency with 402 and a restart, rate limits (rpm and tpm) with 429 and recovery, and the
+//! request log replayed by `simulate`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+mod gateway_support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gateway_support::{gateway_custom, header, msg, sha, start_in};
+use serde_json::{json, Value};
+use yardmaster::accounting::ledger;
+
+const POLICY: &str = r#"
+rule "out of money" {
+  when header("x-test") == "broke" and budget.remaining < 10%
+  then free-model
+}
+
+rule "streams" {
+  when request.stream and header("x-test") == "nousage"
+  then nousage
+}
+
+rule "slow streams" {
+  when request.stream and header("x-test") == "slow"
+  then slow-stream
+}
+
+rule "code" {
+  when prompt contains "fn main"
+  then code-model
+}
+
+default {
+  then ok-model
+}
+"#;
+
+fn config(addr: SocketAddr) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+policy: main.route
+providers:
+  up: {{ kind: openai, base_url: "http://{addr}/v1" }}
+models:
+  ok-model:    {{ provider: up, id: ok, price: {{ input: 1, output: 2 }}, context: 100000 }}
+  code-model:  {{ provider: up, id: code, price: {{ input: 3, output: 15 }}, context: 100000 }}
+  nousage:     {{ provider: up, id: stream-nousage, price: {{ input: 1, output: 2 }}, context: 100000 }}
+  slow-stream: {{ provider: up, id: stream-slow, price: {{ input: 1, output: 2 }}, context: 100000 }}
+  free-model:  {{ provider: up, id: free, context: 100000 }}
+keys:
+  - {{ name: open-ended, key_sha256: {plain} }}
+  - {{ name: capped, key_sha256: {capped}, budget: {{ usd: 0.0005, per: day }} }}
+  - {{ name: limited, key_sha256: {limited}, limits: {{ rpm: 60 }} }}
+  - {{ name: tokens, key_sha256: {tokens}, limits: {{ tpm: 1000 }} }}
+log: {{ requests: requests.jsonl, prompts: true }}
+"#,
+        plain = sha("sk-plain"),
+        capped = sha("sk-capped"),
+        limited = sha("sk-limited"),
+        tokens = sha("sk-tokens"),
+    )
+}
+
+async fn rows(g: &gateway_support::Gateway) -> Vec<ledger::Record> {
+    if let Some(l) = &g.running.state.accounting.ledger {
+        l.flush().await;
+    }
+    ledger::read_all(&g.dir.path().join("yardmaster.db")).unwrap()
+}
+
+fn row<'r>(rows: &'r [ledger::Record], id: &str) -> &'r ledger::Record {
+    rows.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("no ledger row for {id}"))
+}
+
+async fn sse(r: reqwest::Response) -> Vec<String> {
+    let mut body = r.bytes_stream();
+    let mut text = String::new();
+    while let Some(b) = body.next().await {
+        text.push_str(std::str::from_utf8(&b.unwrap()).unwrap());
+    }
+    text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn cost_is_tokens_times_prices_for_plain_and_streamed_replies() {
+    let g = gateway_custom(POLICY, false, config).await;
+    // The fake upstream reports 3 tokens in and 4 out: 3 × $1 + 4 × $2 per million = 11 micro-USD.
+    let r = g.chat(msg("hello"), "sk-plain", None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-yardmaster-cost-usd"), "0.000011");
+    let id = header(&r, "x-request-id");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 3);
+    assert_eq!(v["usage"]["cost"], json!(0.000011));
+    // code-model: $3 / $15: 3 × 3 + 4 × 15 = 69 micro-USD.
+    let r = g.chat(msg("fn main() {}"), "sk-plain", None).await;
+    assert_eq!(header(&r, "x-yardmaster-cost-usd"), "0.000069");
+    let code_id = header(&r, "x-request-id");
+
+    // A stream whose client asked for usage: the upstream's usage chunk (3 in, 5 out) comes
+    // through with its cost, 3 + 10 = 13 micro-USD.
+    let mut body = msg("hello");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = g.chat(body.clone(), "sk-plain", None).await;
+    let asked_id = header(&r, "x-request-id");
+    let events = sse(r).await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 5);
+    assert_eq!(usage["usage"]["cost"], json!(0.000013));
+    assert_eq!(usage["model"], "ok-model");
+
+    // The client did not ask: the gateway still asked upstream, and drops the usage chunk.
+    body.as_object_mut().unwrap().remove("stream_options");
+    let r = g.chat(body.clone(), "sk-plain", None).await;
+    let unasked_id = header(&r, "x-request-id");
+    let events = sse(r).await;
+    assert!(events.iter().all(|e| !e.contains("\"usage\"")), "{events:?}");
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    assert!(g
+        .up
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|b| b["stream"] == true)
+        .all(|b| b["stream_options"]["include_usage"] == true));
+
+    // An upstream that ignores `include_usage`: the tokens are counted (o200k) and marked so.
+    let mut asked = body.clone();
+    asked["stream_options"] = json!({"include_usage": true});
+    let r = g.chat(asked, "sk-plain", Some("nousage")).await;
+    let counted_id = header(&r, "x-request-id");
+    let events = sse(r).await;
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    let text: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    let (input, output) = (yardmaster::accounting::usage::count("hello"), yardmaster::accounting::usage::count(&text));
+    assert_eq!(usage["usage"]["prompt_tokens"], input);
+    assert_eq!(usage["usage"]["completion_tokens"], output);
+    assert_eq!(usage["usage"]["cost"], json!(yardmaster::accounting::usage::usd(input + 2 * output)));
+
+    let rows = rows(&g).await;
+    assert_eq!((row(&rows, &id).input_tokens, row(&rows, &id).output_tokens, row(&rows, &id).cost_micros), (3, 4, 11));
+    assert_eq!(row(&rows, &id).key.as_deref(), Some("open-ended"));
+    assert_eq!(row(&rows, &id).rule.as_deref(), Some("default"));
+    assert_eq!(row(&rows, &code_id).cost_micros, 69);
+    assert_eq!(row(&rows, &asked_id).cost_micros, 13);
+    assert_eq!(row(&rows, &unasked_id).cost_micros, 13);
+    assert!(row(&rows, &counted_id).estimated);
+    assert_eq!(row(&rows, &counted_id).cost_micros, input + 2 * output);
+    g.running.shutdown().await;
+}
+
+async fn key_info(g: &gateway_support::Gateway, key: &str) -> Value {
+    g.http.get(format!("{}/v1/key", g.url)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_budget_is_never_overspent_under_concurrency_and_survives_a_restart() {
+    let mut g = gateway_custom(POLICY, false, config).await;
+    // $0.0005 = 500 micro-USD. Each request reserves its worst case (5 prompt bytes × $1 + 10
+    // max_tokens × $2 = 25) and really costs 11.
+    let mut body = msg("hello");
+    body["max_tokens"] = json!(10);
+    // 16 clients at once, each sending until it is refused; then one more, alone, until refused
+    // (a refusal under concurrency can be another request's reservation in flight).
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers = (0..16).map(|_| {
+        let (http, url, body, statuses) = (g.http.clone(), g.url.clone(), body.clone(), statuses.clone());
+        async move {
+            for _ in 0..100 {
+                let r = http
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth("sk-capped")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                if status == 402 {
+                    assert_eq!(header(&r, "x-should-retry"), "false");
+                    let v: Value = r.json().await.unwrap();
+                    assert_eq!(v["error"]["code"], "budget_exceeded");
+                    assert_eq!(v["error"]["type"], "insufficient_quota");
+                }
+                statuses.lock().unwrap().push(status);
+                if status != 200 {
+                    break;
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(workers).await;
+    for _ in 0..100 {
+        let status = g.chat(body.clone(), "sk-capped", None).await.status().as_u16();
+        statuses.lock().unwrap().push(status);
+        if status != 200 {
+            break;
+        }
+    }
+    let statuses = statuses.lock().unwrap().clone();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
+    let ok = statuses.iter().filter(|s| **s == 200).count() as u64;
+    let refused = statuses.len() as u64 - ok;
+    let spent = ok * 11;
+    assert!(spent <= 500, "spent {spent} micro-USD of a 500 budget");
+    assert!(spent + 25 > 500, "stopped early: {spent} spent, yet a 25 reservation still fits");
+    let info = key_info(&g, "sk-capped").await;
+    assert_eq!(info["spend_usd"], json!(yardmaster::accounting::usage::usd(spent)));
+    assert_eq!(info["budget"]["per"], "day");
+    assert_eq!(info["reserved_usd"], json!(0.0));
+    // Spent: 402, unless a rule routes it elsewhere (a free model here).
+    assert_eq!(g.chat(body.clone(), "sk-capped", None).await.status(), 402);
+    let r = g.chat(body.clone(), "sk-capped", Some("broke")).await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-yardmaster-model")), (200, "free-model".to_string()));
+    let before: u64 = rows(&g).await.iter().filter(|r| r.key.as_deref() == Some("capped")).map(|r| r.cost_micros).sum();
+    assert_eq!(before, spent);
+
+    // A graceful restart loses nothing and counts nothing twice.
+    g.running.shutdown().await;
+    g.running = start_in(g.dir.path(), false).await;
+    g.url = format!("http://{}", g.running.addr);
+    let info = key_info(&g, "sk-capped").await;
+    assert_eq!(info["spend_usd"], json!(yardmaster::accounting::usage::usd(spent)));
+    assert_eq!(g.chat(body.clone(), "sk-capped", None).await.status(), 402);
+    let all = rows(&g).await;
+    let capped: Vec<_> = all.iter().filter(|r| r.key.as_deref() == Some("capped")).collect();
+    assert_eq!(capped.iter().filter(|r| r.status == 200).count() as u64, ok + 1);
+    assert_eq!(capped.iter().filter(|r| r.status == 402).count() as u64, refused + 2);
+    let ids: std::collections::HashSet<_> = all.iter().map(|r| &r.id).collect();
+    assert_eq!(ids.len(), all.len());
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_and_recover() {
+    let g = gateway_custom(POLICY, false, config).await;
+    // rpm 60: a burst of 60, then one a second.
+    for i in 0..60 {
+        let r = g.chat(msg("hi"), "sk-limited", None).await;
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    let r = g.chat(msg("hi"), "sk-limited", None).await;
+    assert_eq!(r.status(), 429);
+    let wait: u64 = header(&r, "retry-after").parse().unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    assert_eq!(header(&r, "x-should-retry"), "true");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["error"]["type"].as_str(), v["error"]["code"].as_str()),
+        (Some("rate_limit_error"), Some("rate_limit_exceeded"))
+    );
+    // Other keys are not affected.
+    assert_eq!(g.chat(msg("hi"), "sk-plain", None).await.status(), 200);
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    assert_eq!(g.chat(msg("hi"), "sk-limited", None).await.status(), 200);
+
+    // tpm 1000: a slow stream holds a 905-token reservation (5 bytes + 900 max_tokens) while it
+    // runs, so a second one is refused; once it settles with its real usage, tokens come back.
+    let mut body = msg("hello");
+    body["stream"] = json!(true);
+    body["max_tokens"] = json!(900);
+    let first = g.chat(body.clone(), "sk-tokens", Some("slow")).await;
+    assert_eq!(first.status(), 200);
+    let second = g.chat(body.clone(), "sk-tokens", Some("slow")).await;
+    assert_eq!(second.status(), 429);
+    assert!(header(&second, "retry-after").parse::<u64>().unwrap() >= 1);
+    let events = sse(first).await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let third = g.chat(body.clone(), "sk-tokens", Some("slow")).await;
+    assert_eq!(third.status(), 200);
+    drop(third);
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_request_log_replays_through_simulate() {
+    let g = gateway_custom(POLICY, false, config).await;
+    for text in ["hello", "fn main() {}", "fn main() { x }", "plain words"] {
+        assert_eq!(g.chat(msg(text), "sk-plain", None).await.status(), 200);
+    }
+    let mut broke = msg("x");
+    broke["max_tokens"] = json!(10);
+    assert_eq!(g.chat(broke, "sk-plain", Some("broke")).await.status(), 200);
+    let dir = g.dir.path().to_path_buf();
+    g.running.shutdown().await;
+    let text = std::fs::read_to_string(dir.join("requests.jsonl")).unwrap();
+    let traffic = yardmaster::simulate::read(text.as_bytes(), |_| {}).unwrap();
+    assert_eq!(traffic.entries.len(), 5);
+    assert!(traffic.skipped.is_empty());
+    let e = &traffic.entries[1];
+    assert_eq!((e.rule.as_deref(), e.model.as_deref(), e.status), (Some("code"), Some("code-model"), 200));
+    assert_eq!(e.facts.prompt.as_deref(), Some("fn main() {}"));
+    assert_eq!(e.facts.headers_read, vec!["x-test".to_string()]);
+    assert!((e.cost_usd - 0.000069).abs() < 1e-12);
+    assert!(!text.contains("sk-plain"), "a gateway key reached the request log");
+
+    // Replaying the policy that routed them gives back what was recorded.
+    let loaded = yardmaster::config::load(&dir.join("yardmaster.yaml")).unwrap();
+    let catalog = loaded.catalog();
+    let (program, _, _) = yardmaster::policy::build(&dir.join("main.route"), Some(&catalog));
+    let program = program.unwrap();
+    let recorded = yardmaster::simulate::recorded(&traffic.entries);
+    let replayed = yardmaster::simulate::replay("same", &program, &traffic.entries, || {});
+    assert_eq!(replayed.rules, recorded.rules);
+    assert_eq!(replayed.models, recorded.models);
+    assert_eq!(replayed.cost_micros, recorded.cost_micros);
+    assert_eq!(recorded.rules.get("code"), Some(&2));
+    assert_eq!(recorded.rules.get("out of money"), None, "`plain` has no budget, so `budget.remaining` is none");
+}
