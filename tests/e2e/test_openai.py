@@ -12,6 +12,8 @@ from pathlib import Path
 
 import openai
 import pytest
+import sqlite3
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = ROOT / "target" / "debug" / "yardmaster"
@@ -75,7 +77,7 @@ def gateway():
     else:
         proc.kill()
         raise RuntimeError("the gateway did not start:\n" + Path(d, "serve.log").read_text())
-    yield url, Path(d, "serve.log")
+    yield url, Path(d, "serve.log"), Path(d)
     proc.terminate()
     proc.wait(timeout=35)
 
@@ -85,7 +87,7 @@ def client(url, key=KEY):
 
 
 def test_plain_completion(gateway):
-    url, _ = gateway
+    url = gateway[0]
     r = client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}])
     assert r.model == "gpt-4o-mini"
     assert r.choices[0].message.content.startswith("This is a mock reply")
@@ -93,7 +95,7 @@ def test_plain_completion(gateway):
 
 
 def test_streamed_chunks_arrive_one_by_one(gateway):
-    url, _ = gateway
+    url = gateway[0]
     stream = client(url).chat.completions.create(
         model="streamer", messages=[{"role": "user", "content": "stream please"}], stream=True
     )
@@ -113,7 +115,7 @@ def test_streamed_chunks_arrive_one_by_one(gateway):
 
 
 def test_errors_are_the_sdks_own_exceptions(gateway):
-    url, _ = gateway
+    url = gateway[0]
     with pytest.raises(openai.PermissionDeniedError) as e:
         client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "my password is x"}])
     assert e.value.status_code == 403
@@ -127,13 +129,13 @@ def test_errors_are_the_sdks_own_exceptions(gateway):
 
 
 def test_models_lists_auto_and_the_catalog(gateway):
-    url, _ = gateway
+    url = gateway[0]
     ids = [m.id for m in client(url).models.list()]
     assert ids[0] == "auto" and "gpt-4o-mini" in ids
 
 
 def test_no_key_or_prompt_in_the_log(gateway):
-    url, log = gateway
+    url, log = gateway[0], gateway[1]
     client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "tell me a SECRET-PROMPT-42"}])
     time.sleep(0.2)
     text = log.read_text()
@@ -170,3 +172,79 @@ def test_sigterm_drains_requests_in_flight():
     assert proc.wait(timeout=35) == 0
     with pytest.raises(openai.APIConnectionError):
         client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_streamed_usage_carries_its_cost(gateway):
+    url = gateway[0]
+    stream = client(url).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == []
+    # $0.15 in and $0.60 out per million tokens, in USD.
+    expected = (usage.prompt_tokens * 0.15 + usage.completion_tokens * 0.6) / 1e6
+    assert abs(usage.model_extra["cost"] - expected) < 1e-6
+    raw = client(url).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+    )
+    r = raw.parse()
+    assert float(raw.headers["x-yardmaster-cost-usd"]) == pytest.approx(r.usage.model_extra["cost"], abs=1e-6)
+
+
+def test_metrics_parse_as_prometheus_text(gateway):
+    url = gateway[0]
+    for _ in range(3):
+        client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}])
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["yardmaster_request_duration_seconds"].type == "histogram"
+    assert families["yardmaster_upstream_ttfb_seconds"].type == "histogram"
+    requests = families["yardmaster_requests"]
+    assert requests.type == "counter"
+    ok = sum(s.value for s in requests.samples
+             if s.name == "yardmaster_requests_total" and s.labels["status"] == "200" and s.labels["model"] == "gpt-4o-mini")
+    assert ok >= 3
+    count = [s.value for s in families["yardmaster_request_duration_seconds"].samples
+             if s.name.endswith("_count") and s.labels["model"] == "gpt-4o-mini"]
+    assert count and count[0] >= 3
+    tokens = {s.labels["direction"]: s.value for s in families["yardmaster_tokens"].samples
+              if s.labels.get("model") == "gpt-4o-mini"}
+    assert tokens["in"] > 0 and tokens["out"] > 0
+    cost = [s.value for s in families["yardmaster_cost_usd"].samples if s.labels.get("model") == "gpt-4o-mini"]
+    assert cost and cost[0] > 0
+    for name in ["yardmaster_fallbacks", "yardmaster_retries", "yardmaster_breaker_state",
+                 "yardmaster_policy_reloads", "yardmaster_policy_info", "yardmaster_ledger_records"]:
+        assert name in families, name
+    assert families["yardmaster_policy_info"].samples[0].labels["version"]
+
+
+def test_sigterm_commits_every_request_to_the_ledger():
+    d = tempfile.mkdtemp()
+    Path(d, "yardmaster.yaml").write_text(CONFIG)
+    Path(d, "main.route").write_text(POLICY)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BINARY), "serve", "--config", str(Path(d, "yardmaster.yaml")), "--listen", f"127.0.0.1:{port}"],
+        env=dict(os.environ, E2E_KEY=KEY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/readyz", timeout=1)
+            break
+        except Exception:
+            time.sleep(0.05)
+    ids = set()
+    for i in range(25):
+        raw = client(url).chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": f"hello {i}"}]
+        )
+        ids.add(raw.headers["x-request-id"])
+    proc.terminate()
+    assert proc.wait(timeout=35) == 0
+    db = sqlite3.connect(Path(d, "yardmaster.db"))
+    rows = db.execute("SELECT id, key, status, cost_micros FROM requests").fetchall()
+    assert {r[0] for r in rows} == ids
+    assert all(r[1] == "e2e" and r[2] == 200 and r[3] > 0 for r in rows)
