@@ -30,7 +30,7 @@ pub struct Column {
     pub not_evaluable: u64,
     /// Requests per rule.
     pub rules: IndexMap<String, u64>,
-    /// Requests per model (first target taken; `deny NNN` for refusals).
+    /// Requests per model (the first target taken; `(refused NNN)` for a `deny` or a refusal).
     pub models: IndexMap<String, u64>,
     /// Estimated cost, micro-USD.
     pub cost_micros: u64,
@@ -80,7 +80,7 @@ pub fn recorded(entries: &[Entry]) -> Column {
     let mut c = Column { label: "recorded".into(), ..Column::default() };
     for e in entries {
         c.requests += 1;
-        let model = e.model.clone().unwrap_or_else(|| format!("({})", e.status));
+        let model = e.model.clone().unwrap_or_else(|| format!("(refused {})", e.status));
         c.count(e.rule.as_deref().unwrap_or("(none)"), &model, usage::micros(e.cost_usd));
     }
     c
@@ -118,7 +118,7 @@ pub fn replay(label: &str, program: &Program, entries: &[Entry], mut progress: i
         }
         let rule = program.rule(decision.rule).map_or("(none)", |r| r.name.as_str());
         let (model, cost) = match plan.iter().find(|s| s.taken) {
-            Some(s) if s.deny.is_some() => (format!("deny {}", s.deny.map_or(403, |(st, _)| st)), 0),
+            Some(s) if s.deny.is_some() => (format!("(refused {})", s.deny.map_or(403, |(st, _)| st)), 0),
             Some(s) => match s.model.and_then(|m| catalog.get(m)) {
                 Some(m) => (m.name.clone(), Rate::of(m.price).cost_micros(e.tokens_in, e.tokens_out)),
                 None => (s.name.to_string(), 0),

@@ -207,8 +207,11 @@ fn finish(st: &AppState, mut route: Route, result: Result<Response, ApiError>) -
             e.into_response()
         }
     };
-    if let Some(charge) = route.charge.take() {
+    if let Some(mut charge) = route.charge.take() {
         // Refused or failed before any reply: nothing was spent, and the row says why.
+        if charge.record.rule.is_none() {
+            charge.record.rule.clone_from(&route.rule);
+        }
         settle(st, charge, Usage::default(), resp.status().as_u16());
     }
     route.apply(&mut resp);
