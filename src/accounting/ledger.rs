@@ -1,6 +1,6 @@
 //! The spend ledger: one SQLite row per request, written by one thread off the request path.
 //! Requests hand their record to a channel and go on; the writer commits what has arrived every
-//! [`BATCH_WINDOW`] (or every [`BATCH_MAX`] records) in one transaction, and appends the request
+//! [`BATCH_WINDOW`] in one transaction, and appends the request
 //! log's lines in the same pass. A failed commit keeps its batch and is retried; the failure is
 //! counted. Rows are keyed by request id and inserted with `OR IGNORE`, so a retried batch never
 //! counts a request twice. A graceful shutdown drains the channel before it returns, so a crash
@@ -16,8 +16,6 @@ use rusqlite::{params, Connection};
 
 /// How long a record may wait before it is committed.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
-/// The most records committed in one transaction.
-pub const BATCH_MAX: usize = 2_000;
 /// Records kept in memory while the disk keeps failing, before new ones are dropped (and counted).
 const PENDING_MAX: usize = 1_000_000;
 
@@ -75,6 +73,7 @@ enum Msg {
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::Sender<Msg>,
+    writer: std::thread::Thread,
     /// The writer's counters.
     pub stats: Arc<Stats>,
 }
@@ -224,50 +223,58 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: &mpsc::Receiver<Msg>) {
-        let mut retry_wait = BATCH_WINDOW;
-        loop {
-            let timeout = match self.first_at {
-                Some(t) => retry_wait.saturating_sub(t.elapsed()),
-                None => Duration::from_secs(3600),
-            };
-            match rx.recv_timeout(timeout) {
-                Ok(Msg::Record(r, line)) => {
-                    self.first_at.get_or_insert_with(Instant::now);
-                    self.batch.push(*r);
-                    if let Some(l) = line {
-                        self.lines.push(l);
-                    }
-                    if self.batch.len() >= BATCH_MAX {
-                        self.flush();
-                    }
-                }
-                Ok(Msg::SpendSince { key, since_ms, reply }) => {
-                    self.flush_hard(Duration::from_secs(5));
-                    let spent = spend_since(&self.conn, &key, since_ms).unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "the ledger could not be read");
-                        0
-                    });
-                    let _ = reply.send(spent);
-                }
-                Ok(Msg::Flush(reply)) => {
-                    self.flush_hard(Duration::from_secs(5));
-                    let _ = reply.send(());
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.flush() {
-                        retry_wait = BATCH_WINDOW;
-                    } else {
-                        // Back off, and count the wait from now.
-                        retry_wait = (retry_wait * 2).min(Duration::from_secs(5));
-                        self.first_at = Some(Instant::now());
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    self.flush_hard(Duration::from_secs(10));
-                    return;
+    /// Handles one message.
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Record(r, line) => {
+                self.first_at.get_or_insert_with(Instant::now);
+                self.batch.push(*r);
+                if let Some(l) = line {
+                    self.lines.push(l);
                 }
             }
+            Msg::SpendSince { key, since_ms, reply } => {
+                self.flush_hard(Duration::from_secs(5));
+                let spent = spend_since(&self.conn, &key, since_ms).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "the ledger could not be read");
+                    0
+                });
+                let _ = reply.send(spent);
+            }
+            Msg::Flush(reply) => {
+                self.flush_hard(Duration::from_secs(5));
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// The writer's loop. It sleeps through each batching window instead of waking for every
+    /// record (a wake-up per request would cost more than the insert); senders that wait for an
+    /// answer (reads, flushes) unpark it.
+    fn run(mut self, rx: &mpsc::Receiver<Msg>) {
+        let mut window = BATCH_WINDOW;
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.flush_hard(Duration::from_secs(10));
+                        return;
+                    }
+                }
+            }
+            if self.first_at.is_some_and(|t| t.elapsed() >= window) {
+                if self.flush() {
+                    window = BATCH_WINDOW;
+                } else {
+                    // Back off, and count the wait from now.
+                    window = (window * 2).min(Duration::from_secs(5));
+                    self.first_at = Some(Instant::now());
+                }
+            }
+            let sleep = self.first_at.map_or(BATCH_WINDOW, |t| window.saturating_sub(t.elapsed()));
+            std::thread::park_timeout(sleep.max(Duration::from_millis(1)));
         }
     }
 }
@@ -290,11 +297,11 @@ impl Ledger {
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel();
         let writer = Writer { conn, log, batch: Vec::new(), lines: Vec::new(), first_at: None, stats: stats.clone() };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("yardmaster-ledger".into())
             .spawn(move || writer.run(&rx))
             .map_err(|e| format!("cannot start the ledger writer: {e}"))?;
-        Ok(Ledger { tx, stats })
+        Ok(Ledger { tx, writer: handle.thread().clone(), stats })
     }
 
     /// Hands a record (and its request-log line) to the writer. Never waits on the disk.
@@ -312,6 +319,7 @@ impl Ledger {
         if self.tx.send(Msg::SpendSince { key: key.to_string(), since_ms, reply }).is_err() {
             return 0;
         }
+        self.writer.unpark();
         rx.await.unwrap_or(0)
     }
 
@@ -319,6 +327,7 @@ impl Ledger {
     pub async fn flush(&self) {
         let (reply, rx) = tokio::sync::oneshot::channel();
         if self.tx.send(Msg::Flush(reply)).is_ok() {
+            self.writer.unpark();
             let _ = rx.await;
         }
     }
