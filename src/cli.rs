@@ -118,9 +118,9 @@ pub enum Command {
         /// Listen here instead of the config's `listen`.
         #[arg(long)]
         listen: Option<String>,
-        /// Log format.
-        #[arg(long, value_enum, default_value = "human")]
-        log_format: Format,
+        /// Log format (default: the config's `log.format`, else human).
+        #[arg(long, value_enum)]
+        log_format: Option<Format>,
     },
     /// Run the policy's test cases (`*.tests.yaml` beside each policy).
     Test {
@@ -247,7 +247,9 @@ fn simulate(traffic: &Path, policy: &Path, baseline: Option<&Path>, config: Opti
     Exit::Ok
 }
 
-fn serve(config: &Path, listen: Option<String>, log_format: Format) -> Exit {
+fn serve(config: &Path, listen: Option<String>, log_format: Option<Format>) -> Exit {
+    let from_config = || config::load(config).ok().and_then(|l| l.config.log.format).filter(|f| f == "json");
+    let log_format = log_format.unwrap_or(if from_config().is_some() { Format::Json } else { Format::Human });
     // INVARIANT: the default level never logs keys or prompt text; request bodies are only ever
     // logged at `trace`, which must be asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_env("YARDMASTER_LOG")

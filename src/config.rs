@@ -271,7 +271,7 @@ pub struct LogConfig {
     /// Where to append the request log (JSONL).
     #[serde(default)]
     pub requests: Option<PathBuf>,
-    /// `text` or `json`.
+    /// The server log's format: `text` (default) or `json` (`serve --log-format` overrides it).
     #[serde(default)]
     pub format: Option<String>,
 }
@@ -488,6 +488,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             if !(b.usd >= 0.0 && b.usd.is_finite()) {
                 return Err(err(&k.name, format!("key `{}`: a budget must be a non-negative amount", k.name)));
             }
+        }
+    }
+    if let Some(f) = &config.log.format {
+        if f != "text" && f != "json" {
+            return Err(err("format", format!("log.format must be `text` or `json`, not `{f}`")));
         }
     }
     if let Some(admin) = &config.admin {

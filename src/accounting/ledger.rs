@@ -411,4 +411,31 @@ mod tests {
         let log = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
         assert_eq!(log.lines().count(), 250);
     }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_counted_and_retried_without_losing_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target { sqlite: dir.path().join("l.db"), request_log: None };
+        let l = Ledger::open(&target).unwrap();
+        l.record(rec("before", "a", 1), None);
+        l.flush().await;
+        // Another process breaks the table: commits fail until it is back.
+        let other = Connection::open(&target.sqlite).unwrap();
+        other.execute_batch("ALTER TABLE requests RENAME TO requests_away").unwrap();
+        for i in 0..20 {
+            l.record(rec(&format!("during{i}"), "a", 1), None);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while l.stats.write_failures.load(Ordering::Relaxed) < 2 {
+            assert!(Instant::now() < deadline, "no failed commit was counted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(l.stats.pending.load(Ordering::Relaxed), 20);
+        other.execute_batch("ALTER TABLE requests_away RENAME TO requests").unwrap();
+        l.flush().await;
+        assert_eq!(l.stats.pending.load(Ordering::Relaxed), 0);
+        assert_eq!(l.stats.written.load(Ordering::Relaxed), 21);
+        assert_eq!(read_all(&target.sqlite).unwrap().len(), 21);
+        assert_eq!(l.spend_since("a", 0).await, 21);
+    }
 }
