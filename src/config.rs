@@ -453,6 +453,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
                 ),
             ));
         }
+        if m.endpoint == Some(Endpoint::Embeddings)
+            && config.providers.get(&m.provider).is_some_and(|p| p.kind == ProviderKind::Anthropic)
+        {
+            return Err(err(name, format!("model `{name}`: Anthropic offers no embeddings endpoint")));
+        }
         if let Some(p) = m.price {
             if p.input < 0.0 || p.output < 0.0 || !p.input.is_finite() || !p.output.is_finite() {
                 return Err(err(name, format!("model `{name}`: prices cannot be negative")));

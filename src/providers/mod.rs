@@ -2,7 +2,10 @@
 //! for dispatch; every OpenAI-compatible API shares one variant and differs by base URL and key.
 //! Providers never see policies.
 
+pub mod anthropic;
+pub mod gemini;
 pub mod mock;
+pub mod native;
 pub mod openai;
 
 use std::pin::Pin;
@@ -102,6 +105,10 @@ pub trait ProviderApi {
 pub enum Provider {
     /// Any OpenAI-compatible API.
     OpenAi(openai::OpenAi),
+    /// Anthropic's Messages API.
+    Anthropic(anthropic::Anthropic),
+    /// Google's Gemini API.
+    Gemini(gemini::Gemini),
     /// The built-in mock.
     Mock(mock::Mock),
     /// A provider that cannot be used, and why (kind not built yet, key not set).
@@ -124,22 +131,34 @@ impl Provider {
                 Some(url) => Provider::OpenAi(openai::OpenAi::new(url, key, cfg.headers.clone(), http.clone())),
                 None => Provider::Unavailable("no base_url".into()),
             },
-            ProviderKind::Anthropic | ProviderKind::Gemini => {
-                Provider::Unavailable(format!("provider kind `{:?}` is not supported yet", cfg.kind).to_lowercase())
-            }
+            ProviderKind::Anthropic => Provider::Anthropic(anthropic::Anthropic::new(
+                cfg.base_url.as_deref().unwrap_or("https://api.anthropic.com"),
+                key,
+                cfg.headers.clone(),
+                http.clone(),
+            )),
+            ProviderKind::Gemini => Provider::Gemini(gemini::Gemini::new(
+                cfg.base_url.as_deref().unwrap_or("https://generativelanguage.googleapis.com"),
+                key,
+                cfg.headers.clone(),
+                http.clone(),
+            )),
         }
     }
 
     /// Whether the provider reports a stream's usage when asked (`stream_options.include_usage`).
-    /// Every OpenAI-compatible API takes the field; those that ignore it get their tokens counted.
+    /// Every OpenAI-compatible API takes the field (those that ignore it get their tokens
+    /// counted); Anthropic and Gemini report usage in their own events, which are translated.
     pub fn reports_stream_usage(&self) -> bool {
-        matches!(self, Provider::OpenAi(_) | Provider::Mock(_))
+        !matches!(self, Provider::Unavailable(_))
     }
 
     /// Makes one call.
     pub async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
         match self {
             Provider::OpenAi(p) => p.call(call).await,
+            Provider::Anthropic(p) => p.call(call).await,
+            Provider::Gemini(p) => p.call(call).await,
             Provider::Mock(p) => p.call(call).await,
             Provider::Unavailable(why) => Err(UpstreamError::Unavailable(why.clone())),
         }

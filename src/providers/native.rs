@@ -1,0 +1,214 @@
+//! What the translating providers (Anthropic, Gemini) share: one POST with its status handling,
+//! the adapter that turns a native event stream into OpenAI chunk payloads, and small
+//! conversions (data URLs, tool arguments, OpenAI-shaped error bodies).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::{parse_retry_after, EventStream, UpstreamError};
+
+/// Sends a request; a status of 400 or more becomes `UpstreamError::Status` with the body
+/// rewritten by `error_body` into OpenAI's error shape.
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    first_byte_timeout: Duration,
+    error_body: fn(u16, &str) -> String,
+) -> Result<reqwest::Response, UpstreamError> {
+    let resp = tokio::time::timeout(first_byte_timeout, req.send())
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(|e| transport_error(&e))?;
+    let status = resp.status().as_u16();
+    if status >= 400 {
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let body = resp.text().await.unwrap_or_default();
+        return Err(UpstreamError::Status { status, body: error_body(status, &body), retry_after });
+    }
+    Ok(resp)
+}
+
+/// A transport error, described without its URL (a URL may carry a secret).
+pub fn transport_error(e: &reqwest::Error) -> UpstreamError {
+    if e.is_timeout() {
+        UpstreamError::Timeout
+    } else {
+        let kind = if e.is_connect() {
+            "connect"
+        } else if e.is_body() || e.is_decode() {
+            "body"
+        } else {
+            "request"
+        };
+        UpstreamError::Connect(kind.to_string())
+    }
+}
+
+/// Reads a whole JSON reply.
+pub async fn json_reply(resp: reqwest::Response) -> Result<Value, UpstreamError> {
+    let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(UpstreamError::Malformed("the reply is not a JSON object".into()))
+    }
+}
+
+/// An OpenAI-shaped error body.
+pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> String {
+    json!({"error": {"message": message, "type": kind, "code": code, "param": null}}).to_string()
+}
+
+/// OpenAI's error `type` for a status.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        400 | 404 | 409 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
+/// A native stream, translated event by event.
+pub trait Translate: Send + 'static {
+    /// One native event (`kind` is the SSE `event:` field, often empty) -> OpenAI payloads.
+    fn event(&mut self, kind: &str, data: &str) -> Result<Vec<String>, UpstreamError>;
+    /// The native stream ended -> the last payloads, or an error if it ended too early.
+    fn end(&mut self) -> Result<Vec<String>, UpstreamError>;
+}
+
+/// Turns a native SSE body into a stream of OpenAI chunk payloads (ending with `[DONE]`).
+pub fn translate_stream(resp: reqwest::Response, translator: impl Translate) -> EventStream {
+    let events = resp.bytes_stream().eventsource();
+    let state = (Box::pin(events), translator, VecDeque::<String>::new(), false);
+    Box::pin(futures_util::stream::unfold(state, |(mut events, mut t, mut queue, mut ended)| async move {
+        loop {
+            if let Some(next) = queue.pop_front() {
+                return Some((Ok(next), (events, t, queue, ended)));
+            }
+            if ended {
+                return None;
+            }
+            let out = match events.next().await {
+                Some(Ok(ev)) => t.event(&ev.event, &ev.data),
+                Some(Err(e)) => Err(UpstreamError::Connect(format!("stream: {e}"))),
+                None => {
+                    ended = true;
+                    t.end()
+                }
+            };
+            match out {
+                Ok(items) => queue.extend(items),
+                Err(e) => return Some((Err(e), (events, t, queue, true))),
+            }
+        }
+    }))
+}
+
+/// An OpenAI chunk.
+pub fn chunk(id: &str, model: &str, created: i64, delta: Value, finish: Option<&str>) -> String {
+    json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    .to_string()
+}
+
+/// The usage chunk that `stream_options.include_usage` asks for.
+pub fn usage_chunk(id: &str, model: &str, created: i64, input: u64, output: u64) -> String {
+    json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+        "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}})
+    .to_string()
+}
+
+/// Whether the OpenAI request asked for the stream's usage.
+pub fn wants_usage(body: &Value) -> bool {
+    body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// A `data:` URL split into media type and base64 data.
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((if media.is_empty() { "application/octet-stream" } else { media }, data))
+}
+
+/// A media type guessed from a URL's extension (for image URLs given without one).
+pub fn media_type_of(url: &str) -> &'static str {
+    let path = url.split(['?', '#']).next().unwrap_or("").to_ascii_lowercase();
+    if path.ends_with(".png") {
+        "image/png"
+    } else if path.ends_with(".gif") {
+        "image/gif"
+    } else if path.ends_with(".webp") {
+        "image/webp"
+    } else {
+        "image/jpeg"
+    }
+}
+
+/// A tool call's `arguments` (a JSON string in OpenAI's format) as a JSON object.
+pub fn tool_arguments(call: &Value) -> Value {
+    match call.pointer("/function/arguments") {
+        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
+        Some(v @ Value::Object(_)) => v.clone(),
+        _ => json!({}),
+    }
+}
+
+/// The text of a message's `content` (a string, or the text parts of a list).
+pub fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
+/// `stop` as a list.
+pub fn stop_list(stop: Option<&Value>) -> Option<Value> {
+    match stop? {
+        Value::String(s) => Some(json!([s])),
+        Value::Array(a) if !a.is_empty() => Some(Value::Array(a.clone())),
+        _ => None,
+    }
+}
+
+/// `max_completion_tokens`, else `max_tokens`.
+pub fn max_tokens(body: &Value) -> Option<u64> {
+    body.get("max_completion_tokens").and_then(Value::as_u64).or_else(|| body.get("max_tokens").and_then(Value::as_u64))
+}
+
+/// Now, in Unix seconds (OpenAI's `created`).
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_conversions() {
+        assert_eq!(data_url("data:image/png;base64,AAAA"), Some(("image/png", "AAAA")));
+        assert_eq!(data_url("https://x/y.png"), None);
+        assert_eq!(media_type_of("https://x/cat.PNG?s=1"), "image/png");
+        assert_eq!(media_type_of("https://x/cat"), "image/jpeg");
+        assert_eq!(tool_arguments(&json!({"function": {"arguments": "{\"a\":1}"}})), json!({"a": 1}));
+        assert_eq!(tool_arguments(&json!({"function": {"arguments": "not json"}})), json!({}));
+        assert_eq!(
+            content_text(Some(
+                &json!([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}])
+            )),
+            "a\nb"
+        );
+        assert_eq!(stop_list(Some(&json!("END"))), Some(json!(["END"])));
+        assert_eq!(max_tokens(&json!({"max_tokens": 5, "max_completion_tokens": 7})), Some(7));
+    }
+}
