@@ -20,6 +20,23 @@ pub const API_VERSION: &str = "2023-06-01";
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// The tool that carries a `response_format: json_schema` answer.
 const JSON_TOOL: &str = "json_response";
+/// The OpenAI fields that the translation uses; the others are dropped (and logged).
+const TAKEN: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "stream",
+    "stream_options",
+];
 
 /// An Anthropic upstream.
 #[derive(Clone)]
@@ -435,6 +452,7 @@ impl ProviderApi for Anthropic {
             body: native::openai_error(&message, "invalid_request_error", Some("unsupported_for_provider")),
             retry_after: None,
         })?;
+        native::log_dropped(PROVIDER_TYPE, &native::dropped_fields(&body, TAKEN));
         let mut req = self.http.post(url.clone()).header("anthropic-version", API_VERSION).json(&native_body);
         if let Some(k) = &self.key {
             req = req.header("x-api-key", k);

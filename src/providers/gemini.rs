@@ -15,6 +15,24 @@ use crate::catalog::Endpoint;
 
 /// The provider's kind, as written in the config.
 pub const PROVIDER_TYPE: &str = "gemini";
+/// The OpenAI chat fields that the translation uses; the others are dropped (and logged).
+const TAKEN: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "stream",
+    "stream_options",
+];
+/// The OpenAI embeddings fields that the translation uses.
+const TAKEN_EMBEDDINGS: &[&str] = &["model", "input", "dimensions"];
 
 /// A Gemini upstream.
 #[derive(Clone)]
@@ -431,6 +449,8 @@ impl ProviderApi for Gemini {
             body: native::openai_error(&message, "invalid_request_error", Some("unsupported_for_provider")),
             retry_after: None,
         };
+        let taken = if call.endpoint == Endpoint::Embeddings { TAKEN_EMBEDDINGS } else { TAKEN };
+        native::log_dropped(PROVIDER_TYPE, &native::dropped_fields(&body, taken));
         let (method, native_body, shape) = if call.endpoint == Endpoint::Embeddings {
             ("batchEmbedContents", embed_request(&body, &model).map_err(refused)?, Shape::default())
         } else {

@@ -185,6 +185,18 @@ pub fn max_tokens(body: &Value) -> Option<u64> {
     body.get("max_completion_tokens").and_then(Value::as_u64).or_else(|| body.get("max_tokens").and_then(Value::as_u64))
 }
 
+/// The top-level fields of `body` that are not in `taken`, to be logged as dropped (SPEC §9).
+pub fn dropped_fields(body: &Value, taken: &[&str]) -> Vec<String> {
+    body.as_object().map(|o| o.keys().filter(|k| !taken.contains(&k.as_str())).cloned().collect()).unwrap_or_default()
+}
+
+/// Logs the fields a provider could not take (names only, never values).
+pub fn log_dropped(provider: &str, fields: &[String]) {
+    if !fields.is_empty() {
+        tracing::info!(provider, fields = ?fields, "dropped request fields the provider cannot take");
+    }
+}
+
 /// Now, in Unix seconds (OpenAI's `created`).
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -210,5 +222,6 @@ mod tests {
         );
         assert_eq!(stop_list(Some(&json!("END"))), Some(json!(["END"])));
         assert_eq!(max_tokens(&json!({"max_tokens": 5, "max_completion_tokens": 7})), Some(7));
+        assert_eq!(dropped_fields(&json!({"model": "m", "n": 2, "logprobs": true}), &["model"]), ["n", "logprobs"]);
     }
 }
