@@ -57,6 +57,11 @@ async fn anthropic(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) ->
         return (StatusCode::from_u16(529).unwrap(), axum::Json(e)).into_response();
     }
     let tools = v.get("tools").is_some();
+    if model == "claude-nousage" {
+        return axum::Json(json!({"id": "msg_0", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "No usage block here."}], "stop_reason": "end_turn"}))
+        .into_response();
+    }
     if v["stream"] != true {
         return axum::Json(json!({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": "Bonjour from Claude."}], "stop_reason": "end_turn",
@@ -168,6 +173,7 @@ models:
   gemini-embedding:       {{ provider: gemini,    id: gemini-embedding-001, endpoint: embeddings, price: {{ input: 0.15 }}, context: 2048 }}
   claude-overloaded:      {{ provider: anthropic, id: claude-overloaded, context: 200000 }}
   claude-truncated:       {{ provider: anthropic, id: claude-truncated, context: 200000 }}
+  claude-nousage:         {{ provider: anthropic, id: claude-nousage, price: {{ input: 1, output: 5 }}, context: 200000 }}
   gemini-safety:          {{ provider: gemini,    id: gemini-safety, context: 100000 }}
 keys:
   - {{ name: k, key_sha256: {k} }}
@@ -254,6 +260,14 @@ async fn anthropic_replies_and_streams_translate_with_tool_calls() {
     assert_eq!((usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()), (Some(1000), Some(100)));
     assert_eq!(usage["cost"], json!(0.0015));
     assert!(ev.iter().filter(|e| *e != "[DONE]").all(|e| e.contains("\"model\":\"claude-haiku\"")));
+    // A reply without a usage block: the gateway counts the tokens (o200k) and prices them.
+    let r = g.chat(body("claude-nousage", false, false), "sk-native", None).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let text_tokens = yardmaster::accounting::usage::count("No usage block here.");
+    assert_eq!(v["usage"]["completion_tokens"], text_tokens);
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(v["usage"]["cost"].as_f64().unwrap() > 0.0);
     g.running.shutdown().await;
 }
 

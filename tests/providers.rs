@@ -164,6 +164,20 @@ fn unexpected_provider_output_is_an_error_never_a_panic() {
     }
     assert!(matches!(anthropic::reply(&serde_json::json!({}), "m", &shape), Err(UpstreamError::Malformed(_))));
     assert!(matches!(gemini::reply(&serde_json::json!({}), "m"), Err(UpstreamError::Malformed(_))));
+    // No usage block: no usage in the reply or the stream (the gateway then counts the tokens).
+    let no_usage =
+        serde_json::json!({"id": "m", "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn"});
+    assert_eq!(anthropic::reply(&no_usage, "m", &shape).unwrap().get("usage"), None);
+    let g = serde_json::json!({"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": "STOP"}]});
+    assert_eq!(gemini::reply(&g, "m").unwrap().get("usage"), None);
+    let asks = anthropic::Shape { wants_usage: true, ..anthropic::Shape::default() };
+    let mut a = anthropic::Stream::new("m", asks);
+    a.event("message_start", r#"{"type": "message_start", "message": {"id": "x"}}"#).unwrap();
+    a.event("message_delta", r#"{"type": "message_delta", "delta": {"stop_reason": "end_turn"}}"#).unwrap();
+    assert_eq!(a.event("message_stop", r#"{"type": "message_stop"}"#).unwrap(), ["[DONE]"]);
+    let mut gs = gemini::Stream::new("m", gemini::Shape { wants_usage: true });
+    gs.event("", &g.to_string()).unwrap();
+    assert_eq!(gs.end().unwrap(), ["[DONE]"]);
     // Events that are not JSON, or JSON of the wrong shape.
     let mut a = anthropic::Stream::new("m", shape);
     assert!(matches!(a.event("message_start", "{not json"), Err(UpstreamError::Malformed(_))));

@@ -306,16 +306,20 @@ pub fn reply(v: &Value, model: &str, shape: &Shape) -> Result<Value, UpstreamErr
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
-    let (input, output) = usage_of(v.get("usage"));
-    Ok(json!({
+    let mut out = json!({
         "id": v.get("id").cloned().unwrap_or_else(|| json!("msg")),
         "object": "chat.completion",
         "created": native::now(),
         "model": model,
         "choices": [{"index": 0, "message": message,
             "finish_reason": finish_reason(v.get("stop_reason").and_then(Value::as_str), shape.json_tool.is_some())}],
-        "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output},
-    }))
+    });
+    // Without a usage block there is no usage: the gateway then counts the tokens itself.
+    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+        let (input, output) = usage_of(Some(u));
+        out["usage"] = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
+    }
+    Ok(out)
 }
 
 /// Anthropic's event stream -> OpenAI chunks.
@@ -331,6 +335,8 @@ pub struct Stream {
     tools: HashMap<u64, u64>,
     /// Content blocks that carry the `json_schema` answer.
     json_blocks: Vec<u64>,
+    /// Some event carried usage (without it, no usage chunk: the gateway counts).
+    usage_seen: bool,
     done: bool,
 }
 
@@ -354,7 +360,10 @@ impl Translate for Stream {
                 if let Some(id) = v.pointer("/message/id").and_then(Value::as_str) {
                     self.id = id.to_string();
                 }
-                (self.input, self.output) = usage_of(v.pointer("/message/usage"));
+                if let Some(u) = v.pointer("/message/usage").filter(|u| u.is_object()) {
+                    (self.input, self.output) = usage_of(Some(u));
+                    self.usage_seen = true;
+                }
                 vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
             }
             "content_block_start" => {
@@ -404,6 +413,7 @@ impl Translate for Stream {
             "message_delta" => {
                 if let Some(out) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
                     self.output = out;
+                    self.usage_seen = true;
                 }
                 let stop = v.pointer("/delta/stop_reason").and_then(Value::as_str);
                 vec![self.chunk(json!({}), Some(finish_reason(stop, self.shape.json_tool.is_some())))]
@@ -411,7 +421,7 @@ impl Translate for Stream {
             "message_stop" => {
                 self.done = true;
                 let mut out = Vec::new();
-                if self.shape.wants_usage {
+                if self.shape.wants_usage && self.usage_seen {
                     out.push(native::usage_chunk(&self.id, &self.model, self.created, self.input, self.output));
                 }
                 out.push("[DONE]".into());

@@ -288,15 +288,20 @@ fn parts_of(candidate: &Value, next_call: &mut u64) -> (String, Vec<Value>) {
 
 /// Gemini's reply -> OpenAI's chat completion.
 pub fn reply(v: &Value, model: &str) -> Result<Value, UpstreamError> {
-    let (input, output) = usage_of(v).unwrap_or((0, 0));
-    let usage = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
+    // Without usageMetadata there is no usage: the gateway then counts the tokens itself.
+    let usage = usage_of(v).map(
+        |(input, output)| json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}),
+    );
     let id = v.get("responseId").and_then(Value::as_str).unwrap_or("gemini").to_string();
     let Some(candidate) = v.get("candidates").and_then(Value::as_array).and_then(|c| c.first()) else {
         // The prompt itself was blocked: no candidate, and a reason.
         if v.pointer("/promptFeedback/blockReason").is_some() {
-            return Ok(json!({"id": id, "object": "chat.completion", "created": native::now(), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": null}, "finish_reason": "content_filter"}],
-                "usage": usage}));
+            let mut out = json!({"id": id, "object": "chat.completion", "created": native::now(), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null}, "finish_reason": "content_filter"}]});
+            if let Some(u) = usage {
+                out["usage"] = u;
+            }
+            return Ok(out);
         }
         return Err(UpstreamError::Malformed("the reply has no candidates".into()));
     };
@@ -316,8 +321,12 @@ pub fn reply(v: &Value, model: &str) -> Result<Value, UpstreamError> {
         message["tool_calls"] = Value::Array(calls);
     }
     let finish = finish_reason(reason, message.get("tool_calls").is_some());
-    Ok(json!({"id": id, "object": "chat.completion", "created": native::now(), "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}))
+    let mut out = json!({"id": id, "object": "chat.completion", "created": native::now(), "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}]});
+    if let Some(u) = usage {
+        out["usage"] = u;
+    }
+    Ok(out)
 }
 
 /// Gemini's `streamGenerateContent` (SSE) -> OpenAI chunks.
@@ -327,7 +336,7 @@ pub struct Stream {
     id: String,
     model: String,
     created: i64,
-    usage: (u64, u64),
+    usage: Option<(u64, u64)>,
     calls: u64,
     started: bool,
     finished: bool,
@@ -365,7 +374,7 @@ impl Translate for Stream {
             out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
         }
         if let Some(u) = usage_of(&v) {
-            self.usage = u;
+            self.usage = Some(u);
         }
         let Some(candidate) = v.get("candidates").and_then(Value::as_array).and_then(|c| c.first()) else {
             if v.pointer("/promptFeedback/blockReason").is_some() {
@@ -393,8 +402,8 @@ impl Translate for Stream {
             return Err(UpstreamError::Malformed("the stream ended without a finish reason".into()));
         }
         let mut out = Vec::new();
-        if self.shape.wants_usage {
-            out.push(native::usage_chunk(&self.id, &self.model, self.created, self.usage.0, self.usage.1));
+        if let (true, Some((input, output))) = (self.shape.wants_usage, self.usage) {
+            out.push(native::usage_chunk(&self.id, &self.model, self.created, input, output));
         }
         out.push("[DONE]".into());
         Ok(out)
