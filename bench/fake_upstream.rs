@@ -24,14 +24,18 @@ async fn handle(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, Infall
         let b = Full::new(Bytes::from_static(COMPLETION.as_bytes())).boxed();
         return Ok(Response::builder().header("content-type", "application/json").body(b).unwrap());
     }
-    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+    // Like OpenAI, a usage chunk before [DONE] when `stream_options.include_usage` is set.
+    let usage = body.windows(20).any(|w| w == b"\"include_usage\":true");
+    let chunks = futures_util::stream::unfold(0u32, move |i| async move {
         if i > 64 {
             return None;
         }
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let data = if i == 64 {
+        let data = if i == 64 && usage {
+            "data: {\"id\":\"bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"fast\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":64,\"total_tokens\":69}}\n\ndata: [DONE]\n\n".to_string()
+        } else if i == 64 {
             "data: [DONE]\n\n".to_string()
         } else {
             format!("data: {{\"id\":\"bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"fast\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}},\"finish_reason\":null}}]}}\n\n")

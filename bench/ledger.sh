@@ -73,5 +73,6 @@ for r in $(seq "$ROUNDS"); do
 done
 kill -TERM "$on_pid"; wait "$on_pid" || true
 rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from requests').fetchone()[0])" "$work/on/ledger.db")
-lines=$(cat "$work/on/requests.jsonl" 2>/dev/null | wc -l)
+lines=0
+if [ -f "$work/on/requests.jsonl" ]; then lines=$(wc -l < "$work/on/requests.jsonl"); fi
 echo "sent $sent requests to the ledger-on gateway; ledger rows: $rows; request-log lines: $lines"

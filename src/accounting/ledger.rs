@@ -4,7 +4,7 @@
 //! log's lines in the same pass. A failed commit keeps its batch and is retried; the failure is
 //! counted. Rows are keyed by request id and inserted with `OR IGNORE`, so a retried batch never
 //! counts a request twice. A graceful shutdown drains the channel before it returns, so a crash
-//! loses at most one batching window of records.
+//! loses at most one batching window of records (20 ms).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
+/// How long the writer sleeps when nothing is waiting (it also checks for shutdown then).
+const IDLE_PARK: Duration = Duration::from_secs(1);
 /// How long a record may wait before it is committed.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Records kept in memory while the disk keeps failing, before new ones are dropped (and counted).
 const PENDING_MAX: usize = 1_000_000;
 
@@ -273,7 +275,13 @@ impl Writer {
                     self.first_at = Some(Instant::now());
                 }
             }
-            let sleep = self.first_at.map_or(BATCH_WINDOW, |t| window.saturating_sub(t.elapsed()));
+            if self.first_at.is_none() && self.stats.pending.load(Ordering::Acquire) > 0 {
+                // Records arrived while the batch was being committed: take them now.
+                continue;
+            }
+            // Idle: sleep long (the first record of a batch unparks the writer); otherwise until
+            // the window closes.
+            let sleep = self.first_at.map_or(IDLE_PARK, |t| window.saturating_sub(t.elapsed()));
             std::thread::park_timeout(sleep.max(Duration::from_millis(1)));
         }
     }
@@ -306,10 +314,13 @@ impl Ledger {
 
     /// Hands a record (and its request-log line) to the writer. Never waits on the disk.
     pub fn record(&self, record: Record, log_line: Option<String>) {
-        self.stats.pending.fetch_add(1, Ordering::Relaxed);
+        let before = self.stats.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(Msg::Record(Box::new(record), log_line)).is_err() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        } else if before == 0 {
+            // The first record of a batch starts the window; later ones ride along.
+            self.writer.unpark();
         }
     }
 
@@ -437,5 +448,24 @@ mod tests {
         assert_eq!(l.stats.written.load(Ordering::Relaxed), 21);
         assert_eq!(read_all(&target.sqlite).unwrap().len(), 21);
         assert_eq!(l.spend_since("a", 0).await, 21);
+    }
+
+    #[tokio::test]
+    async fn a_record_is_committed_within_the_window_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target { sqlite: dir.path().join("l.db"), request_log: None };
+        let l = Ledger::open(&target).unwrap();
+        for round in 0..3 {
+            // After an idle spell the writer sleeps long; the first record must wake it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            l.record(rec(&format!("r{round}"), "a", 1), None);
+            // The window is 20 ms; without the wake-up a record would wait up to a second.
+            let deadline = Instant::now() + Duration::from_millis(400);
+            while read_all(&target.sqlite).unwrap().len() < round + 1 {
+                assert!(Instant::now() < deadline, "a record waited more than 400 ms");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        assert_eq!(l.stats.written.load(Ordering::Relaxed), 3);
     }
 }
