@@ -4,7 +4,8 @@
 //! the snapshot it started with. A failed reload never changes the live policy: its reason is
 //! logged, counted and shown at `/admin/policy`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -259,13 +260,26 @@ impl Reloader {
     pub fn watch(self: &Arc<Self>) -> Result<(), String> {
         use notify::{RecursiveMode, Watcher};
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // Only events on the policy's own files count: the directories also hold the ledger and
+        // the request log, which change all the time.
+        let names_of = |snap: &Snapshot| -> HashSet<OsString> {
+            snap.files.iter().filter_map(|f| f.file_name().map(OsString::from)).collect()
+        };
+        let names = Arc::new(Mutex::new(names_of(&self.snapshot())));
+        let seen_names = Arc::clone(&names);
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             // Reads (ours included) are not changes.
             if let Ok(ev) = ev {
-                if matches!(
-                    ev.kind,
-                    notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Remove(_)
-                ) {
+                let ours = {
+                    let n = lock(&seen_names);
+                    ev.paths.iter().any(|p| p.file_name().is_some_and(|f| n.contains(f)))
+                };
+                if ours
+                    && matches!(
+                        ev.kind,
+                        notify::EventKind::Create(_) | notify::EventKind::Modify(_) | notify::EventKind::Remove(_)
+                    )
+                {
                     let _ = tx.send(());
                 }
             }
@@ -314,6 +328,7 @@ impl Reloader {
                 last_loaded = now_files;
                 let before = this.snapshot().version().to_string();
                 let _ = this.reload().await;
+                *lock(&names) = names_of(&this.snapshot());
                 let now = dirs(&this.snapshot());
                 if now != watched {
                     for d in now.iter().filter(|d| !watched.contains(d)) {
