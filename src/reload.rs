@@ -357,9 +357,12 @@ fn restart_notes(old: &Loaded, new: &Loaded) -> Vec<String> {
     if old.config.listen != new.config.listen {
         out.push(format!("`listen` changed to {}; it takes effect after a restart", new.config.listen));
     }
-    let storage = |l: &Loaded| l.config.storage.as_ref().and_then(|s| s.sqlite.clone());
-    if storage(old) != storage(new) {
+    if old.ledger_path() != new.ledger_path() {
         out.push("`storage` changed; it takes effect after a restart".into());
+    }
+    let log = |l: &Loaded| (l.request_log_path(), l.config.log.prompts, l.config.log.format.clone());
+    if log(old) != log(new) {
+        out.push("`log` changed; it takes effect after a restart".into());
     }
     out
 }
