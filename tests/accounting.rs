@@ -305,6 +305,7 @@ async fn the_request_log_replays_through_simulate() {
     assert_eq!((e.rule.as_deref(), e.model.as_deref(), e.status), (Some("code"), Some("code-model"), 200));
     assert_eq!(e.facts.prompt.as_deref(), Some("fn main() {}"));
     assert_eq!(e.facts.headers_read, vec!["x-test".to_string()]);
+    assert_eq!(e.facts.prompt_tokens, Some(yardmaster::accounting::usage::count("fn main() {}")));
     assert!((e.cost_usd - 0.000069).abs() < 1e-12);
     assert!(!text.contains("sk-plain"), "a gateway key reached the request log");
 

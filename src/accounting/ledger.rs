@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
+use super::requestlog::Entry;
+
 /// How long the writer sleeps when nothing is waiting (it also checks for shutdown then).
 const IDLE_PARK: Duration = Duration::from_secs(1);
 /// How long a record may wait before it is committed.
@@ -66,7 +68,7 @@ pub struct Stats {
 }
 
 enum Msg {
-    Record(Box<Record>, Option<String>),
+    Record(Box<Record>, Option<Box<Entry>>),
     SpendSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<u64> },
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -231,8 +233,12 @@ impl Writer {
             Msg::Record(r, line) => {
                 self.first_at.get_or_insert_with(Instant::now);
                 self.batch.push(*r);
-                if let Some(l) = line {
-                    self.lines.push(l);
+                if let Some(mut entry) = line {
+                    // Counting and serialising here keeps them off the request path.
+                    entry.facts.count_tokens();
+                    if let Ok(l) = serde_json::to_string(&entry) {
+                        self.lines.push(l);
+                    }
                 }
             }
             Msg::SpendSince { key, since_ms, reply } => {
@@ -312,8 +318,8 @@ impl Ledger {
         Ok(Ledger { tx, writer: handle.thread().clone(), stats })
     }
 
-    /// Hands a record (and its request-log line) to the writer. Never waits on the disk.
-    pub fn record(&self, record: Record, log_line: Option<String>) {
+    /// Hands a record (and its request-log entry) to the writer. Never waits on the disk.
+    pub fn record(&self, record: Record, log_line: Option<Box<Entry>>) {
         let before = self.stats.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(Msg::Record(Box::new(record), log_line)).is_err() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
@@ -406,7 +412,8 @@ mod tests {
         let target = Target { sqlite: dir.path().join("l.db"), request_log: Some(dir.path().join("r.jsonl")) };
         let l = Ledger::open(&target).unwrap();
         for i in 0..250 {
-            l.record(rec(&format!("id{i}"), "a", 10), Some(format!("{{\"i\":{i}}}")));
+            let entry = Entry { request_id: format!("id{i}"), ..Entry::default() };
+            l.record(rec(&format!("id{i}"), "a", 10), Some(Box::new(entry)));
         }
         // The same request handed over twice (a retried batch) is one row.
         l.record(rec("id0", "a", 10), None);
@@ -421,6 +428,9 @@ mod tests {
         assert_eq!(read_all(&target.sqlite).unwrap().len(), 250);
         let log = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
         assert_eq!(log.lines().count(), 250);
+        // Lines are whole entries, in order, with the prompt's tokens counted by the writer.
+        let first: Entry = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        assert_eq!((first.request_id.as_str(), first.facts.prompt_tokens), ("id0", Some(0)));
     }
 
     #[tokio::test]

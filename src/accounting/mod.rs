@@ -98,7 +98,7 @@ impl Accounting {
             e.tokens_out = usage.output;
             e.cost_usd = usage::usd(cost);
             e.latency_ms = latency_ms;
-            serde_json::to_string(&e).ok()
+            Some(Box::new(e))
         });
         if let Some(l) = &self.ledger {
             l.record(record, line);

@@ -98,6 +98,10 @@ pub struct Facts {
     /// The system messages (likewise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_system: Option<String>,
+    /// The prompt, held only until its tokens are counted (off the request path, by the ledger's
+    /// writer), when the log does not keep it.
+    #[serde(skip)]
+    pub uncounted: Option<String>,
 }
 
 impl Facts {
@@ -113,7 +117,9 @@ impl Facts {
             messages: req.messages,
             prompt_chars: req.prompt.chars().count() as u64,
             prompt_bytes: req.prompt.len() as u64,
-            prompt_tokens: Some(crate::policy::eval::count_tokens(&req.prompt)),
+            // Counted later, by the writer (see `count_tokens`).
+            prompt_tokens: None,
+            uncounted: (!prompts).then(|| req.prompt.clone()),
             user_id: req.user_id.clone(),
             headers: req
                 .headers
@@ -127,6 +133,18 @@ impl Facts {
             prompt_last: prompts.then(|| req.prompt_last().to_string()),
             prompt_system: prompts.then(|| req.prompt_system().to_string()),
             ..Facts::default()
+        }
+    }
+
+    /// Counts the prompt's tokens if nobody has (the ledger's writer calls this before writing).
+    pub fn count_tokens(&mut self) {
+        if let Some(text) = self.uncounted.take() {
+            if self.prompt_tokens.is_none() {
+                self.prompt_tokens = Some(crate::policy::eval::count_tokens(&text));
+            }
+        }
+        if self.prompt_tokens.is_none() {
+            self.prompt_tokens = Some(crate::policy::eval::count_tokens(self.prompt.as_deref().unwrap_or("")));
         }
     }
 
