@@ -85,7 +85,7 @@ impl Accounting {
             estimated: usage.estimated,
             ..charge.record
         };
-        let line = charge.log.filter(|_| self.request_log).and_then(|mut e| {
+        let line = charge.log.filter(|_| self.request_log).map(|mut e| {
             e.time = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             e.request_id.clone_from(&record.id);
             e.key.clone_from(&record.key);
@@ -98,7 +98,7 @@ impl Accounting {
             e.tokens_out = usage.output;
             e.cost_usd = usage::usd(cost);
             e.latency_ms = latency_ms;
-            Some(Box::new(e))
+            Box::new(e)
         });
         if let Some(l) = &self.ledger {
             l.record(record, line);
