@@ -191,6 +191,9 @@ fn simulate(traffic: &Path, policy: &Path, baseline: Option<&Path>, config: Opti
         Err(e) => return e,
     };
     let catalog = loaded.as_ref().map(Loaded::catalog);
+    if catalog.is_none() {
+        eprintln!("warning: no config (give --config): models have no prices, so estimated costs are 0");
+    }
     let new = match build(policy, catalog.as_ref()) {
         Ok(p) => p,
         Err(e) => return e,

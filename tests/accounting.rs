@@ -164,6 +164,30 @@ async fn cost_is_tokens_times_prices_for_plain_and_streamed_replies() {
     g.running.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_stream_cut_by_its_client_is_settled_with_what_was_streamed() {
+    let g = gateway_custom(POLICY, false, config).await;
+    let mut body = msg("hello");
+    body["stream"] = json!(true);
+    let r = g.chat(body, "sk-plain", Some("slow")).await;
+    let id = header(&r, "x-request-id");
+    let mut stream = r.bytes_stream();
+    // Read a few chunks (the slow stream sends one every 50 ms), then go away.
+    let mut got = String::new();
+    while got.matches("data: ").count() < 3 {
+        got.push_str(std::str::from_utf8(&stream.next().await.unwrap().unwrap()).unwrap());
+    }
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = rows(&g).await;
+    let r = row(&rows, &id);
+    assert_eq!(r.status, 499);
+    assert!(r.estimated, "the upstream sent no usage before the cut: the tokens are counted");
+    assert!(r.output_tokens >= 2, "{r:?}");
+    assert_eq!(r.cost_micros, r.input_tokens + 2 * r.output_tokens);
+    g.running.shutdown().await;
+}
+
 async fn key_info(g: &gateway_support::Gateway, key: &str) -> Value {
     g.http.get(format!("{}/v1/key", g.url)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
 }
