@@ -101,51 +101,17 @@ pub fn error_body(status: u16, body: &str) -> String {
 }
 
 fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, String> {
-    match content {
-        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => {
-                    Ok(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or("")}))
-                }
-                Some("image_url") => {
-                    let url = p
-                        .pointer("/image_url/url")
-                        .or_else(|| p.get("image_url"))
-                        .and_then(Value::as_str)
-                        .ok_or("an image_url part has no url")?;
-                    Ok(match native::data_url(url) {
-                        Some((media, data)) => {
-                            json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
-                        }
-                        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
-                    })
-                }
-                Some(other) => Err(format!("content parts of type `{other}` cannot be sent to Anthropic")),
-                None => Err("a content part has no type".to_string()),
-            })
-            .collect(),
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(_) => Err("`content` must be a string or a list of parts".into()),
-    }
-}
-
-/// Appends a message, merging it into the previous one when the role repeats (Anthropic wants
-/// user and assistant turns to alternate; consecutive tool results become one user turn).
-fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut() {
-        if last["role"] == role {
-            if let Some(c) = last["content"].as_array_mut() {
-                c.extend(blocks);
-                return;
+    native::user_parts(
+        content,
+        "Anthropic",
+        |t| json!({"type": "text", "text": t}),
+        |url| match native::data_url(url) {
+            Some((media, data)) => {
+                json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
             }
-        }
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+            None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+        },
+    )
 }
 
 /// OpenAI's chat request -> Anthropic's Messages request.
@@ -157,7 +123,7 @@ pub fn request(body: &Value, stream: bool) -> Result<(Value, Shape), String> {
         let content = m.get("content");
         match m.get("role").and_then(Value::as_str).unwrap_or("") {
             "system" | "developer" => system.push(native::content_text(content)),
-            "user" => push(&mut messages, "user", user_blocks(content)?),
+            "user" => native::push_turn(&mut messages, "user", "content", user_blocks(content)?),
             "assistant" => {
                 let mut blocks = Vec::new();
                 let text = native::content_text(content);
@@ -172,13 +138,13 @@ pub fn request(body: &Value, stream: bool) -> Result<(Value, Shape), String> {
                         "input": native::tool_arguments(call),
                     }));
                 }
-                push(&mut messages, "assistant", blocks);
+                native::push_turn(&mut messages, "assistant", "content", blocks);
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).ok_or("a tool message needs `tool_call_id`")?;
                 let result =
                     json!({"type": "tool_result", "tool_use_id": id, "content": native::content_text(content)});
-                push(&mut messages, "user", vec![result]);
+                native::push_turn(&mut messages, "user", "content", vec![result]);
             }
             other => return Err(format!("messages with role `{other}` cannot be sent to Anthropic")),
         }

@@ -91,45 +91,15 @@ pub fn error_body(status: u16, body: &str) -> String {
 }
 
 fn user_parts(content: Option<&Value>) -> Result<Vec<Value>, String> {
-    match content {
-        Some(Value::String(s)) => Ok(vec![json!({"text": s})]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(json!({"text": p.get("text").and_then(Value::as_str).unwrap_or("")})),
-                Some("image_url") => {
-                    let url = p
-                        .pointer("/image_url/url")
-                        .or_else(|| p.get("image_url"))
-                        .and_then(Value::as_str)
-                        .ok_or("an image_url part has no url")?;
-                    Ok(match native::data_url(url) {
-                        Some((media, data)) => json!({"inlineData": {"mimeType": media, "data": data}}),
-                        None => json!({"fileData": {"mimeType": native::media_type_of(url), "fileUri": url}}),
-                    })
-                }
-                Some(other) => Err(format!("content parts of type `{other}` cannot be sent to Gemini")),
-                None => Err("a content part has no type".to_string()),
-            })
-            .collect(),
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(_) => Err("`content` must be a string or a list of parts".into()),
-    }
-}
-
-fn push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut() {
-        if last["role"] == role {
-            if let Some(p) = last["parts"].as_array_mut() {
-                p.extend(parts);
-                return;
-            }
-        }
-    }
-    contents.push(json!({"role": role, "parts": parts}));
+    native::user_parts(
+        content,
+        "Gemini",
+        |t| json!({"text": t}),
+        |url| match native::data_url(url) {
+            Some((media, data)) => json!({"inlineData": {"mimeType": media, "data": data}}),
+            None => json!({"fileData": {"mimeType": native::media_type_of(url), "fileUri": url}}),
+        },
+    )
 }
 
 /// OpenAI's chat request -> Gemini's `generateContent` request.
@@ -143,7 +113,7 @@ pub fn request(body: &Value) -> Result<(Value, Shape), String> {
         let content = m.get("content");
         match m.get("role").and_then(Value::as_str).unwrap_or("") {
             "system" | "developer" => system.push(native::content_text(content)),
-            "user" => push(&mut contents, "user", user_parts(content)?),
+            "user" => native::push_turn(&mut contents, "user", "parts", user_parts(content)?),
             "assistant" => {
                 let mut parts = Vec::new();
                 let text = native::content_text(content);
@@ -157,7 +127,7 @@ pub fn request(body: &Value) -> Result<(Value, Shape), String> {
                     }
                     parts.push(json!({"functionCall": {"name": name, "args": native::tool_arguments(call)}}));
                 }
-                push(&mut contents, "model", parts);
+                native::push_turn(&mut contents, "model", "parts", parts);
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).ok_or("a tool message needs `tool_call_id`")?;
@@ -167,7 +137,12 @@ pub fn request(body: &Value) -> Result<(Value, Shape), String> {
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({"content": text}),
                 };
-                push(&mut contents, "user", vec![json!({"functionResponse": {"name": name, "response": response}})]);
+                native::push_turn(
+                    &mut contents,
+                    "user",
+                    "parts",
+                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                );
             }
             other => return Err(format!("messages with role `{other}` cannot be sent to Gemini")),
         }

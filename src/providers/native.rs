@@ -1,6 +1,7 @@
-//! What the translating providers (Anthropic, Gemini) share: one POST with its status handling,
-//! the adapter that turns a native event stream into OpenAI chunk payloads, and small
-//! conversions (data URLs, tool arguments, OpenAI-shaped error bodies).
+//! What the HTTP providers share: one POST with its status handling and the JSON reply (all
+//! three), and for the translating ones (Anthropic, Gemini) the adapter that turns a native event
+//! stream into OpenAI chunk payloads and small conversions (turns, images, tool arguments,
+//! OpenAI-shaped error bodies).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -127,6 +128,56 @@ pub fn usage_chunk(id: &str, model: &str, created: i64, input: u64, output: u64)
 /// Whether the OpenAI request asked for the stream's usage.
 pub fn wants_usage(body: &Value) -> bool {
     body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Appends a turn `{"role": role, key: items}` to `turns`, merging it into the previous turn when
+/// the role repeats (both native APIs want user and model turns to alternate). Empty turns are
+/// left out.
+pub fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut() {
+        if last["role"] == role {
+            if let Some(list) = last[key].as_array_mut() {
+                list.extend(items);
+                return;
+            }
+        }
+    }
+    turns.push(json!({"role": role, key: items}));
+}
+
+/// A user message's `content` as native parts: `text` for each text part (or the whole string)
+/// and `image` for each image URL; other part types cannot be sent to `provider`.
+pub fn user_parts(
+    content: Option<&Value>,
+    provider: &str,
+    text: impl Fn(&str) -> Value,
+    image: impl Fn(&str) -> Value,
+) -> Result<Vec<Value>, String> {
+    match content {
+        Some(Value::String(s)) => Ok(vec![text(s)]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => Ok(text(p.get("text").and_then(Value::as_str).unwrap_or(""))),
+                Some("image_url") => image_url(p).map(&image),
+                Some(other) => Err(format!("content parts of type `{other}` cannot be sent to {provider}")),
+                None => Err("a content part has no type".to_string()),
+            })
+            .collect(),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(_) => Err("`content` must be a string or a list of parts".into()),
+    }
+}
+
+/// The URL of an `image_url` content part (`{"image_url": {"url"}}`, or the older bare string).
+pub fn image_url(part: &Value) -> Result<&str, String> {
+    part.pointer("/image_url/url")
+        .or_else(|| part.get("image_url"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| "an image_url part has no url".to_string())
 }
 
 /// A `data:` URL split into media type and base64 data.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 
-use super::{parse_retry_after, Call, ProviderApi, Reply, UpstreamError};
+use super::{native, Call, ProviderApi, Reply, UpstreamError};
 use crate::catalog::Endpoint;
 
 /// The provider's kind, as written in the config.
@@ -50,20 +50,9 @@ impl OpenAi {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout
-    } else {
-        // Describe without the URL (it may carry a secret for some providers).
-        let kind = if e.is_connect() {
-            "connect"
-        } else if e.is_body() || e.is_decode() {
-            "body"
-        } else {
-            "request"
-        };
-        UpstreamError::Connect(kind.to_string())
-    }
+/// Upstream error bodies are OpenAI's already: they pass through unchanged.
+fn passthrough(_status: u16, body: &str) -> String {
+    body.to_string()
 }
 
 impl ProviderApi for OpenAi {
@@ -82,17 +71,7 @@ impl ProviderApi for OpenAi {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let resp = tokio::time::timeout(call.first_byte_timeout, req.send())
-            .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|e| transport_error(&e))?;
-        let status = resp.status().as_u16();
-        if status >= 400 {
-            let retry_after =
-                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-            let body = resp.text().await.unwrap_or_default();
-            return Err(UpstreamError::Status { status, body, retry_after });
-        }
+        let resp = native::send(req, call.first_byte_timeout, passthrough).await?;
         if call.stream {
             let events = resp.bytes_stream().eventsource().map(|ev| match ev {
                 Ok(ev) => Ok(ev.data),
@@ -100,12 +79,6 @@ impl ProviderApi for OpenAi {
             });
             return Ok(Reply::Stream(Box::pin(events)));
         }
-        let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-        if !v.is_object() {
-            return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
-        }
-        Ok(Reply::Json(v))
+        native::json_reply(resp).await.map(Reply::Json)
     }
 }
