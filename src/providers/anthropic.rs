@@ -39,19 +39,10 @@ const TAKEN: &[&str] = &[
 ];
 
 /// An Anthropic upstream.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Anthropic {
     url: Option<reqwest::Url>,
-    key: Option<String>,
-    headers: BTreeMap<String, String>,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for Anthropic {
-    // INVARIANT: the key is never printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Anthropic").field("key", &self.key.as_ref().map(|_| "<set>")).finish()
-    }
+    upstream: native::Upstream,
 }
 
 impl Anthropic {
@@ -63,7 +54,7 @@ impl Anthropic {
         http: reqwest::Client,
     ) -> Anthropic {
         let url = reqwest::Url::parse(&format!("{}/v1/messages", base_url.trim_end_matches('/'))).ok();
-        Anthropic { url, key, headers, http }
+        Anthropic { url, upstream: native::Upstream::new(http, key, native::Auth::Header("x-api-key"), headers) }
     }
 }
 
@@ -429,13 +420,7 @@ impl ProviderApi for Anthropic {
             retry_after: None,
         })?;
         native::log_dropped(PROVIDER_TYPE, &native::dropped_fields(&body, TAKEN));
-        let mut req = self.http.post(url.clone()).header("anthropic-version", API_VERSION).json(&native_body);
-        if let Some(k) = &self.key {
-            req = req.header("x-api-key", k);
-        }
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
+        let req = self.upstream.post(url.clone()).header("anthropic-version", API_VERSION).json(&native_body);
         let resp = native::send(req, call.first_byte_timeout, error_body).await?;
         if call.stream {
             return Ok(Reply::Stream(native::translate_stream(resp, Stream::new(&model, shape))));

@@ -35,19 +35,10 @@ const TAKEN: &[&str] = &[
 const TAKEN_EMBEDDINGS: &[&str] = &["model", "input", "dimensions"];
 
 /// A Gemini upstream.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Gemini {
     base: String,
-    key: Option<String>,
-    headers: BTreeMap<String, String>,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for Gemini {
-    // INVARIANT: the key is never printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gemini").field("key", &self.key.as_ref().map(|_| "<set>")).finish()
-    }
+    upstream: native::Upstream,
 }
 
 impl Gemini {
@@ -58,7 +49,8 @@ impl Gemini {
         headers: BTreeMap<String, String>,
         http: reqwest::Client,
     ) -> Gemini {
-        Gemini { base: base_url.trim_end_matches('/').to_string(), key, headers, http }
+        let upstream = native::Upstream::new(http, key, native::Auth::Header("x-goog-api-key"), headers);
+        Gemini { base: base_url.trim_end_matches('/').to_string(), upstream }
     }
 
     fn url(&self, model: &str, method: &str) -> Result<reqwest::Url, UpstreamError> {
@@ -441,13 +433,7 @@ impl ProviderApi for Gemini {
             let (b, shape) = request(&body).map_err(refused)?;
             (if call.stream { "streamGenerateContent" } else { "generateContent" }, b, shape)
         };
-        let mut req = self.http.post(self.url(&model, method)?).json(&native_body);
-        if let Some(k) = &self.key {
-            req = req.header("x-goog-api-key", k);
-        }
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
+        let req = self.upstream.post(self.url(&model, method)?).json(&native_body);
         let resp = native::send(req, call.first_byte_timeout, error_body).await?;
         if call.stream && call.endpoint == Endpoint::Chat {
             return Ok(Reply::Stream(native::translate_stream(resp, Stream::new(&model, shape))));

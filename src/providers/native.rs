@@ -3,7 +3,7 @@
 //! stream into OpenAI chunk payloads and small conversions (turns, images, tool arguments,
 //! OpenAI-shaped error bodies).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
@@ -11,6 +11,54 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::{parse_retry_after, EventStream, UpstreamError};
+
+/// How a provider's key travels.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth {
+    /// `Authorization: Bearer KEY`.
+    Bearer,
+    /// A header of its own (`x-api-key`, `x-goog-api-key`).
+    Header(&'static str),
+}
+
+/// What every HTTP provider holds: the pooled client, the key (never printed, never in a URL)
+/// and the extra headers of its config.
+#[derive(Clone)]
+pub struct Upstream {
+    http: reqwest::Client,
+    key: Option<String>,
+    auth: Auth,
+    headers: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Upstream {
+    // INVARIANT: the key is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("key", &self.key.as_ref().map(|_| "<set>")).finish()
+    }
+}
+
+impl Upstream {
+    /// An upstream whose key travels as `auth` says.
+    pub fn new(http: reqwest::Client, key: Option<String>, auth: Auth, headers: BTreeMap<String, String>) -> Upstream {
+        Upstream { http, key, auth, headers }
+    }
+
+    /// A POST to `url` with the key and the extra headers.
+    pub fn post(&self, url: reqwest::Url) -> reqwest::RequestBuilder {
+        let mut req = self.http.post(url);
+        if let Some(k) = &self.key {
+            req = match self.auth {
+                Auth::Bearer => req.bearer_auth(k),
+                Auth::Header(name) => req.header(name, k),
+            };
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        req
+    }
+}
 
 /// Sends a request; a status of 400 or more becomes `UpstreamError::Status` with the body
 /// rewritten by `error_body` into OpenAI's error shape.

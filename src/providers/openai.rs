@@ -14,24 +14,11 @@ use crate::catalog::Endpoint;
 pub const PROVIDER_TYPE: &str = "openai";
 
 /// An OpenAI-compatible upstream.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OpenAi {
-    base_url: String,
     /// `{base_url}/chat/completions` and `{base_url}/embeddings`, parsed once.
     urls: Option<(reqwest::Url, reqwest::Url)>,
-    key: Option<String>,
-    headers: BTreeMap<String, String>,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for OpenAi {
-    // INVARIANT: the key is never printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAi")
-            .field("base_url", &self.base_url)
-            .field("key", &self.key.as_ref().map(|_| "<set>"))
-            .finish()
-    }
+    upstream: native::Upstream,
 }
 
 impl OpenAi {
@@ -46,7 +33,7 @@ impl OpenAi {
         let urls = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
             .ok()
             .zip(reqwest::Url::parse(&format!("{base_url}/embeddings")).ok());
-        OpenAi { base_url, urls, key, headers, http }
+        OpenAi { urls, upstream: native::Upstream::new(http, key, native::Auth::Bearer, headers) }
     }
 }
 
@@ -64,13 +51,7 @@ impl ProviderApi for OpenAi {
             Endpoint::Chat => chat.clone(),
             Endpoint::Embeddings => embeddings.clone(),
         };
-        let mut req = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(call.body);
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
+        let req = self.upstream.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(call.body);
         let resp = native::send(req, call.first_byte_timeout, passthrough).await?;
         if call.stream {
             let events = resp.bytes_stream().eventsource().map(|ev| match ev {
