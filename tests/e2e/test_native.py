@@ -4,21 +4,14 @@ API (stdlib HTTP servers in this file, on ephemeral ports). Streams arrive chunk
 tool calls, and the fakes check that each key travels in its own header."""
 
 import json
-import os
-import socket
-import subprocess
-import tempfile
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import openai
 import pytest
+from gateway import Gateway
 
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = ROOT / "target" / "debug" / "yardmaster"
 KEY = "sk-native-e2e-" + "y" * 16
 ANTHROPIC_KEY = "sk-ant-e2e-SECRET"
 GEMINI_KEY = "AIza-e2e-SECRET"
@@ -96,19 +89,12 @@ class Fake(BaseHTTPRequestHandler):
         self.send_sse(events)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gateway():
     fake = ThreadingHTTPServer(("127.0.0.1", 0), Fake)
     threading.Thread(target=fake.serve_forever, daemon=True).start()
     fake_url = f"http://127.0.0.1:{fake.server_address[1]}"
-    d = tempfile.mkdtemp()
-    Path(d, "yardmaster.yaml").write_text(f"""
+    config = f"""
 listen: 127.0.0.1:0
 policy: main.route
 providers:
@@ -120,26 +106,11 @@ models:
 keys:
   - {{ name: e2e, key_env: E2E_KEY }}
 storage: {{ sqlite: ":memory:" }}
-""")
-    Path(d, "main.route").write_text('rule "explicit" {\n  when request.model != "auto"\n  then requested\n}\n\ndefault {\n  then claude -> gemini\n}\n')
-    port = free_port()
-    env = dict(os.environ, E2E_KEY=KEY, E2E_ANTHROPIC_KEY=ANTHROPIC_KEY, E2E_GEMINI_KEY=GEMINI_KEY)
-    log = open(Path(d, "serve.log"), "w")
-    proc = subprocess.Popen([str(BINARY), "serve", "--config", str(Path(d, "yardmaster.yaml")), "--listen", f"127.0.0.1:{port}"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
-                break
-        except Exception:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError("the gateway did not start:\n" + Path(d, "serve.log").read_text())
-    yield url, Path(d, "serve.log")
-    proc.terminate()
-    proc.wait(timeout=35)
+"""
+    policy = 'rule "explicit" {\n  when request.model != "auto"\n  then requested\n}\n\ndefault {\n  then claude -> gemini\n}\n'
+    g = Gateway(config, policy, {"E2E_KEY": KEY, "E2E_ANTHROPIC_KEY": ANTHROPIC_KEY, "E2E_GEMINI_KEY": GEMINI_KEY})
+    yield g.url, g.log
+    g.stop()
     fake.shutdown()
 
 

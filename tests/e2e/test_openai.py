@@ -1,22 +1,15 @@
 """End to end with the official `openai` Python package against a real `yardmaster serve` on
 127.0.0.1 (an ephemeral port), routed to the built-in mock provider."""
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 import openai
 import pytest
+from gateway import Gateway
 import sqlite3
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
-BINARY = ROOT / "target" / "debug" / "yardmaster"
 KEY = "sk-e2e-" + "x" * 20
 
 CONFIG = """
@@ -49,37 +42,11 @@ default {
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gateway():
-    d = tempfile.mkdtemp()
-    Path(d, "yardmaster.yaml").write_text(CONFIG)
-    Path(d, "main.route").write_text(POLICY)
-    port = free_port()
-    env = dict(os.environ, E2E_KEY=KEY)
-    log = open(Path(d, "serve.log"), "w")
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--config", str(Path(d, "yardmaster.yaml")), "--listen", f"127.0.0.1:{port}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
-                break
-        except Exception:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError("the gateway did not start:\n" + Path(d, "serve.log").read_text())
-    yield url, Path(d, "serve.log"), Path(d)
-    proc.terminate()
-    proc.wait(timeout=35)
+    g = Gateway(CONFIG, POLICY, {"E2E_KEY": KEY})
+    yield g.url, g.log, g.dir
+    g.stop()
 
 
 def client(url, key=KEY):
@@ -145,31 +112,18 @@ def test_no_key_or_prompt_in_the_log(gateway):
 
 
 def test_sigterm_drains_requests_in_flight():
-    d = tempfile.mkdtemp()
-    Path(d, "yardmaster.yaml").write_text(CONFIG)
-    Path(d, "main.route").write_text(POLICY)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--config", str(Path(d, "yardmaster.yaml")), "--listen", f"127.0.0.1:{port}"],
-        env=dict(os.environ, E2E_KEY=KEY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/readyz", timeout=1)
-            break
-        except Exception:
-            time.sleep(0.05)
+    g = Gateway(CONFIG, POLICY, {"E2E_KEY": KEY})
+    url = g.url
     stream = client(url).chat.completions.create(
         model="streamer", messages=[{"role": "user", "content": "stream please"}], stream=True
     )
     chunks = iter(stream)
     first = next(chunks)
-    proc.terminate()  # SIGTERM while the stream is in flight
+    g.proc.terminate()  # SIGTERM while the stream is in flight
     rest = list(chunks)
     assert first.model == "streamer"
     assert len(rest) >= 10, "the stream in flight finished after SIGTERM"
-    assert proc.wait(timeout=35) == 0
+    assert g.proc.wait(timeout=35) == 0
     with pytest.raises(openai.APIConnectionError):
         client(url).chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
 
@@ -221,30 +175,16 @@ def test_metrics_parse_as_prometheus_text(gateway):
 
 
 def test_sigterm_commits_every_request_to_the_ledger():
-    d = tempfile.mkdtemp()
-    Path(d, "yardmaster.yaml").write_text(CONFIG)
-    Path(d, "main.route").write_text(POLICY)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BINARY), "serve", "--config", str(Path(d, "yardmaster.yaml")), "--listen", f"127.0.0.1:{port}"],
-        env=dict(os.environ, E2E_KEY=KEY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/readyz", timeout=1)
-            break
-        except Exception:
-            time.sleep(0.05)
+    g = Gateway(CONFIG, POLICY, {"E2E_KEY": KEY})
+    url = g.url
     ids = set()
     for i in range(25):
         raw = client(url).chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": f"hello {i}"}]
         )
         ids.add(raw.headers["x-request-id"])
-    proc.terminate()
-    assert proc.wait(timeout=35) == 0
-    db = sqlite3.connect(Path(d, "yardmaster.db"))
+    assert g.stop() == 0
+    db = sqlite3.connect(g.dir / "yardmaster.db")
     rows = db.execute("SELECT id, key, status, cost_micros FROM requests").fetchall()
     assert {r[0] for r in rows} == ids
     assert all(r[1] == "e2e" and r[2] == 200 and r[3] > 0 for r in rows)
