@@ -283,9 +283,7 @@ pub fn reply(v: &Value, model: &str, shape: &Shape) -> Result<Value, UpstreamErr
 #[derive(Debug, Default)]
 pub struct Stream {
     shape: Shape,
-    id: String,
-    model: String,
-    created: i64,
+    out: native::Chunks,
     input: u64,
     output: u64,
     /// Content block index -> tool call index (OpenAI counts tool calls from 0).
@@ -300,11 +298,11 @@ pub struct Stream {
 impl Stream {
     /// A translator for one streamed reply.
     pub fn new(model: &str, shape: Shape) -> Stream {
-        Stream { shape, model: model.to_string(), id: "msg".into(), created: native::now(), ..Stream::default() }
+        Stream { shape, out: native::Chunks::new("msg", model), ..Stream::default() }
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        native::chunk(&self.id, &self.model, self.created, delta, finish)
+        self.out.delta(delta, finish)
     }
 }
 
@@ -315,7 +313,7 @@ impl Translate for Stream {
         Ok(match v.get("type").and_then(Value::as_str).unwrap_or("") {
             "message_start" => {
                 if let Some(id) = v.pointer("/message/id").and_then(Value::as_str) {
-                    self.id = id.to_string();
+                    self.out.id = id.to_string();
                 }
                 if let Some(u) = v.pointer("/message/usage").filter(|u| u.is_object()) {
                     (self.input, self.output) = usage_of(Some(u));
@@ -379,7 +377,7 @@ impl Translate for Stream {
                 self.done = true;
                 let mut out = Vec::new();
                 if self.shape.wants_usage && self.usage_seen {
-                    out.push(native::usage_chunk(&self.id, &self.model, self.created, self.input, self.output));
+                    out.push(self.out.usage(self.input, self.output));
                 }
                 out.push("[DONE]".into());
                 out

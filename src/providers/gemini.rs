@@ -300,9 +300,7 @@ pub fn reply(v: &Value, model: &str) -> Result<Value, UpstreamError> {
 #[derive(Debug, Default)]
 pub struct Stream {
     shape: Shape,
-    id: String,
-    model: String,
-    created: i64,
+    out: native::Chunks,
     usage: Option<(u64, u64)>,
     calls: u64,
     started: bool,
@@ -312,11 +310,11 @@ pub struct Stream {
 impl Stream {
     /// A translator for one streamed reply.
     pub fn new(model: &str, shape: Shape) -> Stream {
-        Stream { shape, model: model.to_string(), id: "gemini".into(), created: native::now(), ..Stream::default() }
+        Stream { shape, out: native::Chunks::new("gemini", model), ..Stream::default() }
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        native::chunk(&self.id, &self.model, self.created, delta, finish)
+        self.out.delta(delta, finish)
     }
 }
 
@@ -336,7 +334,7 @@ impl Translate for Stream {
         if !self.started {
             self.started = true;
             if let Some(id) = v.get("responseId").and_then(Value::as_str) {
-                self.id = id.to_string();
+                self.out.id = id.to_string();
             }
             out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
         }
@@ -370,7 +368,7 @@ impl Translate for Stream {
         }
         let mut out = Vec::new();
         if let (true, Some((input, output))) = (self.shape.wants_usage, self.usage) {
-            out.push(native::usage_chunk(&self.id, &self.model, self.created, input, output));
+            out.push(self.out.usage(input, output));
         }
         out.push("[DONE]".into());
         Ok(out)

@@ -159,18 +159,34 @@ pub fn translate_stream(resp: reqwest::Response, translator: impl Translate) -> 
     }))
 }
 
-/// An OpenAI chunk.
-pub fn chunk(id: &str, model: &str, created: i64, delta: Value, finish: Option<&str>) -> String {
-    json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    .to_string()
+/// The OpenAI chunks of one stream: every chunk repeats the same id, model and creation time.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    /// The stream's id (the upstream's message or response id, once known).
+    pub id: String,
+    model: String,
+    created: i64,
 }
 
-/// The usage chunk that `stream_options.include_usage` asks for.
-pub fn usage_chunk(id: &str, model: &str, created: i64, input: u64, output: u64) -> String {
-    json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-        "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}})
-    .to_string()
+impl Chunks {
+    /// Chunks for `model`, with a provisional `id`.
+    pub fn new(id: &str, model: &str) -> Chunks {
+        Chunks { id: id.to_string(), model: model.to_string(), created: now() }
+    }
+
+    /// A chunk with one choice's `delta`.
+    pub fn delta(&self, delta: Value, finish: Option<&str>) -> String {
+        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    }
+
+    /// The usage chunk that `stream_options.include_usage` asks for.
+    pub fn usage(&self, input: u64, output: u64) -> String {
+        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [], "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}})
+        .to_string()
+    }
 }
 
 /// Whether the OpenAI request asked for the stream's usage.
