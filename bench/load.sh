@@ -9,6 +9,7 @@
 #   4. memory: idle RSS, and RSS after 100,000 requests
 #
 # Usage: bash bench/load.sh   (needs `oha`: cargo install oha --locked)
+#        LEDGER=off bash bench/load.sh   the same without the spend ledger (`storage: { ledger: false }`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v oha >/dev/null || { echo "install oha first: cargo install oha --locked" >&2; exit 2; }
@@ -19,9 +20,9 @@ GW=127.0.0.1:18080
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-python3 - "$work" "$UP" <<'PY'
+python3 - "$work" "$UP" "${LEDGER:-on}" <<'PY'
 import sys
-work, up = sys.argv[1], sys.argv[2]
+work, up, ledger = sys.argv[1], sys.argv[2], sys.argv[3]
 rules = []
 for i in range(100):
     kind = i % 4
@@ -39,7 +40,7 @@ providers:
   up: {{ kind: openai, base_url: "http://{up}/v1" }}
 models:
   fast: {{ provider: up, id: fast, price: {{ input: 1, output: 1 }}, context: 128000 }}
-""")
+""" + ("storage: { ledger: false }\n" if ledger == "off" else ""))
 PY
 
 taskset -c 1 target/release/fake-upstream "$UP" &
