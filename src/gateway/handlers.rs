@@ -334,7 +334,7 @@ async fn complete(
     }
     let standing = standing(st, key).await;
     let catalog = snap.program.catalog();
-    let (decision, plan, budget_facts) = {
+    let (decision, plan, (budget_facts, hour, weekday)) = {
         // The context borrows the (non-Send) health view: keep it out of the awaits below.
         let view = HealthView { registry: &st.health, catalog };
         let ctx = context(key, &view, standing);
@@ -342,7 +342,7 @@ async fn complete(
             let mut s = s.borrow_mut();
             snap.program.route(&facts, &ctx, &mut s)
         });
-        (d, p, ctx.budget)
+        (d, p, (ctx.budget, ctx.hour, ctx.weekday))
     };
     let Some(rule) = snap.program.rule(decision.rule) else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the policy matched no rule"));
@@ -356,9 +356,7 @@ async fn complete(
         f.tier = key.and_then(|k| k.tier.clone());
         f.budget_usd = key.and_then(|k| k.budget.map(|b| b.usd));
         f.budget_spent_usd = budget_facts.spent_usd;
-        let now = chrono::Utc::now();
-        f.hour = u8::try_from(now.hour()).unwrap_or(0);
-        f.weekday = u8::try_from(now.weekday().num_days_from_monday()).unwrap_or(0);
+        (f.hour, f.weekday) = (hour, weekday);
         if let Some(c) = route.charge.as_mut() {
             c.log = Some(Entry { facts: f, ..Entry::default() });
         }
@@ -382,15 +380,7 @@ async fn complete(
             continue;
         }
         let Some(provider) = snap.providers.get(&model.provider) else { continue };
-        let cap = step
-            .with
-            .iter()
-            .find(|(k, _)| k == "max_tokens" || k == "max_completion_tokens")
-            .and_then(|(_, v)| v.as_u64());
-        let max_tokens = match (facts.max_tokens, cap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let max_tokens = crate::policy::eval::plan::max_tokens(facts.max_tokens, step.with);
         let (input, output) = budget::worst_case_tokens(prompt_bytes, max_tokens, model.context);
         targets.push(Target {
             model: &model.name,

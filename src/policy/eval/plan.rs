@@ -185,14 +185,7 @@ impl<'p> Planner<'p, '_, '_> {
             return Some("does not support images".into());
         }
         if let Some(ctx) = model.context {
-            let cap = with
-                .iter()
-                .find(|(k, _)| k == "max_tokens" || k == "max_completion_tokens")
-                .and_then(|(_, v)| v.as_u64());
-            let out = match (self.req.max_tokens, cap) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b).unwrap_or(0),
-            };
+            let out = max_tokens(self.req.max_tokens, with).unwrap_or(0);
             let bytes = (self.req.prompt.len() as u64).max(self.req.known_tokens.unwrap_or(0));
             if bytes + out > ctx {
                 let tokens = *self
@@ -204,5 +197,16 @@ impl<'p> Planner<'p, '_, '_> {
             }
         }
         None
+    }
+}
+
+/// The `max_tokens` of the request that leaves for a target: the client's, capped by a
+/// `with (max_tokens: N)` (or `max_completion_tokens`) override, or the override alone.
+pub fn max_tokens(client: Option<u64>, with: &[(String, serde_json::Value)]) -> Option<u64> {
+    let cap =
+        with.iter().find(|(k, _)| k == "max_tokens" || k == "max_completion_tokens").and_then(|(_, v)| v.as_u64());
+    match (client, cap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
