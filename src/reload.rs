@@ -260,19 +260,31 @@ impl Reloader {
     pub fn watch(self: &Arc<Self>) -> Result<(), String> {
         use notify::{RecursiveMode, Watcher};
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        // Only events on the policy's own files count: the directories also hold the ledger and
-        // the request log, which change all the time.
-        let names_of = |snap: &Snapshot| -> HashSet<OsString> {
-            snap.files.iter().filter_map(|f| f.file_name().map(OsString::from)).collect()
+        // The directories also hold the ledger and the request log, which change all the time:
+        // their events are not policy changes. (Everything else counts, so that a Kubernetes
+        // ConfigMap's `..data` symlink swap still triggers a reload.)
+        let noise_of = |snap: &Snapshot| -> HashSet<OsString> {
+            let mut names = HashSet::new();
+            if let Some(db) = snap.config.ledger_path().and_then(|p| p.file_name().map(OsString::from)) {
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let mut n = db.clone();
+                    n.push(suffix);
+                    names.insert(n);
+                }
+            }
+            if let Some(log) = snap.config.request_log_path().and_then(|p| p.file_name().map(OsString::from)) {
+                names.insert(log);
+            }
+            names
         };
-        let names = Arc::new(Mutex::new(names_of(&self.snapshot())));
-        let seen_names = Arc::clone(&names);
+        let noise = Arc::new(Mutex::new(noise_of(&self.snapshot())));
+        let seen_noise = Arc::clone(&noise);
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             // Reads (ours included) are not changes.
             if let Ok(ev) = ev {
                 let ours = {
-                    let n = lock(&seen_names);
-                    ev.paths.iter().any(|p| p.file_name().is_some_and(|f| n.contains(f)))
+                    let n = lock(&seen_noise);
+                    ev.paths.iter().any(|p| p.file_name().is_none_or(|f| !n.contains(f)))
                 };
                 if ours
                     && matches!(
@@ -328,7 +340,7 @@ impl Reloader {
                 last_loaded = now_files;
                 let before = this.snapshot().version().to_string();
                 let _ = this.reload().await;
-                *lock(&names) = names_of(&this.snapshot());
+                *lock(&noise) = noise_of(&this.snapshot());
                 let now = dirs(&this.snapshot());
                 if now != watched {
                     for d in now.iter().filter(|d| !watched.contains(d)) {

@@ -91,3 +91,41 @@ async fn reload_under_load_never_serves_half_a_policy() {
         seen_versions.len()
     );
 }
+
+/// Kubernetes mounts a ConfigMap as symlinks into a `..data` directory link, and updates it by
+/// swapping that link: no event names the policy file itself. The reload must still happen, while
+/// the ledger's constant writes beside the config do not count as changes.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_configmap_style_symlink_swap_reloads() {
+    use std::os::unix::fs::symlink;
+    let (addr, _up) = gateway_support::upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("..v1")).unwrap();
+    std::fs::write(d.join("..v1/main.route"), valid(1)).unwrap();
+    symlink("..v1", d.join("..data")).unwrap();
+    symlink("..data/main.route", d.join("main.route")).unwrap();
+    std::fs::write(d.join("yardmaster.yaml"), gateway_support::config(addr, "ok")).unwrap();
+    std::env::set_var("YM_TEST_UPSTREAM_KEY", "sk-upstream-SECRET-7f3a");
+    let running = gateway_support::start_in(d, true).await;
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    let http = reqwest::Client::new();
+    let ask = || http.post(&url).bearer_auth("sk-team-a").json(&msg("hi")).send();
+    assert_eq!(header(&ask().await.unwrap(), "x-yardmaster-rule"), "hit-1");
+    // The swap: a new directory, a new link, renamed over `..data` (atomic, as the kubelet does).
+    std::fs::create_dir(d.join("..v2")).unwrap();
+    std::fs::write(d.join("..v2/main.route"), valid(2)).unwrap();
+    symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rule = header(&ask().await.unwrap(), "x-yardmaster-rule");
+        if rule == "hit-2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the swap was not picked up (still {rule})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.shutdown().await;
+}
