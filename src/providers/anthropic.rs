@@ -300,10 +300,6 @@ impl Stream {
     pub fn new(model: &str, shape: Shape) -> Stream {
         Stream { shape, out: native::Chunks::new("msg", model), ..Stream::default() }
     }
-
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        self.out.delta(delta, finish)
-    }
 }
 
 impl Translate for Stream {
@@ -319,13 +315,13 @@ impl Translate for Stream {
                     (self.input, self.output) = usage_of(Some(u));
                     self.usage_seen = true;
                 }
-                vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
+                vec![self.out.delta(json!({"role": "assistant", "content": ""}), None)]
             }
             "content_block_start" => {
                 let block = v.get("content_block").cloned().unwrap_or(Value::Null);
                 match block.get("type").and_then(Value::as_str) {
                     Some("text") => match block.get("text").and_then(Value::as_str) {
-                        Some(t) if !t.is_empty() => vec![self.chunk(json!({"content": t}), None)],
+                        Some(t) if !t.is_empty() => vec![self.out.delta(json!({"content": t}), None)],
                         _ => vec![],
                     },
                     Some("tool_use") => {
@@ -336,7 +332,7 @@ impl Translate for Stream {
                         } else {
                             let n = self.tools.len() as u64;
                             self.tools.insert(index, n);
-                            vec![self.chunk(
+                            vec![self.out.delta(
                                 json!({"tool_calls": [{"index": n, "id": block.get("id"), "type": "function",
                                     "function": {"name": name, "arguments": ""}}]}),
                                 None,
@@ -349,11 +345,11 @@ impl Translate for Stream {
             "content_block_delta" => {
                 let d = v.get("delta").cloned().unwrap_or(Value::Null);
                 match d.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => vec![self.chunk(json!({"content": d.get("text")}), None)],
+                    Some("text_delta") => vec![self.out.delta(json!({"content": d.get("text")}), None)],
                     Some("input_json_delta") => {
                         let part = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
                         if self.json_blocks.contains(&index) {
-                            vec![self.chunk(json!({"content": part}), None)]
+                            vec![self.out.delta(json!({"content": part}), None)]
                         } else if let Some(n) = self.tools.get(&index) {
                             vec![self
                                 .chunk(json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}), None)]
@@ -371,7 +367,7 @@ impl Translate for Stream {
                     self.usage_seen = true;
                 }
                 let stop = v.pointer("/delta/stop_reason").and_then(Value::as_str);
-                vec![self.chunk(json!({}), Some(finish_reason(stop, self.shape.json_tool.is_some())))]
+                vec![self.out.delta(json!({}), Some(finish_reason(stop, self.shape.json_tool.is_some())))]
             }
             "message_stop" => {
                 self.done = true;

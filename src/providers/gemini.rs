@@ -312,10 +312,6 @@ impl Stream {
     pub fn new(model: &str, shape: Shape) -> Stream {
         Stream { shape, out: native::Chunks::new("gemini", model), ..Stream::default() }
     }
-
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        self.out.delta(delta, finish)
-    }
 }
 
 impl Translate for Stream {
@@ -336,7 +332,7 @@ impl Translate for Stream {
             if let Some(id) = v.get("responseId").and_then(Value::as_str) {
                 self.out.id = id.to_string();
             }
-            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            out.push(self.out.delta(json!({"role": "assistant", "content": ""}), None));
         }
         if let Some(u) = usage_of(&v) {
             self.usage = Some(u);
@@ -344,20 +340,20 @@ impl Translate for Stream {
         let Some(candidate) = v.get("candidates").and_then(Value::as_array).and_then(|c| c.first()) else {
             if v.pointer("/promptFeedback/blockReason").is_some() {
                 self.finished = true;
-                out.push(self.chunk(json!({}), Some("content_filter")));
+                out.push(self.out.delta(json!({}), Some("content_filter")));
             }
             return Ok(out);
         };
         let (text, calls) = parts_of(candidate, &mut self.calls);
         if !text.is_empty() {
-            out.push(self.chunk(json!({"content": text}), None));
+            out.push(self.out.delta(json!({"content": text}), None));
         }
         if !calls.is_empty() {
-            out.push(self.chunk(json!({"tool_calls": calls}), None));
+            out.push(self.out.delta(json!({"tool_calls": calls}), None));
         }
         if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
             self.finished = true;
-            out.push(self.chunk(json!({}), Some(finish_reason(reason, self.calls > 0))));
+            out.push(self.out.delta(json!({}), Some(finish_reason(reason, self.calls > 0))));
         }
         Ok(out)
     }
