@@ -352,7 +352,8 @@ impl Translate for Stream {
                             vec![self.out.delta(json!({"content": part}), None)]
                         } else if let Some(n) = self.tools.get(&index) {
                             vec![self
-                                .chunk(json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}), None)]
+                                .out
+                                .delta(json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}), None)]
                         } else {
                             vec![]
                         }
