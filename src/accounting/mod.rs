@@ -42,10 +42,6 @@ pub struct Charge {
     pub reserved_micros: u64,
     /// Tokens reserved against the key's `tpm`.
     pub reserved_tokens: u64,
-    /// The key has a budget (its account is settled).
-    pub budgeted: bool,
-    /// The key has a `tpm` limit.
-    pub tpm: bool,
     /// The request-log line so far.
     pub log: Option<requestlog::Entry>,
     /// When the request arrived.
@@ -67,10 +63,9 @@ impl Accounting {
     pub fn settle(&self, charge: Charge, usage: Usage, status: u16) -> Settled {
         let cost = charge.rate.cost_micros(usage.input, usage.output);
         let key = charge.record.key.as_deref().unwrap_or("");
-        if charge.budgeted {
-            self.budgets.settle(key, charge.reserved_micros, cost);
-        }
-        if charge.tpm {
+        // Keys without a budget have no account, and keys without `tpm` no bucket: both no-ops.
+        self.budgets.settle(key, charge.reserved_micros, cost);
+        if charge.reserved_tokens > 0 {
             self.limits.settle_tpm(key, charge.reserved_tokens, usage.input + usage.output);
         }
         let now = chrono::Utc::now();

@@ -138,13 +138,10 @@ impl Facts {
 
     /// Counts the prompt's tokens if nobody has (the ledger's writer calls this before writing).
     pub fn count_tokens(&mut self) {
-        if let Some(text) = self.uncounted.take() {
-            if self.prompt_tokens.is_none() {
-                self.prompt_tokens = Some(crate::policy::eval::count_tokens(&text));
-            }
-        }
+        let held = self.uncounted.take();
         if self.prompt_tokens.is_none() {
-            self.prompt_tokens = Some(crate::policy::eval::count_tokens(self.prompt.as_deref().unwrap_or("")));
+            let text = held.as_deref().or(self.prompt.as_deref()).unwrap_or("");
+            self.prompt_tokens = Some(super::usage::count(text));
         }
     }
 

@@ -76,12 +76,12 @@ pub fn reported(v: &Value) -> Option<Usage> {
     Some(Usage { input: input?, output, estimated: false })
 }
 
-/// o200k tokens of a text.
+/// o200k tokens of a text (the same count as `prompt.tokens`).
 pub fn count(text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    bpe_openai::o200k_base().count(text) as u64
+    crate::policy::eval::count_tokens(text)
 }
 
 /// The text a completion generated (every choice's message content and tool-call arguments).

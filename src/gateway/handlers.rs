@@ -207,11 +207,8 @@ fn finish(st: &AppState, mut route: Route, result: Result<Response, ApiError>) -
             e.into_response()
         }
     };
-    if let Some(mut charge) = route.charge.take() {
+    if let Some(charge) = route.charge.take() {
         // Refused or failed before any reply: nothing was spent, and the row says why.
-        if charge.record.rule.is_none() {
-            charge.record.rule.clone_from(&route.rule);
-        }
         settle(st, charge, Usage::default(), resp.status().as_u16());
     }
     route.apply(&mut resp);
@@ -279,8 +276,6 @@ async fn complete(
         rate: Rate::default(),
         reserved_micros: 0,
         reserved_tokens: 0,
-        budgeted: false,
-        tpm: false,
         log: None,
         started: route.started.unwrap_or_else(std::time::Instant::now),
     });
@@ -327,7 +322,6 @@ async fn complete(
                 return Err(rate_limited(wait, "tokens per minute"));
             }
             if let Some(c) = route.charge.as_mut() {
-                c.tpm = true;
                 c.reserved_tokens = tokens;
             }
         }
@@ -348,6 +342,9 @@ async fn complete(
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the policy matched no rule"));
     };
     route.rule = Some(rule.name.clone());
+    if let Some(c) = route.charge.as_mut() {
+        c.record.rule.clone_from(&route.rule);
+    }
     if st.accounting.request_log {
         let mut f = Facts::of(&facts, &snap.program.info.headers, st.accounting.log_prompts);
         if decision.tokens.is_some() {
@@ -404,9 +401,6 @@ async fn complete(
     let stream = endpoint == Endpoint::Chat && facts.stream;
     let limit = key.and_then(|k| k.budget.map(|b| (k, crate::accounting::usage::micros(b.usd))));
     let gate = limit.map(|(k, limit)| crate::accounting::Gate { budgets: &st.accounting.budgets, key: &k.name, limit });
-    if let Some(c) = route.charge.as_mut() {
-        c.budgeted = gate.is_some();
-    }
     match dispatch::run(&st.health, &targets, &json, stream, endpoint, opts, gate).await {
         Ok(ok) => {
             route.attempts = ok.attempts.iter().filter(|a| a.called).count();
@@ -421,7 +415,6 @@ async fn complete(
             };
             charge.rate = rate;
             charge.reserved_micros = ok.reserved_micros;
-            charge.record.rule.clone_from(&route.rule);
             charge.record.model = Some(ok.model.clone());
             charge.record.provider = Some(ok.provider.clone());
             match ok.reply {
@@ -457,7 +450,6 @@ async fn complete(
             route.attempts = f.attempts().iter().filter(|a| a.called).count();
             count_attempts(st, f.attempts());
             if let Some(c) = route.charge.as_mut() {
-                c.record.rule.clone_from(&route.rule);
                 c.record.model = f.attempts().last().map(|a| a.model.clone());
                 c.record.provider = f.attempts().last().map(|a| a.provider.clone());
             }
