@@ -10,6 +10,9 @@
 #
 # Usage: bash bench/load.sh   (needs `oha`: cargo install oha --locked)
 #        LEDGER=off bash bench/load.sh   the same without the spend ledger (`storage: { ledger: false }`)
+#        BUSY_POLL=1ms bash bench/load.sh   the gateway started with `serve --busy-poll 1ms`
+#        GUEST_HALT_POLL_NS=200000 bash bench/load.sh   (root, a KVM guest with the haltpoll cpuidle
+#          driver) lets idle vCPUs poll 200 us before halting for the run, then restores the setting
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v oha >/dev/null || { echo "install oha first: cargo install oha --locked" >&2; exit 2; }
@@ -18,7 +21,13 @@ cargo build --release --bins --quiet
 UP=127.0.0.1:18081
 GW=127.0.0.1:18080
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+haltpoll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+if [ -n "${GUEST_HALT_POLL_NS:-}" ]; then
+  was=$(cat "$haltpoll")
+  echo "$GUEST_HALT_POLL_NS" > "$haltpoll"
+  echo "guest_halt_poll_ns: $was -> $GUEST_HALT_POLL_NS for this run"
+fi
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"; [ -n "${was:-}" ] && echo "$was" > "$haltpoll"' EXIT
 
 python3 - "$work" "$UP" "${LEDGER:-on}" <<'PY'
 import sys
@@ -44,7 +53,8 @@ models:
 PY
 
 taskset -c 1 target/release/fake-upstream "$UP" &
-YARDMASTER_LOG=warn taskset -c 0 target/release/yardmaster serve --config "$work/yardmaster.yaml" &
+up_pid=$!
+YARDMASTER_LOG=warn taskset -c 0 target/release/yardmaster serve --config "$work/yardmaster.yaml" ${BUSY_POLL:+--busy-poll "$BUSY_POLL"} &
 gw_pid=$!
 for _ in $(seq 100); do curl -fs "http://$GW/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -72,12 +82,26 @@ load c1-gateway "http://$GW/v1/chat/completions" 1 20000 "$BODY"
 echo "--- concurrency 32, non-streaming (50,000 requests each)"
 load c32-direct "http://$UP/v1/chat/completions" 32 50000 "$BODY"
 load c32-gateway "http://$GW/v1/chat/completions" 32 50000 "$BODY"
-echo "--- streaming: time to first byte (200 sequential streams each, new connection each, cut after 100 ms)"
+ttfb() { # name: reads curl's time_starttransfer lines on stdin
+  sort -n | awk -v name="$1" '{a[NR]=$1} END {printf "ttfb %-8s n %d  p50 %6.0f us  p99 %6.0f us  max %6.0f us\n", name, NR, a[int(NR*0.5)]*1e6, a[int(NR*0.99)]*1e6, a[NR]*1e6}'
+}
+echo "--- streaming: time to first byte (200 streams each, one started every 50 ms on a new connection, each run to its end)"
+for target in "direct http://$UP" "gateway http://$GW"; do
+  set -- $target
+  for i in $(seq 200); do
+    taskset -c 1 curl -s -o /dev/null --max-time 5 -w '%{time_starttransfer}\n' -H 'content-type: application/json' -d "$SBODY" "$2/v1/chat/completions" >> "$work/ttfb-$1.txt" &
+    sleep 0.05
+  done
+  wait $(jobs -p | grep -vxE "$up_pid|$gw_pid") 2>/dev/null || true  # the streams, not the servers
+  ttfb "$1" < "$work/ttfb-$1.txt"
+done
+echo "--- streaming after a client disconnect (200 sequential streams, each cut after 100 ms: the gateway"
+echo "    cancels each upstream stream, so every next one opens a new upstream connection)"
 for target in "direct http://$UP" "gateway http://$GW"; do
   set -- $target
   for i in $(seq 200); do
     taskset -c 1 curl -s -o /dev/null --max-time 0.1 -w '%{time_starttransfer}\n' -H 'content-type: application/json' -d "$SBODY" "$2/v1/chat/completions" || true
-  done | sort -n | awk -v name="$1" '{a[NR]=$1} END {printf "ttfb %-8s p50 %6.0f us  p99 %6.0f us\n", name, a[int(NR*0.5)]*1e6, a[int(NR*0.99)]*1e6}'
+  done | ttfb "$1"
 done
 echo "--- 256 concurrent streams (each 64 chunks x 20 ms = 1.28 s)"
 load s256-gateway "http://$GW/v1/chat/completions" 256 256 "$SBODY"

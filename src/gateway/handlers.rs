@@ -181,6 +181,9 @@ fn context<'a>(key: Option<&'a Key>, health: &'a HealthView<'a>, standing: budge
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(b) = &st.busy {
+        b.touch();
+    }
     let snap = st.reloader.snapshot();
     let mut route = Route::new(&snap);
     let result = complete(&st, &snap, &headers, body, Endpoint::Chat, &mut route).await;
@@ -189,6 +192,9 @@ pub async fn chat(State(st): State<AppState>, headers: HeaderMap, body: Body) ->
 
 /// `POST /v1/embeddings`.
 pub async fn embeddings(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(b) = &st.busy {
+        b.touch();
+    }
     let snap = st.reloader.snapshot();
     let mut route = Route::new(&snap);
     let result = complete(&st, &snap, &headers, body, Endpoint::Embeddings, &mut route).await;

@@ -2,6 +2,7 @@
 //! shutdown, and one policy snapshot per request. Only `main` (through `serve`) and the tests
 //! use this module.
 
+pub mod busy;
 pub mod error;
 mod handlers;
 pub mod metrics;
@@ -50,9 +51,11 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Header-read and body timeouts (shorter in tests).
     pub timeouts: Timeouts,
+    /// Busy polling, when `serve --busy-poll` asks for it.
+    pub busy: Option<Arc<busy::BusyPoll>>,
 }
 
-/// Server timeouts.
+/// Server timings.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     /// Request headers.
@@ -63,6 +66,9 @@ pub struct Timeouts {
     pub stream_idle: Duration,
     /// How long an open breaker waits before a probe.
     pub breaker_cooldown: Duration,
+    /// How long after a request the runtime keeps polling for I/O instead of sleeping
+    /// (`serve --busy-poll`; off by default, see [`busy`]).
+    pub busy_poll: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -72,6 +78,7 @@ impl Default for Timeouts {
             body_read: BODY_READ_TIMEOUT,
             stream_idle: STREAM_IDLE_TIMEOUT,
             breaker_cooldown: crate::dispatch::health::COOLDOWN,
+            busy_poll: None,
         }
     }
 }
@@ -95,8 +102,15 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains requests in flight for up
-/// to [`DRAIN_TIMEOUT`].
-pub async fn run(listener: TcpListener, router: Router, timeouts: Timeouts, shutdown: impl Future<Output = ()>) {
+/// to [`DRAIN_TIMEOUT`]. With `busy`, one poller per runtime thread runs as long as the server.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    timeouts: Timeouts,
+    busy: Option<Arc<busy::BusyPoll>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let _pollers = busy.map(|b| b.spawn(tokio::runtime::Handle::current().metrics().num_workers()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -192,21 +206,22 @@ pub async fn start(config: &Path, listen: &str, timeouts: Timeouts, watch: bool)
         accounting,
         ready: Arc::new(AtomicBool::new(false)),
         timeouts,
+        busy: timeouts.busy_poll.map(busy::BusyPoll::new),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app(state.clone());
     state.ready.store(true, Ordering::SeqCst);
-    let task = tokio::spawn(run(listener, router, timeouts, async move {
+    let task = tokio::spawn(run(listener, router, timeouts, state.busy.clone(), async move {
         let _ = stopped.await;
     }));
     Ok(Running { addr, state, stop: Some(stop), task })
 }
 
 /// `yardmaster serve`: runs until SIGTERM or Ctrl-C; SIGHUP reloads.
-pub async fn serve(config: &Path, listen: Option<String>) -> Result<(), String> {
+pub async fn serve(config: &Path, listen: Option<String>, busy_poll: Option<Duration>) -> Result<(), String> {
     let loaded = crate::config::load(config).map_err(|e| e.to_string())?;
     let listen = listen.unwrap_or(loaded.config.listen.clone());
-    let running = start(config, &listen, Timeouts::default(), true).await?;
+    let running = start(config, &listen, Timeouts { busy_poll, ..Timeouts::default() }, true).await?;
     tracing::info!(addr = %running.addr, version = %running.state.reloader.snapshot().version(), "yardmaster is listening");
     let reloader = running.state.reloader.clone();
     #[cfg(unix)]

@@ -22,7 +22,7 @@ def free_port():
 class Gateway:
     """A running gateway: `url`, its directory `dir` and its log file `log`."""
 
-    def __init__(self, config, policy, env):
+    def __init__(self, config, policy, env, args=()):
         self.dir = Path(tempfile.mkdtemp())
         (self.dir / "yardmaster.yaml").write_text(config)
         (self.dir / "main.route").write_text(policy)
@@ -30,7 +30,7 @@ class Gateway:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [str(BINARY), "serve", "--config", str(self.dir / "yardmaster.yaml"), "--listen", f"127.0.0.1:{port}"],
+            [str(BINARY), "serve", "--config", str(self.dir / "yardmaster.yaml"), "--listen", f"127.0.0.1:{port}", *args],
             env=dict(os.environ, **env), stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
         )
         for _ in range(200):
@@ -46,3 +46,8 @@ class Gateway:
         """SIGTERM, then wait for the drain; returns the exit status."""
         self.proc.terminate()
         return self.proc.wait(timeout=35)
+
+    def cpu_seconds(self):
+        """User + system CPU time the gateway has used so far (Linux)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

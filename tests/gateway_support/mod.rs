@@ -328,6 +328,7 @@ pub async fn start_in(dir: &std::path::Path, watch: bool) -> yardmaster::gateway
         body_read: Duration::from_millis(500),
         stream_idle: Duration::from_millis(500),
         breaker_cooldown: Duration::from_millis(300),
+        busy_poll: None,
     };
     yardmaster::gateway::start(&dir.join("yardmaster.yaml"), "127.0.0.1:0", timeouts, watch).await.unwrap()
 }
