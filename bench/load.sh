@@ -85,15 +85,10 @@ load c32-gateway "http://$GW/v1/chat/completions" 32 50000 "$BODY"
 ttfb() { # name: reads curl's time_starttransfer lines on stdin
   sort -n | awk -v name="$1" '{a[NR]=$1} END {printf "ttfb %-8s n %d  p50 %6.0f us  p99 %6.0f us  max %6.0f us\n", name, NR, a[int(NR*0.5)]*1e6, a[int(NR*0.99)]*1e6, a[NR]*1e6}'
 }
-echo "--- streaming: time to first byte (200 streams each, one started every 50 ms on a new connection, each run to its end)"
-for target in "direct http://$UP" "gateway http://$GW"; do
+echo "--- streaming: time to first byte (${STREAMS:-1000} streams each, one started every 10 ms on a new connection, each read to its end)"
+for target in "direct $UP" "gateway $GW"; do
   set -- $target
-  for i in $(seq 200); do
-    taskset -c 1 curl -s -o /dev/null --max-time 5 -w '%{time_starttransfer}\n' -H 'content-type: application/json' -d "$SBODY" "$2/v1/chat/completions" >> "$work/ttfb-$1.txt" &
-    sleep 0.05
-  done
-  wait $(jobs -p | grep -vxE "$up_pid|$gw_pid") 2>/dev/null || true  # the streams, not the servers
-  ttfb "$1" < "$work/ttfb-$1.txt"
+  taskset -c 1 target/release/ttfb "$2" /v1/chat/completions "$SBODY" "${STREAMS:-1000}" 10 | cut -d' ' -f1 | awk '{printf "%.6f\n", $1/1e6}' | ttfb "$1"
 done
 echo "--- streaming after a client disconnect (200 sequential streams, each cut after 100 ms: the gateway"
 echo "    cancels each upstream stream, so every next one opens a new upstream connection)"
