@@ -130,19 +130,22 @@ def test_sigterm_drains_requests_in_flight():
 
 def test_busy_poll_serves_and_sleeps_when_idle():
     g = Gateway(CONFIG, POLICY, {"E2E_KEY": KEY}, args=["--busy-poll", "2ms"])
-    c = client(g.url)
-    for _ in range(20):
-        r = c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}])
-        assert r.choices[0].message.content.startswith("This is a mock reply")
-    chunks = list(c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], stream=True))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices).startswith("This is a mock reply")
-    # Past the window the pollers sleep: an idle second costs next to no CPU (a spinning
-    # runtime would use the whole second).
-    time.sleep(0.1)
-    before = g.cpu_seconds()
-    time.sleep(1.0)
-    assert g.cpu_seconds() - before < 0.2
-    assert g.stop() == 0
+    try:
+        c = client(g.url)
+        for _ in range(20):
+            r = c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}])
+            assert r.choices[0].message.content.startswith("This is a mock reply")
+        chunks = list(c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], stream=True))
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert text.startswith("This is a mock reply")
+        # Past the window the pollers sleep: an idle second costs next to no CPU (a spinning
+        # runtime would use the whole second).
+        time.sleep(0.1)
+        before = g.cpu_seconds()
+        time.sleep(1.0)
+        assert g.cpu_seconds() - before < 0.2
+    finally:
+        assert g.stop() == 0
 
 
 def test_streamed_usage_carries_its_cost(gateway):
