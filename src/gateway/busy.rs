@@ -8,7 +8,7 @@
 //! it lands. Outside the window the pollers sleep, so an idle gateway costs no CPU. This is
 //! HAProxy's `busy-polling` trade: CPU time for latency, worth it only on a core of its own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ pub struct BusyPoll {
     /// One more than the microseconds since `epoch` at the last [`BusyPoll::touch`]; 0: never.
     last: AtomicU64,
     wake: Notify,
+    /// Pollers about to sleep or asleep.
+    asleep: AtomicUsize,
     /// Yields made so far.
     spins: AtomicU64,
 }
@@ -34,6 +36,7 @@ impl BusyPoll {
             epoch: Instant::now(),
             last: AtomicU64::new(0),
             wake: Notify::new(),
+            asleep: AtomicUsize::new(0),
             spins: AtomicU64::new(0),
         })
     }
@@ -44,17 +47,17 @@ impl BusyPoll {
     }
 
     fn active(&self) -> bool {
-        let last = self.last.load(Ordering::Relaxed);
+        let last = self.last.load(Ordering::SeqCst);
         last != 0 && self.now_us().saturating_sub(last) < self.window_us
     }
 
-    /// Records a request; wakes the pollers when they had gone to sleep.
+    /// Records a request; wakes the pollers that went to sleep.
     pub fn touch(&self) {
-        let now = self.now_us();
-        let prev = self.last.swap(now, Ordering::Relaxed);
-        // A poller sleeps only once a whole window has passed since the last touch, so the first
-        // touch after such a gap is the one that must wake it.
-        if prev == 0 || now.saturating_sub(prev) >= self.window_us {
+        // Store, then look for sleepers; a poller announces itself, then looks at the store
+        // (`poll`). In that order (SeqCst) at least one of the two sees the other, so a poller
+        // never sleeps through a window that a request has opened.
+        self.last.store(self.now_us(), Ordering::SeqCst);
+        if self.asleep.load(Ordering::SeqCst) > 0 {
             self.wake.notify_waiters();
         }
     }
@@ -63,13 +66,16 @@ impl BusyPoll {
     /// poll for I/O without blocking), and sleeps until the next request otherwise.
     pub async fn poll(self: Arc<Self>) {
         loop {
-            // Created before the check, so a touch between the check and the await still wakes it.
+            // Registered before the check, so a touch after the check still wakes it.
             let woken = self.wake.notified();
+            self.asleep.fetch_add(1, Ordering::SeqCst);
             if self.active() {
+                self.asleep.fetch_sub(1, Ordering::SeqCst);
                 self.spins.fetch_add(1, Ordering::Relaxed);
                 tokio::task::yield_now().await;
             } else {
                 woken.await;
+                self.asleep.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
