@@ -304,7 +304,7 @@ impl Stream {
 
 impl Translate for Stream {
     fn event(&mut self, _kind: &str, data: &str) -> Result<Vec<String>, UpstreamError> {
-        let v: Value = serde_json::from_str(data).map_err(|e| UpstreamError::Malformed(format!("event: {e}")))?;
+        let v = native::event_json(data)?;
         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
         Ok(match v.get("type").and_then(Value::as_str).unwrap_or("") {
             "message_start" => {
@@ -406,14 +406,8 @@ impl ProviderApi for Anthropic {
         let Some(url) = &self.url else {
             return Err(UpstreamError::Unavailable("the base_url is not a URL".into()));
         };
-        let body: Value =
-            serde_json::from_slice(&call.body).map_err(|e| UpstreamError::Malformed(format!("request: {e}")))?;
-        let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
-        let (native_body, shape) = request(&body, call.stream).map_err(|message| UpstreamError::Status {
-            status: 400,
-            body: native::openai_error(&message, "invalid_request_error", Some("unsupported_for_provider")),
-            retry_after: None,
-        })?;
+        let (body, model) = native::client_body(&call.body)?;
+        let (native_body, shape) = request(&body, call.stream).map_err(native::unsupported)?;
         native::log_dropped(PROVIDER_TYPE, &native::dropped_fields(&body, TAKEN));
         let req = self.upstream.post(url.clone()).header("anthropic-version", API_VERSION).json(&native_body);
         let resp = native::send(req, call.first_byte_timeout, error_body).await?;

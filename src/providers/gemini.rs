@@ -316,7 +316,7 @@ impl Stream {
 
 impl Translate for Stream {
     fn event(&mut self, _kind: &str, data: &str) -> Result<Vec<String>, UpstreamError> {
-        let v: Value = serde_json::from_str(data).map_err(|e| UpstreamError::Malformed(format!("event: {e}")))?;
+        let v = native::event_json(data)?;
         if v.get("error").is_some() {
             let status = v
                 .pointer("/error/code")
@@ -411,20 +411,13 @@ pub fn embed_reply(v: &Value, model: &str) -> Result<Value, UpstreamError> {
 
 impl ProviderApi for Gemini {
     async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
-        let body: Value =
-            serde_json::from_slice(&call.body).map_err(|e| UpstreamError::Malformed(format!("request: {e}")))?;
-        let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
-        let refused = |message: String| UpstreamError::Status {
-            status: 400,
-            body: native::openai_error(&message, "invalid_request_error", Some("unsupported_for_provider")),
-            retry_after: None,
-        };
+        let (body, model) = native::client_body(&call.body)?;
         let taken = if call.endpoint == Endpoint::Embeddings { TAKEN_EMBEDDINGS } else { TAKEN };
         native::log_dropped(PROVIDER_TYPE, &native::dropped_fields(&body, taken));
         let (method, native_body, shape) = if call.endpoint == Endpoint::Embeddings {
-            ("batchEmbedContents", embed_request(&body, &model).map_err(refused)?, Shape::default())
+            ("batchEmbedContents", embed_request(&body, &model).map_err(native::unsupported)?, Shape::default())
         } else {
-            let (b, shape) = request(&body).map_err(refused)?;
+            let (b, shape) = request(&body).map_err(native::unsupported)?;
             (if call.stream { "streamGenerateContent" } else { "generateContent" }, b, shape)
         };
         let req = self.upstream.post(self.url(&model, method)?).json(&native_body);

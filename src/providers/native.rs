@@ -107,6 +107,27 @@ pub async fn json_reply(resp: reqwest::Response) -> Result<Value, UpstreamError>
     }
 }
 
+/// The client's request body as JSON, and the upstream model id it names.
+pub fn client_body(bytes: &[u8]) -> Result<(Value, String), UpstreamError> {
+    let body: Value = serde_json::from_slice(bytes).map_err(|e| UpstreamError::Malformed(format!("request: {e}")))?;
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
+    Ok((body, model))
+}
+
+/// A request that this provider cannot take: a 400 back to the client, before any call.
+pub fn unsupported(message: String) -> UpstreamError {
+    UpstreamError::Status {
+        status: 400,
+        body: openai_error(&message, "invalid_request_error", Some("unsupported_for_provider")),
+        retry_after: None,
+    }
+}
+
+/// One native stream event's JSON.
+pub fn event_json(data: &str) -> Result<Value, UpstreamError> {
+    serde_json::from_str(data).map_err(|e| UpstreamError::Malformed(format!("event: {e}")))
+}
+
 /// An OpenAI-shaped error body.
 pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> String {
     json!({"error": {"message": message, "type": kind, "code": code, "param": null}}).to_string()
