@@ -7,6 +7,9 @@
 #   2. concurrency 32, non-streaming: RPS, p50, p99 for both
 #   3. streaming (64 chunks, 20 ms apart): time to first byte p99 for both, and 256 concurrent streams
 #   4. memory: idle RSS, and RSS after 100,000 requests
+# Steps 1 and 2 also measure a floor: `floor-proxy` (bench/floor_proxy.rs), the same server and
+# client stack (axum, reqwest, tokio single-threaded, mimalloc) forwarding bytes and nothing else,
+# pinned to the gateway's core. What the floor costs is the stack's; the rest is Yardmaster's.
 #
 # Usage: bash bench/load.sh   (needs `oha`: cargo install oha --locked)
 #        LEDGER=off bash bench/load.sh   the same without the spend ledger (`storage: { ledger: false }`)
@@ -56,6 +59,10 @@ taskset -c 1 target/release/fake-upstream "$UP" &
 up_pid=$!
 YARDMASTER_LOG=warn taskset -c 0 target/release/yardmaster serve --config "$work/yardmaster.yaml" ${BUSY_POLL:+--busy-poll "$BUSY_POLL"} &
 gw_pid=$!
+# The floor: a bare axum + reqwest passthrough on the same core (bench/floor_proxy.rs).
+FLOOR=127.0.0.1:18082
+taskset -c 0 target/release/floor-proxy "$FLOOR" "http://$UP/v1/chat/completions" &
+floor_pid=$!
 for _ in $(seq 100); do curl -fs "http://$GW/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 BODY='{"model":"auto","messages":[{"role":"user","content":"Summarise the quarterly report in three bullet points, please."}]}'
@@ -76,11 +83,14 @@ PY
 
 load warmup-direct "http://$UP/v1/chat/completions" 4 5000 "$BODY" >/dev/null
 load warmup-gateway "http://$GW/v1/chat/completions" 4 5000 "$BODY" >/dev/null
-echo "--- concurrency 1, non-streaming (20,000 requests each)"
+load warmup-floor "http://$FLOOR/v1/chat/completions" 4 5000 "$BODY" >/dev/null
+echo "--- concurrency 1, non-streaming (20,000 requests each; floor = bare axum + reqwest passthrough)"
 load c1-direct "http://$UP/v1/chat/completions" 1 20000 "$BODY"
+load c1-floor "http://$FLOOR/v1/chat/completions" 1 20000 "$BODY"
 load c1-gateway "http://$GW/v1/chat/completions" 1 20000 "$BODY"
 echo "--- concurrency 32, non-streaming (50,000 requests each)"
 load c32-direct "http://$UP/v1/chat/completions" 32 50000 "$BODY"
+load c32-floor "http://$FLOOR/v1/chat/completions" 32 50000 "$BODY"
 load c32-gateway "http://$GW/v1/chat/completions" 32 50000 "$BODY"
 ttfb() { # name: reads curl's time_starttransfer lines on stdin
   sort -n | awk -v name="$1" '{a[NR]=$1} END {printf "ttfb %-8s n %d  p50 %6.0f us  p99 %6.0f us  max %6.0f us\n", name, NR, a[int(NR*0.5)]*1e6, a[int(NR*0.99)]*1e6, a[NR]*1e6}'
