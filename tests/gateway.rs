@@ -96,9 +96,46 @@ async fn falls_back(primary: &str, test: &str) {
 
 #[tokio::test]
 async fn falls_through_on_500_503_auth_errors_refused_connections_and_malformed_json() {
-    for primary in ["fail500", "fail503", "unauthorized", "malformed", "refused"] {
+    for primary in ["fail500", "fail503", "unauthorized", "malformed", "not-object", "refused"] {
         falls_back(primary, "fb-x").await;
     }
+}
+
+#[tokio::test]
+async fn a_reply_passes_through_as_written_but_for_model_and_usage() {
+    let g = gateway("verbatim", false).await;
+    let r = g.chat(msg("hi"), P, Some("fb-x")).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    // Escapes, number formatting, unknown members and their order are the upstream's.
+    let expected_order = [
+        r#""id":"up-v""#,
+        r#""object":"chat.completion""#,
+        r#""model":"primary""#,
+        r#""system_fingerprint":"fp_1""#,
+        r#""content":"caf\u00e9 1.50""#,
+        r#""usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"cost":"#,
+        r#""x_extra":{"score":1.50,"tags":[]}"#,
+    ];
+    let mut at = 0;
+    for part in expected_order {
+        let found = text[at..].find(part).unwrap_or_else(|| panic!("{part} (in order) in {text}"));
+        at += found + part.len();
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    // 3 input tokens at $1/M and 4 output at $2/M: 11 micro-USD.
+    assert!((v["usage"]["cost"].as_f64().unwrap() - 0.000011).abs() < 1e-12, "{text}");
+    assert!(!text.contains("verbatim"), "model replaced: {text}");
+    g.running.shutdown().await;
+
+    // Without a usage block the tokens are counted and a usage block is added.
+    let g = gateway("nousage", false).await;
+    let v: Value = g.chat(msg("hi"), P, Some("fb-x")).await.json().await.unwrap();
+    assert_eq!(v["model"], "primary");
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["usage"]["cost"].as_f64().unwrap() > 0.0, "{v}");
+    g.running.shutdown().await;
 }
 
 #[tokio::test]

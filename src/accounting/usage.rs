@@ -65,7 +65,12 @@ pub fn micros(usd: f64) -> u64 {
 
 /// The `usage` object of an OpenAI reply or chunk, when it has one.
 pub fn reported(v: &Value) -> Option<Usage> {
-    let u = v.get("usage").filter(|u| u.is_object())?;
+    reported_usage(v.get("usage")?)
+}
+
+/// The usage that a reply's `usage` member reports.
+pub fn reported_usage(u: &Value) -> Option<Usage> {
+    let u = Some(u).filter(|u| u.is_object())?;
     let input =
         u.get("prompt_tokens").and_then(Value::as_u64).or_else(|| u.get("input_tokens").and_then(Value::as_u64));
     let output = u

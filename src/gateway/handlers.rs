@@ -263,6 +263,55 @@ fn count_attempts(st: &AppState, attempts: &[dispatch::Attempt]) {
     }
 }
 
+/// A whole JSON reply: usage from the reply (or counted), settled, `model` set to the catalog name,
+/// `usage` (with its cost) added when missing.
+fn json_reply(st: &AppState, route: &mut Route, charge: Charge, mut v: Value, model: &str, prompt: &str) -> Response {
+    let used = usage::reported(&v).unwrap_or_else(|| {
+        let mut text = String::new();
+        usage::completion_text(&v, &mut text);
+        Usage { input: usage::count(prompt), output: usage::count(&text), estimated: true }
+    });
+    let cost = settle(st, charge, used, 200);
+    route.cost_micros = Some(cost);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("model".into(), Value::String(model.to_string()));
+        if !obj.contains_key("usage") {
+            obj.insert(
+                "usage".into(),
+                json!({"prompt_tokens": used.input, "completion_tokens": used.output, "total_tokens": used.input + used.output}),
+            );
+        }
+    }
+    usage::set_cost(&mut v, cost);
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+/// A raw OpenAI reply as it goes back: every member as it came, but `model` (the catalog name)
+/// and `usage` (with its cost).
+struct RawOut<'a> {
+    raw: &'a crate::providers::native::RawObject,
+    model: &'a str,
+    usage: &'a Value,
+}
+
+impl serde::Serialize for RawOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.raw {
+            match k.as_str() {
+                "model" => m.serialize_entry(k, self.model)?,
+                "usage" => m.serialize_entry(k, self.usage)?,
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        if !self.raw.contains_key("model") {
+            m.serialize_entry("model", self.model)?;
+        }
+        m.end()
+    }
+}
+
 async fn complete(
     st: &AppState,
     snap: &Arc<Snapshot>,
@@ -424,25 +473,28 @@ async fn complete(
             charge.record.model = Some(ok.model.clone());
             charge.record.provider = Some(ok.provider.clone());
             match ok.reply {
-                Reply::Json(mut v) => {
-                    let used = usage::reported(&v).unwrap_or_else(|| {
-                        let mut text = String::new();
-                        usage::completion_text(&v, &mut text);
-                        Usage { input: usage::count(&facts.prompt), output: usage::count(&text), estimated: true }
-                    });
-                    let cost = settle(st, charge, used, 200);
-                    route.cost_micros = Some(cost);
-                    if let Some(obj) = v.as_object_mut() {
-                        obj.insert("model".into(), Value::String(ok.model.clone()));
-                        if !obj.contains_key("usage") {
-                            obj.insert(
-                                "usage".into(),
-                                json!({"prompt_tokens": used.input, "completion_tokens": used.output, "total_tokens": used.input + used.output}),
-                            );
+                Reply::Json(v) => Ok(json_reply(st, route, charge, v, &ok.model, &facts.prompt)),
+                Reply::Raw(raw) => {
+                    let usage = raw.get("usage").and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
+                    match usage.as_ref().and_then(usage::reported_usage).zip(usage) {
+                        Some((used, mut usage)) => {
+                            let cost = settle(st, charge, used, 200);
+                            route.cost_micros = Some(cost);
+                            if let Some(u) = usage.as_object_mut() {
+                                u.insert("cost".into(), json!(usage::usd(cost)));
+                            }
+                            let body = serde_json::to_vec(&RawOut { raw: &raw, model: &ok.model, usage: &usage });
+                            let json =
+                                [(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+                            Ok((StatusCode::OK, json, body.unwrap_or_default()).into_response())
+                        }
+                        // Without a usable usage block: counted, as any other reply.
+                        None => {
+                            let v =
+                                raw.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(Value::Null)));
+                            Ok(json_reply(st, route, charge, Value::Object(v.collect()), &ok.model, &facts.prompt))
                         }
                     }
-                    usage::set_cost(&mut v, cost);
-                    Ok((StatusCode::OK, axum::Json(v)).into_response())
                 }
                 Reply::Stream(events) => {
                     let client_wants_usage =

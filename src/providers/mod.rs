@@ -36,6 +36,9 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<String, UpstreamError>> 
 pub enum Reply {
     /// A whole JSON reply.
     Json(serde_json::Value),
+    /// A whole JSON object reply in OpenAI's shape, its members still raw (OpenAI-compatible
+    /// upstreams: only `usage` is read, and `model` replaced).
+    Raw(native::RawObject),
     /// A stream of events.
     Stream(EventStream),
 }
@@ -44,6 +47,7 @@ impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reply::Json(v) => f.debug_tuple("Json").field(v).finish(),
+            Reply::Raw(o) => f.debug_tuple("Raw").field(&o.keys().collect::<Vec<_>>()).finish(),
             Reply::Stream(_) => f.write_str("Stream(..)"),
         }
     }

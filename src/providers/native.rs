@@ -96,6 +96,19 @@ pub fn transport_error(e: &reqwest::Error) -> UpstreamError {
     }
 }
 
+/// A JSON object reply kept as its members' raw text, in order: what the gateway passes through
+/// untouched (choices, embedding vectors) is checked to be JSON but never built into values.
+pub type RawObject = indexmap::IndexMap<String, Box<serde_json::value::RawValue>>;
+
+/// Reads a whole JSON object reply without building its values.
+pub async fn raw_reply(resp: reqwest::Response) -> Result<RawObject, UpstreamError> {
+    let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
+    if !bytes.trim_ascii_start().starts_with(b"{") {
+        return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
+}
+
 /// Reads a whole JSON reply.
 pub async fn json_reply(resp: reqwest::Response) -> Result<Value, UpstreamError> {
     let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;

@@ -60,6 +60,6 @@ impl ProviderApi for OpenAi {
             });
             return Ok(Reply::Stream(Box::pin(events)));
         }
-        native::json_reply(resp).await.map(Reply::Json)
+        native::raw_reply(resp).await.map(Reply::Raw)
     }
 }

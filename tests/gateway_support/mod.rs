@@ -45,6 +45,10 @@ impl Drop for CancelGuard {
     }
 }
 
+/// A reply whose members the gateway must pass on as written (escapes, number formatting,
+/// unknown fields, order), except `model` and `usage`.
+pub const VERBATIM: &str = r#"{"id":"up-v","object":"chat.completion","created":1,"model":"verbatim","system_fingerprint":"fp_1","choices":[{"index":0,"message":{"role":"assistant","content":"caf\u00e9 1.50"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7},"x_extra":{"score":1.50,"tags":[]}}"#;
+
 fn completion(model: &str) -> Value {
     json!({"id": "up-1", "object": "chat.completion", "created": 1, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("hello from {model}")}, "finish_reason": "stop"}],
@@ -106,6 +110,13 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
             axum::Json(completion(&model)).into_response()
         }
         "malformed" => (StatusCode::OK, [("content-type", "application/json")], "{not json").into_response(),
+        "not-object" => (StatusCode::OK, [("content-type", "application/json")], "[1, 2]").into_response(),
+        "verbatim" => (StatusCode::OK, [("content-type", "application/json")], VERBATIM).into_response(),
+        "nousage" => {
+            let mut c = completion(&model);
+            c.as_object_mut().unwrap().remove("usage");
+            axum::Json(c).into_response()
+        }
         _ if stream => {
             let (count, gap, end) = match model.as_str() {
                 "stream-slow" => (20usize, 50u64, "done"),
