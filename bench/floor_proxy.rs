@@ -1,10 +1,18 @@
-//! The floor for `bench/load.sh`: the least a proxy on Yardmaster's stack can do. An axum
-//! server on a single-threaded tokio runtime that forwards each POST body unchanged to the
-//! upstream through one pooled reqwest client and returns the reply's bytes: no JSON, no policy,
-//! no accounting, no headers of its own. What it costs is what the stack costs; what the gateway
-//! costs beyond it is Yardmaster's own work. Loopback only.
+//! The floor for `bench/load.sh`: the least a proxy on Yardmaster's stack can do. A server on a
+//! single-threaded tokio runtime that forwards each POST body unchanged to the upstream through
+//! one pooled client and returns the reply's bytes: no JSON, no policy, no accounting, no headers
+//! of its own. What it costs is what the stack costs; what the gateway costs beyond it is
+//! Yardmaster's own work. Loopback only.
 //!
-//! Usage: floor-proxy LISTEN UPSTREAM_URL
+//! The server and the client can each be swapped, to split the stack's cost between its layers:
+//! `--server axum` (the gateway's: axum's router on hyper) or `--server hyper` (hyper's HTTP/1
+//! connection with a bare service function), and `--client reqwest` (the gateway's) or
+//! `--client hyper` (hyper-util's pooled client, which reqwest wraps).
+//!
+//! Usage: floor-proxy LISTEN UPSTREAM_URL [--server axum|hyper] [--client reqwest|hyper]
+
+use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,43 +20,132 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt as _;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 // The same allocator as the gateway.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-async fn forward(State((http, url)): State<(reqwest::Client, String)>, body: Bytes) -> Response {
-    let sent = http.post(&url).header("content-type", "application/json").body(body).send().await;
-    let Ok(resp) = sent else { return StatusCode::BAD_GATEWAY.into_response() };
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    match resp.bytes().await {
-        Ok(b) => (status, [("content-type", "application/json")], b).into_response(),
-        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+/// One pooled client of either kind.
+enum Client {
+    Reqwest(reqwest::Client, String),
+    Tuned(reqwest::Client, reqwest::Url),
+    Hyper(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>, hyper::Uri),
+}
+
+impl Client {
+    /// Forwards `body`; the upstream's status and reply bytes, or `None` when the call failed.
+    async fn forward(&self, body: Bytes) -> Option<(u16, Bytes)> {
+        match self {
+            Client::Reqwest(http, url) => {
+                let resp = http.post(url).header("content-type", "application/json").body(body).send().await.ok()?;
+                let status = resp.status().as_u16();
+                Some((status, resp.bytes().await.ok()?))
+            }
+            Client::Tuned(http, url) => {
+                let resp =
+                    http.post(url.clone()).header("content-type", "application/json").body(body).send().await.ok()?;
+                let status = resp.status().as_u16();
+                Some((status, resp.bytes().await.ok()?))
+            }
+            Client::Hyper(http, uri) => {
+                let req = hyper::Request::post(uri.clone())
+                    .header("content-type", "application/json")
+                    .body(Full::new(body))
+                    .ok()?;
+                let resp = http.request(req).await.ok()?;
+                let status = resp.status().as_u16();
+                Some((status, resp.into_body().collect().await.ok()?.to_bytes()))
+            }
+        }
     }
+}
+
+fn reply(forwarded: Option<(u16, Bytes)>) -> Response {
+    match forwarded {
+        Some((status, b)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, [("content-type", "application/json")], b).into_response()
+        }
+        None => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+async fn forward(State(client): State<Arc<Client>>, body: Bytes) -> Response {
+    reply(client.forward(body).await)
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(2);
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, listen, upstream] = args.as_slice() else {
-        eprintln!("usage: floor-proxy LISTEN UPSTREAM_URL");
-        std::process::exit(2);
+    let (listen, upstream) = match args.as_slice() {
+        [_, listen, upstream, ..] => (listen.clone(), upstream.clone()),
+        _ => fail("usage: floor-proxy LISTEN UPSTREAM_URL [--server axum|hyper] [--client reqwest|hyper]"),
+    };
+    let option = |name: &str, default: &'static str| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map_or(default.to_string(), Clone::clone)
     };
     if !listen.starts_with("127.0.0.1:") || !upstream.starts_with("http://127.0.0.1:") {
-        eprintln!("floor-proxy only listens on and forwards to 127.0.0.1");
-        std::process::exit(2);
+        fail("floor-proxy only listens on and forwards to 127.0.0.1");
     }
-    let Ok(http) = reqwest::Client::builder().tcp_nodelay(true).build() else {
-        eprintln!("cannot build the HTTP client");
-        std::process::exit(1);
+    let client = match option("--client", "reqwest").as_str() {
+        "reqwest" => match reqwest::Client::builder().tcp_nodelay(true).build() {
+            Ok(http) => Client::Reqwest(http, upstream),
+            Err(_) => fail("cannot build the HTTP client"),
+        },
+        "tuned" => match reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .http1_only()
+            .build()
+        {
+            Ok(http) => Client::Tuned(http, upstream.parse().unwrap_or_else(|_| fail("the upstream is not a URL"))),
+            Err(_) => fail("cannot build the HTTP client"),
+        },
+        "hyper" => {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+            match upstream.parse() {
+                Ok(uri) => Client::Hyper(http, uri),
+                Err(_) => fail("the upstream is not a URL"),
+            }
+        }
+        _ => fail("--client is reqwest or hyper"),
     };
-    let app = axum::Router::new().route("/v1/chat/completions", post(forward)).with_state((http, upstream.clone()));
+    let client = Arc::new(client);
     let Ok(listener) = tokio::net::TcpListener::bind(listen.as_str()).await else {
-        eprintln!("cannot listen on {listen}");
-        std::process::exit(1);
+        fail(&format!("cannot listen on {listen}"))
     };
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let _ = axum::serve(listener, app).await;
+    match option("--server", "axum").as_str() {
+        "axum" => {
+            let app = axum::Router::new().route("/v1/chat/completions", post(forward)).with_state(client);
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let _ = axum::serve(listener, app).await;
+        }
+        "hyper" => loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let client = client.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let client = client.clone();
+                async move {
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    Ok::<_, Infallible>(reply(client.forward(body).await))
+                }
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        },
+        _ => fail("--server is axum or hyper"),
+    }
 }
