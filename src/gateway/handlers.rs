@@ -6,12 +6,13 @@
 //! cost, and its ledger row (and request-log line) is written.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{Datelike, Timelike};
 use http_body_util::BodyExt;
@@ -60,31 +61,46 @@ impl Route {
 
     fn apply(&self, resp: &mut Response) {
         let h = resp.headers_mut();
-        let mut set = |name: &'static str, v: &str| {
+        h.reserve(8);
+        let mut set = |name: HeaderName, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
                 h.insert(name, v);
             }
         };
-        set("x-request-id", &self.id);
-        set("x-yardmaster-policy", &self.policy);
+        set(names::REQUEST_ID, &self.id);
+        set(names::POLICY, &self.policy);
         if let Some(r) = &self.rule {
             // Rule names may hold any text; headers carry them percent-encoded when they must.
-            set("x-yardmaster-rule", &header_safe(r));
+            set(names::RULE, &header_safe(r));
         }
         if let Some(m) = &self.model {
-            set("x-yardmaster-model", m);
+            set(names::MODEL, m);
         }
         if let Some(p) = &self.provider {
-            set("x-yardmaster-provider", p);
+            set(names::PROVIDER, p);
         }
         if let Some(u) = &self.upstream {
-            set("x-yardmaster-upstream-model", u);
+            set(names::UPSTREAM_MODEL, u);
         }
-        set("x-yardmaster-attempts", &self.attempts.to_string());
         if let Some(c) = self.cost_micros {
-            set("x-yardmaster-cost-usd", &format!("{:.6}", usage::usd(c)));
+            set(names::COST, &format!("{:.6}", usage::usd(c)));
         }
+        h.insert(names::ATTEMPTS, HeaderValue::from(self.attempts));
     }
+}
+
+/// The response headers' names, parsed once.
+mod names {
+    use axum::http::HeaderName;
+
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const POLICY: HeaderName = HeaderName::from_static("x-yardmaster-policy");
+    pub const RULE: HeaderName = HeaderName::from_static("x-yardmaster-rule");
+    pub const MODEL: HeaderName = HeaderName::from_static("x-yardmaster-model");
+    pub const PROVIDER: HeaderName = HeaderName::from_static("x-yardmaster-provider");
+    pub const UPSTREAM_MODEL: HeaderName = HeaderName::from_static("x-yardmaster-upstream-model");
+    pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-yardmaster-attempts");
+    pub const COST: HeaderName = HeaderName::from_static("x-yardmaster-cost-usd");
 }
 
 /// A unique request id: a random prefix chosen at startup and a counter (no syscall per request).
@@ -94,13 +110,29 @@ fn request_id() -> String {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_string());
-    format!("req_{prefix}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let mut id = String::with_capacity(4 + prefix.len() + 16);
+    id.push_str("req_");
+    id.push_str(prefix);
+    let _ = write!(id, "{:016x}", NEXT.fetch_add(1, Ordering::Relaxed));
+    id
 }
 
-fn header_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c.to_string() } else { format!("%{:02X}", c as u32 & 0xff) })
-        .collect()
+/// `s` as a header value: printable ASCII and spaces as they are, anything else percent-encoded
+/// (each character by its low byte). Borrowed when nothing needs encoding, as for most names.
+fn header_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let safe = |c: char| c.is_ascii_graphic() || c == ' ';
+    if s.chars().all(safe) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if safe(c) {
+            out.push(c);
+        } else {
+            let _ = write!(out, "%{:02X}", c as u32 & 0xff);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -180,24 +212,28 @@ fn context<'a>(key: Option<&'a Key>, health: &'a HealthView<'a>, standing: budge
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn chat(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     if let Some(b) = &st.busy {
         b.touch();
     }
+    // The request's own headers, not a copy of them (as axum's `HeaderMap` extractor makes).
+    let (parts, body) = req.into_parts();
     let snap = st.reloader.snapshot();
     let mut route = Route::new(&snap);
-    let result = complete(&st, &snap, &headers, body, Endpoint::Chat, &mut route).await;
+    let result = complete(&st, &snap, &parts.headers, body, Endpoint::Chat, &mut route).await;
     finish(&st, route, result)
 }
 
 /// `POST /v1/embeddings`.
-pub async fn embeddings(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn embeddings(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     if let Some(b) = &st.busy {
         b.touch();
     }
+    // The request's own headers, not a copy of them (as axum's `HeaderMap` extractor makes).
+    let (parts, body) = req.into_parts();
     let snap = st.reloader.snapshot();
     let mut route = Route::new(&snap);
-    let result = complete(&st, &snap, &headers, body, Endpoint::Embeddings, &mut route).await;
+    let result = complete(&st, &snap, &parts.headers, body, Endpoint::Embeddings, &mut route).await;
     finish(&st, route, result)
 }
 
@@ -298,8 +334,8 @@ impl serde::Serialize for RawOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(None)?;
-        for (k, v) in self.raw {
-            match k.as_str() {
+        for (k, v) in self.raw.iter() {
+            match k {
                 "model" => m.serialize_entry(k, self.model)?,
                 "usage" => m.serialize_entry(k, self.usage)?,
                 _ => m.serialize_entry(k, v)?,
@@ -313,7 +349,7 @@ impl serde::Serialize for RawOut<'_> {
 }
 
 async fn complete(
-    st: &AppState,
+    st: &Arc<AppState>,
     snap: &Arc<Snapshot>,
     headers: &HeaderMap,
     body: Body,
@@ -550,7 +586,7 @@ async fn complete(
 }
 
 /// `GET /v1/models`: `auto` and the catalog.
-pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let route = Route::new(&snap);
     let result = authenticate(&snap, &headers).map(|_| {
@@ -568,7 +604,7 @@ pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 /// `GET /v1/key`: the calling key.
-pub async fn key(State(st): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn key(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let route = Route::new(&snap);
     let result = match authenticate(&snap, &headers) {
@@ -609,7 +645,7 @@ pub async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200 once a policy is loaded and the listener is up.
-pub async fn readyz(State(st): State<AppState>) -> Response {
+pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     if st.ready.load(Ordering::SeqCst) {
         "ready\n".into_response()
     } else {
@@ -618,7 +654,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`.
-pub async fn metrics(State(st): State<AppState>) -> Response {
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let snap = st.reloader.snapshot();
     let breakers: Vec<(String, u8)> = st
         .health
@@ -662,7 +698,7 @@ fn admin(snap: &Snapshot, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// `GET /admin/policy`.
-pub async fn admin_policy(State(st): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn admin_policy(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let route = Route::new(&snap);
     let result = admin(&snap, &headers).map(|()| axum::Json(st.reloader.status()).into_response());
@@ -670,7 +706,7 @@ pub async fn admin_policy(State(st): State<AppState>, headers: HeaderMap) -> Res
 }
 
 /// `POST /admin/reload`.
-pub async fn admin_reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn admin_reload(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let route = Route::new(&snap);
     let result = match admin(&snap, &headers) {
@@ -685,7 +721,7 @@ pub async fn admin_reload(State(st): State<AppState>, headers: HeaderMap) -> Res
 }
 
 /// `POST /admin/rollback`.
-pub async fn admin_rollback(State(st): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn admin_rollback(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let route = Route::new(&snap);
     let result = match admin(&snap, &headers) {
@@ -700,7 +736,7 @@ pub async fn admin_rollback(State(st): State<AppState>, headers: HeaderMap) -> R
 
 /// `POST /admin/explain`: the trace for a chat request against the live policy, health and
 /// budgets, without calling a provider. `x-yardmaster-key` names the key to evaluate as.
-pub async fn admin_explain(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn admin_explain(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let snap = st.reloader.snapshot();
     let route = Route::new(&snap);
     let result = async {
@@ -726,7 +762,7 @@ pub async fn admin_explain(State(st): State<AppState>, headers: HeaderMap, body:
 }
 
 /// Anything else: 404 in OpenAI's shape.
-pub async fn not_found(State(st): State<AppState>, uri: axum::http::Uri) -> Response {
+pub async fn not_found(State(st): State<Arc<AppState>>, uri: axum::http::Uri) -> Response {
     let snap = st.reloader.snapshot();
     let route = Route::new(&snap);
     finish(
@@ -734,4 +770,25 @@ pub async fn not_found(State(st): State<AppState>, uri: axum::http::Uri) -> Resp
         route,
         Err(ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path())).code("not_found")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_borrowed_unless_they_need_encoding() {
+        assert!(matches!(header_safe("long documents"), std::borrow::Cow::Borrowed("long documents")));
+        // Each other character by its low byte, as before: é is U+00E9, ✓ is U+2713.
+        assert_eq!(header_safe("café ✓\n"), "caf%E9 %13%0A");
+        assert!(HeaderValue::from_str(&header_safe("café ✓\n")).is_ok());
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_fixed_length() {
+        let (a, b) = (request_id(), request_id());
+        assert_ne!(a, b);
+        assert_eq!((a.len(), &a[..4]), (36, "req_"));
+        assert!(a[4..].chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+    }
 }

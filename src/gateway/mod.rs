@@ -83,7 +83,7 @@ impl Default for Timeouts {
     }
 }
 
-/// The router. Handlers load the snapshot once per request.
+/// The router. Handlers load the snapshot once per request; the state is shared, not copied.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handlers::chat))
@@ -98,7 +98,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/rollback", post(handlers::admin_rollback))
         .route("/admin/explain", post(handlers::admin_explain))
         .fallback(handlers::not_found)
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains requests in flight for up

@@ -6,6 +6,7 @@
 //! `[DONE]`. When the client goes away, the body is dropped, and with it the upstream request;
 //! the request is then settled with what was streamed so far.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -30,7 +31,7 @@ fn error_frame(message: &str) -> bytes::Bytes {
 /// What a stream has used so far; settles the request exactly once, when the stream ends or is
 /// dropped.
 pub struct Tally {
-    st: AppState,
+    st: Arc<AppState>,
     charge: Option<Charge>,
     prompt: String,
     client_wants_usage: bool,
@@ -42,7 +43,7 @@ pub struct Tally {
 
 impl Tally {
     /// A tally for one streamed request.
-    pub fn new(st: AppState, charge: Charge, prompt: String, client_wants_usage: bool) -> Tally {
+    pub fn new(st: Arc<AppState>, charge: Charge, prompt: String, client_wants_usage: bool) -> Tally {
         Tally {
             st,
             charge: Some(charge),

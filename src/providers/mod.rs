@@ -47,7 +47,7 @@ impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reply::Json(v) => f.debug_tuple("Json").field(v).finish(),
-            Reply::Raw(o) => f.debug_tuple("Raw").field(&o.keys().collect::<Vec<_>>()).finish(),
+            Reply::Raw(o) => f.debug_tuple("Raw").field(&o.iter().map(|(k, _)| k).collect::<Vec<_>>()).finish(),
             Reply::Stream(_) => f.write_str("Stream(..)"),
         }
     }

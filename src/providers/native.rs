@@ -98,7 +98,57 @@ pub fn transport_error(e: &reqwest::Error) -> UpstreamError {
 
 /// A JSON object reply kept as its members' raw text, in order: what the gateway passes through
 /// untouched (choices, embedding vectors) is checked to be JSON but never built into values.
-pub type RawObject = indexmap::IndexMap<String, Box<serde_json::value::RawValue>>;
+/// Members are kept in a list, as written: a reply has a handful, so a lookup scans them rather
+/// than hashing every key. A key written twice is passed through twice, and [`RawObject::get`]
+/// takes its last value, as a JSON parser would.
+#[derive(Debug, Default)]
+pub struct RawObject(Vec<(String, Box<serde_json::value::RawValue>)>);
+
+impl RawObject {
+    /// The raw value of the member `key` (the last one, if it is written twice).
+    pub fn get(&self, key: &str) -> Option<&serde_json::value::RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// Whether the object has a member `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+
+    /// The members, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &serde_json::value::RawValue)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), &**v))
+    }
+}
+
+impl IntoIterator for RawObject {
+    type Item = (String, Box<serde_json::value::RawValue>);
+    type IntoIter = std::vec::IntoIter<Self::Item>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(RawObject(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
 
 /// Reads a whole JSON object reply without building its values.
 pub async fn raw_reply(resp: reqwest::Response) -> Result<RawObject, UpstreamError> {
@@ -372,5 +422,19 @@ mod tests {
         assert_eq!(stop_list(Some(&json!("END"))), Some(json!(["END"])));
         assert_eq!(max_tokens(&json!({"max_tokens": 5, "max_completion_tokens": 7})), Some(7));
         assert_eq!(dropped_fields(&json!({"model": "m", "n": 2, "logprobs": true}), &["model"]), ["n", "logprobs"]);
+    }
+
+    #[test]
+    fn raw_objects_keep_their_members_as_written() {
+        let text = r#"{"id":"x","usage":{"a":1},"model":"m","n":1.50,"usage":{"b":2}}"#;
+        let raw: RawObject = serde_json::from_str(text).unwrap();
+        let keys: Vec<_> = raw.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["id", "usage", "model", "n", "usage"]);
+        assert_eq!(raw.get("n").map(|v| v.get()), Some("1.50"));
+        // A member written twice: a lookup takes the last, as a JSON parser would.
+        assert_eq!(raw.get("usage").map(|v| v.get()), Some(r#"{"b":2}"#));
+        assert!(raw.contains_key("model") && !raw.contains_key("choices"));
+        assert!(serde_json::from_str::<RawObject>("[1, 2]").is_err());
+        assert!(serde_json::from_str::<RawObject>(r#"{"a": tru}"#).is_err());
     }
 }
