@@ -19,29 +19,8 @@ cargo build --release --bin fake-upstream --quiet
 UP=127.0.0.1:18711
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-python3 - "$work" "$UP" <<'PY'
-import os, sys
-work, up = sys.argv[1:3]
-rules = []
-for i in range(100):
-    cond = [f'prompt contains any ["kw{i}alpha", "kw{i}beta", "kw{i} gamma"]',
-            f'prompt matches /err{i}-[0-9]+/',
-            f'user.tier == "tier{i}"',
-            f'prompt.tokens > {100 + i}k'][i % 4]
-    rules.append(f'rule "r{i}" {{\n  when {cond}\n  then fast\n}}\n')
-rules.append("default {\n  then fast\n}\n")
-for side, port in (("a", 18712), ("b", 18713)):
-    os.makedirs(f"{work}/{side}")
-    open(f"{work}/{side}/policy.route", "w").write("\n".join(rules))
-    open(f"{work}/{side}/yardmaster.yaml", "w").write(f"""
-listen: 127.0.0.1:{port}
-policy: policy.route
-providers:
-  up: {{ kind: openai, base_url: "http://{up}/v1" }}
-models:
-  fast: {{ provider: up, id: fast, price: {{ input: 1, output: 1 }}, context: 128000 }}
-""")
-PY
+python3 bench/gateway_config.py config "$work/a" 127.0.0.1:18712 "$UP"
+python3 bench/gateway_config.py config "$work/b" 127.0.0.1:18713 "$UP"
 taskset -c 1 target/release/fake-upstream "$UP" &
 YARDMASTER_LOG=warn taskset -c 0 "$a" serve --config "$work/a/yardmaster.yaml" &
 YARDMASTER_LOG=warn taskset -c 0 "$b" serve --config "$work/b/yardmaster.yaml" &

@@ -32,16 +32,7 @@ keys:
   - { name: bench, key_sha256: $(printf 'sk-bench' | sha256sum | cut -d' ' -f1), budget: { usd: 1000000, per: month }, limits: { rpm: 100000000 } }
 $storage
 YAML
-  python3 - "$work/$mode/policy.route" <<'PY'
-import sys
-rules = []
-for i in range(100):
-    cond = [f'prompt contains any ["kw{i}alpha", "kw{i}beta"]', f'prompt matches /err{i}-[0-9]+/',
-            f'user.tier == "tier{i}"', f'prompt.tokens > {100 + i}k'][i % 4]
-    rules.append(f'rule "r{i}" {{\n  when {cond}\n  then fast\n}}\n')
-rules.append("default {\n  then fast\n}\n")
-open(sys.argv[1], "w").write("\n".join(rules))
-PY
+  python3 bench/gateway_config.py policy "$work/$mode/policy.route"
 done
 
 taskset -c 1 target/release/fake-upstream "$UP" &

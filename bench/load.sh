@@ -32,28 +32,7 @@ if [ -n "${GUEST_HALT_POLL_NS:-}" ]; then
 fi
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"; [ -n "${was:-}" ] && echo "$was" > "$haltpoll"' EXIT
 
-python3 - "$work" "$UP" "${LEDGER:-on}" <<'PY'
-import sys
-work, up, ledger = sys.argv[1], sys.argv[2], sys.argv[3]
-rules = []
-for i in range(100):
-    kind = i % 4
-    cond = [f'prompt contains any ["kw{i}alpha", "kw{i}beta", "kw{i} gamma"]',
-            f'prompt matches /err{i}-[0-9]+/',
-            f'user.tier == "tier{i}"',
-            f'prompt.tokens > {100 + i}k'][kind]
-    rules.append(f'rule "r{i}" {{\n  when {cond}\n  then fast\n}}\n')
-rules.append("default {\n  then fast\n}\n")
-open(f"{work}/policy.route", "w").write("\n".join(rules))
-open(f"{work}/yardmaster.yaml", "w").write(f"""
-listen: 127.0.0.1:18080
-policy: policy.route
-providers:
-  up: {{ kind: openai, base_url: "http://{up}/v1" }}
-models:
-  fast: {{ provider: up, id: fast, price: {{ input: 1, output: 1 }}, context: 128000 }}
-""" + ("storage: { ledger: false }\n" if ledger == "off" else ""))
-PY
+python3 bench/gateway_config.py config "$work" "$GW" "$UP" "${LEDGER:-on}"
 
 taskset -c 1 target/release/fake-upstream "$UP" &
 up_pid=$!
