@@ -69,15 +69,12 @@ impl Registry {
 
     fn with<T>(&self, model: &str, f: impl FnOnce(&mut ModelHealth, Instant, Duration) -> T) -> T {
         let mut map = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = map.get_mut(model) {
+            return f(h, Instant::now(), self.cooldown);
+        }
         // The name is copied only the first time the model is seen.
-        if !map.contains_key(model) {
-            map.insert(model.to_string(), ModelHealth::new());
-        }
-        match map.get_mut(model) {
-            Some(h) => f(h, Instant::now(), self.cooldown),
-            // INVARIANT: the entry was inserted just above, under the same lock.
-            None => unreachable!("health entry vanished"),
-        }
+        let h = map.entry(model.to_string()).or_insert_with(ModelHealth::new);
+        f(h, Instant::now(), self.cooldown)
     }
 
     /// The breaker's state.
