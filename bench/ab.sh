@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B two gateway binaries side by side, on loopback (127.0.0.1 only; every run is bounded).
 #
-# Both serve the same 100-rule policy (bench/load.sh's) from directories of their own, with the
+# Both serve the same 100-rule policy (bench/gateway_config.py) from directories of their own, with the
 # ledger on, pinned to core 0; oha and the fake upstream run on core 1. Rounds alternate A and B so
 # that the machine's drift hits both, and each round measures concurrency 32 (RPS) and concurrency 1
 # (p50 and p99). The summary gives B as a ratio of A.
