@@ -258,7 +258,7 @@ fn simulate(traffic: &Path, policy: &Path, baseline: Option<&Path>, config: Opti
 fn busy_window(s: &str) -> Result<std::time::Duration, String> {
     let d = match s.trim().strip_suffix("us") {
         Some(us) => us.trim().parse::<u64>().ok().map(std::time::Duration::from_micros),
-        None => config::parse_duration_ms(s).map(std::time::Duration::from_millis),
+        None => crate::util::duration::parse_ms(s).map(std::time::Duration::from_millis),
     };
     d.filter(|d| !d.is_zero()).ok_or_else(|| format!("`{s}` is not a duration (try `500us` or `1ms`)"))
 }

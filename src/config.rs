@@ -295,28 +295,6 @@ fn default_body() -> usize {
     10 * 1024 * 1024
 }
 
-/// Parses `250ms`, `20s`, `5m`, `1h` (or a bare number of milliseconds).
-pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1e3)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60e3)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600e3)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    if !v.is_finite() || v < 0.0 {
-        return None;
-    }
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked finite and non-negative")]
-    Some((v * mult).round() as u64)
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum DurationRepr {
@@ -327,7 +305,7 @@ enum DurationRepr {
 fn duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match DurationRepr::deserialize(d)? {
         DurationRepr::Num(n) => Ok(n),
-        DurationRepr::Text(s) => parse_duration_ms(&s)
+        DurationRepr::Text(s) => crate::util::duration::parse_ms(&s)
             .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a duration (try `250ms`, `20s`, `5m`)"))),
     }
 }
@@ -443,7 +421,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     }
     for (name, m) in &config.models {
         if !config.providers.contains_key(&m.provider) {
-            let help = did_you_mean(&m.provider, config.providers.keys().map(String::as_str));
+            let help = crate::util::fuzzy::did_you_mean(&m.provider, config.providers.keys().map(String::as_str));
             return Err(err(
                 name,
                 format!(
@@ -510,17 +488,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     Ok(Loaded { config, path: path.to_path_buf(), warnings })
 }
 
-/// The closest name within edit distance 2 (or a third of the name's length).
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(2);
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(name, c), c))
-        .filter(|(d, c)| *d <= limit && *c != name)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
 /// The first line on which `needle` appears as a word (1 when it does not).
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
@@ -583,14 +550,5 @@ storage: { sqlite: yardmaster.db }          # later also: { redis: redis://127.0
             .unwrap_err();
         assert_eq!(e.line, 4);
         assert!(e.message.contains("did you mean `openai`"), "{}", e.message);
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration_ms("250ms"), Some(250));
-        assert_eq!(parse_duration_ms("20s"), Some(20_000));
-        assert_eq!(parse_duration_ms("5m"), Some(300_000));
-        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
-        assert_eq!(parse_duration_ms("x"), None);
     }
 }

@@ -17,3 +17,4 @@ pub mod gateway;
 pub mod providers;
 pub mod reload;
 pub mod simulate;
+pub mod util;

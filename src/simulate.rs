@@ -12,11 +12,12 @@ use std::io::BufRead;
 
 use indexmap::IndexMap;
 
-use crate::accounting::requestlog::Entry;
+use crate::accounting::requestlog::{Entry, Facts};
 use crate::accounting::usage::{self, Rate};
 use crate::policy::check::ir::Fact;
 use crate::policy::compile::Scratch;
-use crate::policy::eval::{Budget, Context, StaticHealth};
+use crate::policy::eval::request::SystemText;
+use crate::policy::eval::{Budget, Context, RequestFacts, StaticHealth};
 use crate::policy::Program;
 
 /// One column of the report.
@@ -96,7 +97,7 @@ pub fn replay(label: &str, program: &Program, entries: &[Entry], mut progress: i
         c.requests += 1;
         progress();
         let f = &e.facts;
-        let req = f.to_request();
+        let req = request_of(f);
         let ctx = Context {
             tier: f.tier.as_deref(),
             key_name: e.key.as_deref(),
@@ -131,6 +132,35 @@ pub fn replay(label: &str, program: &Program, entries: &[Entry], mut progress: i
 }
 
 /// The side-by-side report.
+/// The request's facts again, for a policy to evaluate. Without the text, the counts stand in
+/// for it.
+fn request_of(f: &Facts) -> RequestFacts {
+    let mut r = RequestFacts {
+        messages: f.messages,
+        model: f.model.clone(),
+        stream: f.stream,
+        tools: f.tools,
+        images: f.images,
+        max_tokens: f.max_tokens,
+        endpoint: f.endpoint,
+        user_id: f.user_id.clone(),
+        headers: f.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        metadata: f.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        known_tokens: f.prompt_tokens,
+        known_chars: Some(f.prompt_chars),
+        ..RequestFacts::default()
+    };
+    if let Some(p) = &f.prompt {
+        r.prompt.clone_from(p);
+        let last = f.prompt_last.as_deref().unwrap_or("");
+        if let Some(at) = p.rfind(last) {
+            r.last = at..at + last.len();
+        }
+        r.system = SystemText::Own(f.prompt_system.clone().unwrap_or_default());
+    }
+    r
+}
+
 pub fn render(columns: &[Column], skipped: usize) -> String {
     use std::fmt::Write as _;
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();

@@ -147,7 +147,7 @@ async fn cost_is_tokens_times_prices_for_plain_and_streamed_replies() {
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
         .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
         .collect();
-    let (input, output) = (yardmaster::accounting::usage::count("hello"), yardmaster::accounting::usage::count(&text));
+    let (input, output) = (yardmaster::util::tokens::count("hello"), yardmaster::util::tokens::count(&text));
     assert_eq!(usage["usage"]["prompt_tokens"], input);
     assert_eq!(usage["usage"]["completion_tokens"], output);
     assert_eq!(usage["usage"]["cost"], json!(yardmaster::accounting::usage::usd(input + 2 * output)));
@@ -329,7 +329,7 @@ async fn the_request_log_replays_through_simulate() {
     assert_eq!((e.rule.as_deref(), e.model.as_deref(), e.status), (Some("code"), Some("code-model"), 200));
     assert_eq!(e.facts.prompt.as_deref(), Some("fn main() {}"));
     assert_eq!(e.facts.headers_read, vec!["x-test".to_string()]);
-    assert_eq!(e.facts.prompt_tokens, Some(yardmaster::accounting::usage::count("fn main() {}")));
+    assert_eq!(e.facts.prompt_tokens, Some(yardmaster::util::tokens::count("fn main() {}")));
     assert!((e.cost_usd - 0.000069).abs() < 1e-12);
     assert!(!text.contains("sk-plain"), "a gateway key reached the request log");
 

@@ -264,7 +264,7 @@ async fn anthropic_replies_and_streams_translate_with_tool_calls() {
     let r = g.chat(body("claude-nousage", false, false), "sk-native", None).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    let text_tokens = yardmaster::accounting::usage::count("No usage block here.");
+    let text_tokens = yardmaster::util::tokens::count("No usage block here.");
     assert_eq!(v["usage"]["completion_tokens"], text_tokens);
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert!(v["usage"]["cost"].as_f64().unwrap() > 0.0);

@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Endpoint;
-use crate::policy::eval::request::SystemText;
-use crate::policy::eval::RequestFacts;
 
 /// One line of the request log.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -105,77 +103,17 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// The facts of a request. `headers` are the ones the policy reads; `prompts` keeps the text.
-    pub fn of(req: &RequestFacts, headers: &[String], prompts: bool) -> Facts {
-        Facts {
-            endpoint: req.endpoint,
-            model: req.model.clone(),
-            stream: req.stream,
-            tools: req.tools,
-            images: req.images,
-            max_tokens: req.max_tokens,
-            messages: req.messages,
-            prompt_chars: req.prompt.chars().count() as u64,
-            prompt_bytes: req.prompt.len() as u64,
-            // Counted later, by the writer (see `count_tokens`).
-            prompt_tokens: None,
-            uncounted: (!prompts).then(|| req.prompt.clone()),
-            user_id: req.user_id.clone(),
-            headers: req
-                .headers
-                .iter()
-                .filter(|(k, _)| k != "authorization" && headers.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            headers_read: headers.iter().filter(|h| *h != "authorization").cloned().collect(),
-            metadata: req.metadata.iter().cloned().collect(),
-            prompt: prompts.then(|| req.prompt.clone()),
-            prompt_last: prompts.then(|| req.prompt_last().to_string()),
-            prompt_system: prompts.then(|| req.prompt_system().to_string()),
-            ..Facts::default()
-        }
-    }
-
     /// Counts the prompt's tokens if nobody has (the ledger's writer calls this before writing).
     pub fn count_tokens(&mut self) {
         let held = self.uncounted.take();
         if self.prompt_tokens.is_none() {
             let text = held.as_deref().or(self.prompt.as_deref()).unwrap_or("");
-            self.prompt_tokens = Some(super::usage::count(text));
+            self.prompt_tokens = Some(crate::util::tokens::count(text));
         }
     }
 
     /// Whether the prompt text was kept.
     pub fn has_text(&self) -> bool {
         self.prompt.is_some()
-    }
-
-    /// The request's facts again, for a policy to evaluate. Without the text, the counts stand in
-    /// for it.
-    pub fn to_request(&self) -> RequestFacts {
-        let mut f = RequestFacts {
-            messages: self.messages,
-            model: self.model.clone(),
-            stream: self.stream,
-            tools: self.tools,
-            images: self.images,
-            max_tokens: self.max_tokens,
-            endpoint: self.endpoint,
-            user_id: self.user_id.clone(),
-            headers: self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            metadata: self.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            known_tokens: self.prompt_tokens,
-            known_chars: Some(self.prompt_chars),
-            ..RequestFacts::default()
-        };
-        if let Some(p) = &self.prompt {
-            f.prompt.clone_from(p);
-            let last = self.prompt_last.as_deref().unwrap_or("");
-            if let Some(at) = p.rfind(last) {
-                f.last = at..at + last.len();
-            }
-            f.system = SystemText::Own(self.prompt_system.clone().unwrap_or_default());
-        }
-        f
     }
 }

@@ -81,14 +81,6 @@ pub fn reported_usage(u: &Value) -> Option<Usage> {
     Some(Usage { input: input?, output, estimated: false })
 }
 
-/// o200k tokens of a text (the same count as `prompt.tokens`).
-pub fn count(text: &str) -> u64 {
-    if text.is_empty() {
-        return 0;
-    }
-    crate::policy::eval::count_tokens(text)
-}
-
 /// The text a completion generated (every choice's message content and tool-call arguments).
 pub fn completion_text(v: &Value, out: &mut String) {
     for c in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
@@ -168,6 +160,6 @@ mod tests {
             &mut s,
         );
         assert_eq!(s, "Hello{\"a\":1}");
-        assert_eq!(count("Hello"), 1);
+        assert_eq!(crate::util::tokens::count("Hello"), 1);
     }
 }

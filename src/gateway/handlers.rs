@@ -305,7 +305,7 @@ fn json_reply(st: &AppState, route: &mut Route, charge: Charge, mut v: Value, mo
     let used = usage::reported(&v).unwrap_or_else(|| {
         let mut text = String::new();
         usage::completion_text(&v, &mut text);
-        Usage { input: usage::count(prompt), output: usage::count(&text), estimated: true }
+        Usage { input: crate::util::tokens::count(prompt), output: crate::util::tokens::count(&text), estimated: true }
     });
     let cost = settle(st, charge, used, 200);
     route.cost_micros = Some(cost);
@@ -437,7 +437,7 @@ async fn complete(
         c.record.rule.clone_from(&route.rule);
     }
     if st.accounting.request_log {
-        let mut f = Facts::of(&facts, &snap.program.info.headers, st.accounting.log_prompts);
+        let mut f = log_facts(&facts, &snap.program.info.headers, st.accounting.log_prompts);
         if decision.tokens.is_some() {
             f.prompt_tokens = decision.tokens;
         }
@@ -770,6 +770,37 @@ pub async fn not_found(State(st): State<Arc<AppState>>, uri: axum::http::Uri) ->
         route,
         Err(ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path())).code("not_found")),
     )
+}
+
+/// The facts of a request. `headers` are the ones the policy reads; `prompts` keeps the text.
+fn log_facts(req: &RequestFacts, headers: &[String], prompts: bool) -> Facts {
+    Facts {
+        endpoint: req.endpoint,
+        model: req.model.clone(),
+        stream: req.stream,
+        tools: req.tools,
+        images: req.images,
+        max_tokens: req.max_tokens,
+        messages: req.messages,
+        prompt_chars: req.prompt.chars().count() as u64,
+        prompt_bytes: req.prompt.len() as u64,
+        // Counted later, by the writer (see `count_tokens`).
+        prompt_tokens: None,
+        uncounted: (!prompts).then(|| req.prompt.clone()),
+        user_id: req.user_id.clone(),
+        headers: req
+            .headers
+            .iter()
+            .filter(|(k, _)| k != "authorization" && headers.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        headers_read: headers.iter().filter(|h| *h != "authorization").cloned().collect(),
+        metadata: req.metadata.iter().cloned().collect(),
+        prompt: prompts.then(|| req.prompt.clone()),
+        prompt_last: prompts.then(|| req.prompt_last().to_string()),
+        prompt_system: prompts.then(|| req.prompt_system().to_string()),
+        ..Facts::default()
+    }
 }
 
 #[cfg(test)]

@@ -57,8 +57,8 @@ impl Tally {
 
     fn usage(&self) -> Usage {
         self.reported.unwrap_or_else(|| Usage {
-            input: usage::count(&self.prompt),
-            output: usage::count(&self.text),
+            input: crate::util::tokens::count(&self.prompt),
+            output: crate::util::tokens::count(&self.text),
             estimated: true,
         })
     }

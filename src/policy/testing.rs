@@ -185,7 +185,7 @@ pub fn case_inputs(program: &Program, case: &Case, keys: &[KeyInfo]) -> Result<C
     }
     for (m, l) in &case.latency {
         let id = catalog.id(m).ok_or_else(|| format!("`latency` names `{m}`, which is not in the catalog"))?;
-        let ms = crate::config::parse_duration_ms(l).ok_or_else(|| format!("`{l}` is not a duration"))?;
+        let ms = crate::util::duration::parse_ms(l).ok_or_else(|| format!("`{l}` is not a duration"))?;
         health.latency.push((id, ms as f64));
     }
     let key = case.key.as_ref().map(|k| {

@@ -17,11 +17,11 @@ use ir::*;
 use names::FieldType;
 
 use crate::catalog::{Catalog, Endpoint, Model};
-use crate::config::did_you_mean;
 use crate::policy::diagnostic::Diagnostic;
 use crate::policy::load::Source;
 use crate::policy::syntax::ast::{self, CmpOp, Expr, Item, Target, Value};
 use crate::policy::syntax::span::{Span, Spanned};
+use crate::util::fuzzy::did_you_mean;
 
 /// What the checker should add beyond the default checks.
 #[derive(Clone, Copy, Debug, Default)]

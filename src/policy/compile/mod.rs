@@ -20,7 +20,7 @@ use crate::policy::check::ir::{Checked, Cond, Fact, Lit, Operand, Rel, RuleIr, T
 use crate::policy::eval::plan::{plan, Step};
 use crate::policy::eval::request::SystemText;
 use crate::policy::eval::{
-    compare, contains_ascii_ci, count_tokens, keyword_regex, lit_value, needs_regex, simple_fact, starts_with_ascii_ci,
+    compare, contains_ascii_ci, keyword_regex, lit_value, needs_regex, simple_fact, starts_with_ascii_ci,
     tokens_by_length, Context, RequestFacts, V,
 };
 pub use tree::CCond;
@@ -440,7 +440,7 @@ impl Program {
                         return v;
                     }
                 }
-                let t = *s.tokens.get_or_insert_with(|| count_tokens(&req.prompt));
+                let t = *s.tokens.get_or_insert_with(|| crate::util::tokens::count(&req.prompt));
                 compare(V::Num(t as f64), *rel, V::Num(*n))
             }
             Fast::Kw { src, all, ids } => {
@@ -665,7 +665,7 @@ impl Program {
         match o {
             COperand::Lit(l) => lit_value(l),
             COperand::Fact(f) => simple_fact(f, req, ctx, &mut s.chars),
-            COperand::Tokens => V::Num(*s.tokens.get_or_insert_with(|| count_tokens(&req.prompt)) as f64),
+            COperand::Tokens => V::Num(*s.tokens.get_or_insert_with(|| crate::util::tokens::count(&req.prompt)) as f64),
         }
     }
 

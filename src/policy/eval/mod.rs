@@ -182,11 +182,6 @@ pub fn keyword_regex(needle: &str, anchored: bool) -> String {
     format!("(?i){}{}", if anchored { "^" } else { "" }, regex::escape(needle))
 }
 
-/// Counts o200k tokens.
-pub fn count_tokens(text: &str) -> u64 {
-    bpe_openai::o200k_base().count(text) as u64
-}
-
 /// `prompt.tokens REL n` decided from the byte length alone, when it can be: a text of `b` bytes
 /// has between `min(b, 1)` and `b` tokens.
 pub fn tokens_by_length(bytes: usize, rel: Rel, n: f64) -> Option<bool> {

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use regex::Regex;
 
 use super::{
-    compare, contains_ascii_ci, count_tokens, lit_value, needs_regex, simple_fact, starts_with_ascii_ci, Context,
-    RequestFacts, V,
+    compare, contains_ascii_ci, lit_value, needs_regex, simple_fact, starts_with_ascii_ci, Context, RequestFacts, V,
 };
 use crate::policy::check::ir::{Checked, Cond, Fact, Operand, TextOp};
 
@@ -95,7 +94,7 @@ impl Naive {
 
     fn value<'a>(&self, f: &Fact, req: &'a RequestFacts, ctx: &Context<'a>, st: &mut State) -> V<'a> {
         if *f == Fact::PromptTokens {
-            return V::Num(*st.tokens.get_or_insert_with(|| count_tokens(&req.prompt)) as f64);
+            return V::Num(*st.tokens.get_or_insert_with(|| crate::util::tokens::count(&req.prompt)) as f64);
         }
         simple_fact(f, req, ctx, &mut st.chars)
     }

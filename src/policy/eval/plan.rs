@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{count_tokens, split_arm, sticky_key, Context, RequestFacts};
+use super::{split_arm, sticky_key, Context, RequestFacts};
 use crate::catalog::{Capability, Catalog, ModelId};
 use crate::policy::check::ir::{RuleIr, SetIr, SetKind, TargetIr};
 use crate::policy::syntax::ast::PickKind;
@@ -188,9 +188,9 @@ impl<'p> Planner<'p, '_, '_> {
             let out = max_tokens(self.req.max_tokens, with).unwrap_or(0);
             let bytes = (self.req.prompt.len() as u64).max(self.req.known_tokens.unwrap_or(0));
             if bytes + out > ctx {
-                let tokens = *self
-                    .tokens
-                    .get_or_insert_with(|| self.req.known_tokens.unwrap_or_else(|| count_tokens(&self.req.prompt)));
+                let tokens = *self.tokens.get_or_insert_with(|| {
+                    self.req.known_tokens.unwrap_or_else(|| crate::util::tokens::count(&self.req.prompt))
+                });
                 if tokens + out > ctx {
                     return Some(format!("context of {ctx} tokens cannot hold {tokens} + {out}"));
                 }

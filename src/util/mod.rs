@@ -1,0 +1,7 @@
+//! Leaf helpers that several stages share: fuzzy name matching (the "did you mean" of
+//! diagnostics and config errors), duration parsing (`250ms`, `20s`) and o200k token counting.
+//! Nothing here imports another module of the crate, so every stage may import it.
+
+pub mod duration;
+pub mod fuzzy;
+pub mod tokens;
