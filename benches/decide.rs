@@ -12,8 +12,8 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use yardmaster::catalog::Catalog;
-use yardmaster::policy::compile::Scratch;
 use yardmaster::policy::eval::naive::Naive;
+use yardmaster::policy::eval::Scratch;
 use yardmaster::policy::eval::{Context, RequestFacts, StaticHealth};
 use yardmaster::policy::{check, compile, load, CheckOptions};
 

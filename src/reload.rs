@@ -93,7 +93,14 @@ fn secret_hash(key_env: Option<&String>, key_sha256: Option<&String>) -> Option<
 
 /// Loads a snapshot: config, policy (parse, check, compile), the policy's tests, providers, keys.
 pub fn load(config_path: &Path, http: &reqwest::Client) -> Result<Snapshot, String> {
-    let loaded = config::load(config_path).map_err(|e| e.to_string())?;
+    build(config::load(config_path).map_err(|e| e.to_string())?, http)
+}
+
+/// Builds a snapshot from a loaded config: the policy (parse, check, compile), its tests,
+/// providers and keys.
+pub fn build(loaded: Loaded, http: &reqwest::Client) -> Result<Snapshot, String> {
+    let config_path = loaded.path.clone();
+    let config_path = config_path.as_path();
     let entry = loaded.policy_path().ok_or_else(|| format!("{}: no `policy:` given", config_path.display()))?;
     let catalog = loaded.catalog();
     let (program, diags, sources) = policy::build(&entry, Some(&catalog));
@@ -182,11 +189,13 @@ pub struct PolicyStatus {
 }
 
 impl Reloader {
-    /// Loads the first snapshot.
-    pub fn start(config_path: &Path, http: reqwest::Client) -> Result<Reloader, String> {
-        let first = load(config_path, &http)?;
+    /// Builds the first snapshot from the config that the command line loaded (the file is not
+    /// read again).
+    pub fn start(loaded: Loaded, http: reqwest::Client) -> Result<Reloader, String> {
+        let config_path = loaded.path.clone();
+        let first = build(loaded, &http)?;
         Ok(Reloader {
-            config_path: config_path.to_path_buf(),
+            config_path,
             http,
             live: ArcSwap::from_pointee(first),
             previous: Mutex::new(None),

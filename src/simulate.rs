@@ -14,10 +14,10 @@ use indexmap::IndexMap;
 
 use crate::accounting::requestlog::{Entry, Facts};
 use crate::accounting::usage::{self, Rate};
-use crate::policy::check::ir::Fact;
-use crate::policy::compile::Scratch;
 use crate::policy::eval::request::SystemText;
+use crate::policy::eval::Scratch;
 use crate::policy::eval::{Budget, Context, RequestFacts, StaticHealth};
+use crate::policy::ir::Fact;
 use crate::policy::Program;
 
 /// One column of the report.
@@ -106,19 +106,19 @@ pub fn replay(label: &str, program: &Program, entries: &[Entry], mut progress: i
             hour: f.hour,
             weekday: f.weekday,
         };
-        let (decision, plan) = program.route(&req, &ctx, &mut scratch);
+        let routing = program.route(&req, &ctx, &mut scratch);
         let unknown = |fact: &Fact| match fact {
             Fact::Prompt | Fact::PromptLast | Fact::PromptSystem => !f.has_text(),
             Fact::Header(h) => !f.headers_read.contains(h),
             _ => false,
         };
-        let blind = program.checked.rules.iter().take(decision.rule + 1).any(|r| r.cond.reads_any(&unknown));
+        let blind = program.checked.rules.iter().take(routing.index + 1).any(|r| r.cond.reads_any(&unknown));
         if blind {
             c.not_evaluable += 1;
             continue;
         }
-        let rule = program.rule(decision.rule).map_or("(none)", |r| r.name.as_str());
-        let (model, cost) = match plan.iter().find(|s| s.taken) {
+        let rule = routing.rule;
+        let (model, cost) = match routing.steps.iter().find(|s| s.taken) {
             Some(s) if s.deny.is_some() => (format!("(refused {})", s.deny.map_or(403, |(st, _)| st)), 0),
             Some(s) => match s.model.and_then(|m| catalog.get(m)) {
                 Some(m) => (m.name.clone(), Rate::of(m.price).cost_micros(e.tokens_in, e.tokens_out)),

@@ -29,7 +29,7 @@ fn decisions_do_not_allocate() {
     ];
     let reqs: Vec<_> =
         prompts.iter().map(|p| yardmaster::policy::eval::RequestFacts::from_chat(&common::chat(p)).unwrap()).collect();
-    let mut scratch = yardmaster::policy::compile::Scratch::default();
+    let mut scratch = yardmaster::policy::eval::Scratch::default();
     let mut expected = Vec::new();
     for r in &reqs {
         expected.push(program.decide(r, &ctx, &mut scratch).rule);

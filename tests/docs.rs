@@ -57,14 +57,14 @@ fn language_reference_examples_lint() {
 #[test]
 fn every_fact_is_documented() {
     let md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/language.md")).unwrap();
-    for fact in yardmaster::policy::check::names::FACTS
+    for fact in yardmaster::policy::ir::names::FACTS
         .iter()
-        .chain(yardmaster::policy::check::names::FUNCTIONS)
-        .chain(yardmaster::policy::check::names::OPTIONS)
+        .chain(yardmaster::policy::ir::names::FUNCTIONS)
+        .chain(yardmaster::policy::ir::names::OPTIONS)
     {
         assert!(md.contains(&format!("`{fact}")), "docs/language.md does not document `{fact}`");
     }
-    for (field, _) in yardmaster::policy::check::names::FIELDS {
+    for (field, _) in yardmaster::policy::ir::names::FIELDS {
         assert!(md.contains(&format!("`{field}`")), "docs/language.md does not list the field `{field}`");
     }
 }

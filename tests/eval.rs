@@ -136,7 +136,7 @@ fn health_latency_and_time() {
 #[test]
 fn tokens_are_counted_lazily() {
     let p = program("rule \"long\" { when prompt.tokens > 3 then gpt-4o }\ndefault { then gpt-4o-mini }");
-    let mut scratch = yardmaster::policy::compile::Scratch::default();
+    let mut scratch = yardmaster::policy::eval::Scratch::default();
     let health = yardmaster::policy::eval::StaticHealth::default();
     let ctx = yardmaster::policy::eval::Context::anonymous(&health);
     // Three bytes cannot hold more than three tokens: decided without counting.
@@ -194,7 +194,7 @@ fn requested_and_overrides() {
     assert_eq!(route(&p, &json!({"model": "nope", "messages": []}), &s()), ("explicit".into(), "none".into()));
     let rule = p.rule(0).unwrap();
     match &rule.target {
-        yardmaster::policy::check::ir::TargetIr::Requested { with } => {
+        yardmaster::policy::ir::TargetIr::Requested { with } => {
             assert_eq!(with, &vec![("max_tokens".to_string(), json!(100))])
         }
         other => panic!("{other:?}"),

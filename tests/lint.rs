@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use yardmaster::catalog::Catalog;
-use yardmaster::policy::check::codes::Code;
+use yardmaster::policy::diagnostic::codes::Code;
 use yardmaster::policy::{check, load, CheckOptions};
 
 fn catalog(path: &str) -> Catalog {

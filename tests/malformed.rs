@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use yardmaster::policy::check::codes::Code;
+use yardmaster::policy::diagnostic::codes::Code;
 use yardmaster::policy::load::{self, Memory};
 use yardmaster::policy::{check, CheckOptions};
 

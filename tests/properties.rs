@@ -8,8 +8,8 @@
 mod common;
 
 use proptest::prelude::*;
-use yardmaster::policy::compile::Scratch;
 use yardmaster::policy::eval::naive::Naive;
+use yardmaster::policy::eval::Scratch;
 use yardmaster::policy::eval::{Budget, Context, RequestFacts, StaticHealth};
 use yardmaster::policy::{check, compile, fmt, load, syntax, CheckOptions};
 

@@ -24,7 +24,7 @@ use crate::accounting::requestlog::{Entry, Facts};
 use crate::accounting::{budget, usage, Charge, Rate, Record, Usage};
 use crate::catalog::Endpoint;
 use crate::dispatch::{self, Failure, HealthView, Target};
-use crate::policy::compile::Scratch;
+use crate::policy::eval::Scratch;
 use crate::policy::eval::{Budget, Context, RequestFacts};
 use crate::providers::Reply;
 use crate::reload::{Key, Snapshot};
@@ -419,27 +419,25 @@ async fn complete(
     }
     let standing = standing(st, key).await;
     let catalog = snap.program.catalog();
-    let (decision, plan, (budget_facts, hour, weekday)) = {
+    let (routing, (budget_facts, hour, weekday)) = {
         // The context borrows the (non-Send) health view: keep it out of the awaits below.
         let view = HealthView { registry: &st.health, catalog };
         let ctx = context(key, &view, standing);
-        let (d, p) = SCRATCH.with(|s| {
+        let r = SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             snap.program.route(&facts, &ctx, &mut s)
         });
-        (d, p, (ctx.budget, ctx.hour, ctx.weekday))
+        (r, (ctx.budget, ctx.hour, ctx.weekday))
     };
-    let Some(rule) = snap.program.rule(decision.rule) else {
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the policy matched no rule"));
-    };
-    route.rule = Some(rule.name.clone());
+    let plan = &routing.steps;
+    route.rule = Some(routing.rule.to_string());
     if let Some(c) = route.charge.as_mut() {
         c.record.rule.clone_from(&route.rule);
     }
     if st.accounting.request_log {
         let mut f = log_facts(&facts, &snap.program.info.headers, st.accounting.log_prompts);
-        if decision.tokens.is_some() {
-            f.prompt_tokens = decision.tokens;
+        if routing.tokens.is_some() {
+            f.prompt_tokens = routing.tokens;
         }
         f.tier = key.and_then(|k| k.tier.clone());
         f.budget_usd = key.and_then(|k| k.budget.map(|b| b.usd));
@@ -453,7 +451,7 @@ async fn complete(
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         return Err(ApiError::new(status, message.to_string()).code("policy_denied"));
     }
-    if matches!(rule.target, crate::policy::check::ir::TargetIr::Requested { .. }) && catalog.id(&requested).is_none() {
+    if routing.unknown_requested.is_some() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("the model `{requested}` does not exist"))
             .code("model_not_found")
             .param("model"));
@@ -485,8 +483,8 @@ async fn complete(
             .code("no_target"));
     }
     let opts = dispatch::Options {
-        retries: rule.options.retries,
-        timeout: rule.options.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis),
+        retries: routing.retries,
+        timeout: routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis),
         ..dispatch::Options::default()
     };
     let stream = endpoint == Endpoint::Chat && facts.stream;

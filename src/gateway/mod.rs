@@ -10,7 +10,6 @@ mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::accounting::{ledger, Accounting, Ledger};
+use crate::config::Loaded;
 use crate::dispatch::Registry;
 use crate::reload::Reloader;
 pub use error::ApiError;
@@ -160,8 +160,8 @@ impl Running {
     }
 }
 
-/// Loads `config` and starts a server on `listen` (use port 0 for an ephemeral port).
-pub async fn start(config: &Path, listen: &str, timeouts: Timeouts, watch: bool) -> Result<Running, String> {
+/// Starts a server for a loaded config on `listen` (use port 0 for an ephemeral port).
+pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool) -> Result<Running, String> {
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -218,9 +218,8 @@ pub async fn start(config: &Path, listen: &str, timeouts: Timeouts, watch: bool)
 }
 
 /// `yardmaster serve`: runs until SIGTERM or Ctrl-C; SIGHUP reloads.
-pub async fn serve(config: &Path, listen: Option<String>, busy_poll: Option<Duration>) -> Result<(), String> {
-    let loaded = crate::config::load(config).map_err(|e| e.to_string())?;
-    let listen = listen.unwrap_or(loaded.config.listen.clone());
+pub async fn serve(config: Loaded, listen: Option<String>, busy_poll: Option<Duration>) -> Result<(), String> {
+    let listen = listen.unwrap_or(config.config.listen.clone());
     let running = start(config, &listen, Timeouts { busy_poll, ..Timeouts::default() }, true).await?;
     tracing::info!(addr = %running.addr, version = %running.state.reloader.snapshot().version(), "yardmaster is listening");
     let reloader = running.state.reloader.clone();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::check::codes::Code;
+use super::diagnostic::codes::Code;
 use super::diagnostic::Diagnostic;
 use super::syntax::ast::Item;
 use super::syntax::span::{SourceMap, Span, Spanned};

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod diagnostic;
 pub mod eval;
 pub mod fmt;
+pub mod ir;
 pub mod load;
 pub mod syntax;
 pub mod testing;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::compile::{Program, Scratch};
+use super::compile::Program;
+use super::eval::Scratch;
 use super::eval::{Budget, Context, RequestFacts, StaticHealth};
 
 /// One test case.
@@ -114,7 +115,7 @@ pub fn parse_time(s: &str) -> Option<(u8, u8)> {
     let weekday = match day {
         Some(d) => {
             let d = d.get(..3)?;
-            u8::try_from(super::check::names::WEEKDAYS.iter().position(|w| w.eq_ignore_ascii_case(d))?).ok()?
+            u8::try_from(super::ir::names::WEEKDAYS.iter().position(|w| w.eq_ignore_ascii_case(d))?).ok()?
         }
         None => 0,
     };
@@ -226,11 +227,11 @@ pub fn run(program: &Program, cases: &[Case], keys: &[KeyInfo]) -> Vec<CaseResul
             };
             let ctx = inputs.context();
             let req = &inputs.req;
-            let (d, plan) = program.route(req, &ctx, &mut scratch);
-            let rule = program.rule(d.rule).map(|r| r.name.clone()).unwrap_or_default();
+            let routing = program.route(req, &ctx, &mut scratch);
+            let rule = routing.rule.to_string();
             let taken: Vec<String> =
-                plan.iter().filter(|s| s.taken && s.deny.is_none()).map(|s| s.name.clone()).collect();
-            let deny = plan.iter().find_map(|s| s.deny.map(|(st, _)| st));
+                routing.steps.iter().filter(|s| s.taken && s.deny.is_none()).map(|s| s.name.clone()).collect();
+            let deny = routing.deny().map(|(st, _)| st);
             let mut problems = Vec::new();
             if let Some(r) = &case.expect.rule {
                 if *r != rule {
@@ -258,7 +259,7 @@ pub fn run(program: &Program, cases: &[Case], keys: &[KeyInfo]) -> Vec<CaseResul
             CaseResult {
                 name: case.name.clone(),
                 failure: (!problems.is_empty()).then(|| problems.join("; ")),
-                rule: Some(d.rule),
+                rule: Some(routing.index),
                 taken,
             }
         })

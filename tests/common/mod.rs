@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use yardmaster::catalog::Catalog;
-use yardmaster::policy::compile::{Program, Scratch};
+use yardmaster::policy::compile::Program;
+use yardmaster::policy::eval::Scratch;
 use yardmaster::policy::eval::{Budget, Context, RequestFacts, StaticHealth};
 use yardmaster::policy::{build_from, load};
 
@@ -59,9 +60,10 @@ pub fn route(p: &Program, body: &serde_json::Value, s: &Setup) -> (String, Strin
     let ctx =
         Context { tier: s.tier, key_name: s.key, budget: s.budget, health: &health, hour: s.hour, weekday: s.weekday };
     let mut scratch = Scratch::default();
-    let (d, plan) = p.route(&req, &ctx, &mut scratch);
-    let rule = p.rule(d.rule).unwrap().name.clone();
-    let first = plan
+    let routing = p.route(&req, &ctx, &mut scratch);
+    let rule = routing.rule.to_string();
+    let first = routing
+        .steps
         .iter()
         .find(|s| s.taken)
         .map(|s| match s.deny {

@@ -341,7 +341,14 @@ pub async fn start_in(dir: &std::path::Path, watch: bool) -> yardmaster::gateway
         breaker_cooldown: Duration::from_millis(300),
         busy_poll: None,
     };
-    yardmaster::gateway::start(&dir.join("yardmaster.yaml"), "127.0.0.1:0", timeouts, watch).await.unwrap()
+    yardmaster::gateway::start(
+        yardmaster::config::load(&dir.join("yardmaster.yaml")).unwrap(),
+        "127.0.0.1:0",
+        timeouts,
+        watch,
+    )
+    .await
+    .unwrap()
 }
 
 impl Gateway {

@@ -3,18 +3,15 @@
 //! lint passes in `lints/`. It never stops at the first error: every finding is collected, and a
 //! `Checked` policy is returned only when there is no error.
 
-pub mod codes;
-pub mod ir;
 pub mod lints;
-pub mod names;
 pub mod ranges;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use codes::Code;
-use ir::*;
-use names::FieldType;
+use crate::policy::diagnostic::codes::Code;
+use crate::policy::ir::names::{self, FieldType};
+use crate::policy::ir::*;
 
 use crate::catalog::{Catalog, Endpoint, Model};
 use crate::policy::diagnostic::Diagnostic;
@@ -1301,7 +1298,7 @@ fn mismatch_help(lt: Ty, rt: Ty, rhs: &Spanned<Value>) -> Option<String> {
 /// Builds a comparison, folding it when both sides are literals or the fact cannot be `none`.
 fn fold_cmp(lhs: Operand, rel: Rel, rhs: Operand, label: String) -> Cond {
     match (&lhs, &rhs) {
-        (Operand::Lit(a), Operand::Lit(b)) => Cond::Const(crate::policy::eval::compare_lits(a, rel, b)),
+        (Operand::Lit(a), Operand::Lit(b)) => Cond::Const(crate::policy::ir::value::compare_lits(a, rel, b)),
         (Operand::Fact(f), Operand::Lit(Lit::None)) | (Operand::Lit(Lit::None), Operand::Fact(f)) if !f.nullable() => {
             Cond::Const(rel == Rel::Ne)
         }

@@ -1,7 +1,7 @@
 //! Ranges on a single numeric fact, for the constant-folding lints: which values of a fact make a
 //! comparison hold, and whether a conjunction of them can hold at all.
 
-use super::ir::{Cond, Fact, Lit, Operand, Rel};
+use crate::policy::ir::{Cond, Fact, Lit, Operand, Rel};
 
 /// An interval of numbers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -157,7 +157,7 @@ pub fn constant(c: &Cond) -> Option<bool> {
             };
             let known: &[&str] = match f {
                 Fact::RequestEndpoint => &["chat", "embeddings"],
-                Fact::TimeWeekday => super::names::WEEKDAYS,
+                Fact::TimeWeekday => crate::policy::ir::names::WEEKDAYS,
                 _ => return None,
             };
             if known.contains(&s.as_str()) {

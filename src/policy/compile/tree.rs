@@ -3,7 +3,7 @@
 
 use regex::Regex;
 
-use crate::policy::check::ir::{Fact, Lit, Rel, TextOp};
+use crate::policy::ir::{Fact, Lit, Rel, TextOp};
 
 /// Which prompt text a scan covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use regex::Regex;
 
-use super::{
-    compare, contains_ascii_ci, lit_value, needs_regex, simple_fact, starts_with_ascii_ci, Context, RequestFacts, V,
+use super::{simple_fact, Context, RequestFacts};
+use crate::policy::ir::value::{
+    compare, contains_ascii_ci, keyword_regex, lit_value, needs_regex, starts_with_ascii_ci, V,
 };
-use crate::policy::check::ir::{Checked, Cond, Fact, Operand, TextOp};
+use crate::policy::ir::{Checked, Cond, Fact, Operand, TextOp};
 
 /// A checked policy with its regexes compiled one by one.
 pub struct Naive {
@@ -64,7 +65,7 @@ impl Naive {
                 let one = |n: &String| -> bool {
                     if needs_regex(n) {
                         let anchored = *op == TextOp::StartsWith;
-                        self.regexes.get(&super::keyword_regex(n, anchored)).is_some_and(|r| r.is_match(text))
+                        self.regexes.get(&keyword_regex(n, anchored)).is_some_and(|r| r.is_match(text))
                     } else if *op == TextOp::StartsWith {
                         starts_with_ascii_ci(text, n)
                     } else {
@@ -116,7 +117,7 @@ fn collect(c: &Cond, out: &mut HashMap<String, Regex>) {
         }
         Cond::Text { needles, op, .. } => {
             for n in needles.iter().filter(|n| needs_regex(n)) {
-                let p = super::keyword_regex(n, *op == TextOp::StartsWith);
+                let p = keyword_regex(n, *op == TextOp::StartsWith);
                 if let Ok(r) = Regex::new(&p) {
                     out.insert(p, r);
                 }

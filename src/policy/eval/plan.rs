@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{split_arm, sticky_key, Context, RequestFacts};
 use crate::catalog::{Capability, Catalog, ModelId};
-use crate::policy::check::ir::{RuleIr, SetIr, SetKind, TargetIr};
+use crate::policy::ir::{RuleIr, SetIr, SetKind, TargetIr};
 use crate::policy::syntax::ast::PickKind;
 
 /// One step of a plan.

@@ -8,7 +8,7 @@ use pest::Parser as _;
 
 use super::ast::*;
 use super::span::{FileId, Span, Spanned};
-use crate::policy::check::codes::Code;
+use crate::policy::diagnostic::codes::Code;
 use crate::policy::diagnostic::Diagnostic;
 
 #[derive(pest_derive::Parser)]
@@ -38,16 +38,10 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
         .label("nesting passes the limit here")
         .help(format!("at most {MAX_NESTING} levels of `(`, `[` and `{{` are allowed"))]);
     }
+    detailed_errors();
     let mut pairs = match PestParser::parse(Rule::policy, text) {
         Ok(p) => p,
-        Err(e) => {
-            // Parse again with pest's detailed attempts on, for a better "expected" list. Only
-            // failing input pays for it.
-            pest::set_error_detail(true);
-            let detailed = PestParser::parse(Rule::policy, text).err();
-            pest::set_error_detail(false);
-            return Err(vec![syntax_error(file, text, detailed.as_ref().unwrap_or(&e))]);
-        }
+        Err(e) => return Err(vec![syntax_error(file, text, &e)]),
     };
     let Some(root) = pairs.next() else {
         return Err(vec![Diagnostic::new(Code::SyntaxError, Span::new(file, 0, 0), "empty parse")]);
@@ -76,6 +70,16 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
     } else {
         Err(lower.errors)
     }
+}
+
+/// Turns on pest's detailed parse attempts (for a better "expected" list), once for the process.
+/// The setting is process-wide in pest, so it is never switched off again: switching it on and
+/// off around one parse (as this module once did) changes the errors of a parse running on
+/// another thread at the same time (a reload while `/admin/explain` or a test parses). Every
+/// parse pays for the tracking; `cargo bench --bench decide` measures it (`parse+check+compile`).
+fn detailed_errors() {
+    static ON: std::sync::Once = std::sync::Once::new();
+    ON.call_once(|| pest::set_error_detail(true));
 }
 
 /// The first byte where bracket nesting passes [`MAX_NESTING`] (a conservative scan that skips
@@ -630,5 +634,24 @@ fn join(mut terms: Vec<Spanned<Expr>>, f: fn(Vec<Spanned<Expr>>) -> Expr) -> Opt
             let sp = terms.first()?.span.to(terms.last()?.span);
             Some(Spanned::new(f(terms), sp))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BAD: &str = "rule \"a\" {\n  when prompt contains \"x\"\n  then gpt-4o ->\n}\ndefault { then gpt-4o }\n";
+
+    /// pest's error detail is process-wide: once a parse has turned it on, it stays on, so no
+    /// parse changes what a concurrent one reports. (It used to be switched off again after each
+    /// failing parse, under the feet of any other thread that was parsing.)
+    #[test]
+    fn a_parse_leaves_the_error_detail_on_for_every_other_parse() {
+        assert!(parse(0, BAD).is_err());
+        let other = PestParser::parse(Rule::policy, BAD).err();
+        assert!(other.as_ref().and_then(pest::error::Error::parse_attempts).is_some(), "detail was switched off");
+        let first = parse(0, BAD).err().and_then(|d| d.into_iter().next()).map(|d| d.message);
+        assert!(first.is_some_and(|m| m.starts_with("expected ") && m.ends_with("found `}`")));
     }
 }

@@ -4,9 +4,9 @@
 //! Ignores: everything when some rule routes to `requested` (the client may name any model).
 //! Cannot see: models that only `requested` reaches.
 
-use crate::policy::check::codes::Code;
-use crate::policy::check::ir::Checked;
+use crate::policy::diagnostic::codes::Code;
 use crate::policy::diagnostic::Diagnostic;
+use crate::policy::ir::Checked;
 
 pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
     let mut used = vec![false; checked.catalog.len()];

@@ -15,10 +15,10 @@
 //! that come through `or`.
 
 use crate::catalog::{Capability, Endpoint};
-use crate::policy::check::codes::Code;
-use crate::policy::check::ir::{Checked, Cond, Fact, Lit, Operand, Rel, RuleIr, SetKind, TargetIr};
 use crate::policy::check::ranges::bounds;
+use crate::policy::diagnostic::codes::Code;
 use crate::policy::diagnostic::Diagnostic;
+use crate::policy::ir::{Checked, Cond, Fact, Lit, Operand, Rel, RuleIr, SetKind, TargetIr};
 use crate::policy::syntax::ast::PickKind;
 
 pub(super) fn run(checked: &Checked, catalog: bool, out: &mut Vec<Diagnostic>) {

@@ -6,10 +6,10 @@
 //! Ignores: the default (it always holds by design).
 //! Cannot see: relations between different facts, or `x or not x` (no SAT solving).
 
-use crate::policy::check::codes::Code;
-use crate::policy::check::ir::Checked;
 use crate::policy::check::ranges::constant;
+use crate::policy::diagnostic::codes::Code;
 use crate::policy::diagnostic::Diagnostic;
+use crate::policy::ir::Checked;
 
 pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
     for r in checked.rules.iter().filter(|r| !r.is_default) {

@@ -7,10 +7,10 @@
 //! Ignores: models without a price or a context (reported as such).
 
 use crate::catalog::Endpoint;
-use crate::policy::check::codes::Code;
-use crate::policy::check::ir::{Checked, Fact, RuleIr, TargetIr};
 use crate::policy::check::ranges::bounds;
+use crate::policy::diagnostic::codes::Code;
 use crate::policy::diagnostic::Diagnostic;
+use crate::policy::ir::{Checked, Fact, RuleIr, TargetIr};
 
 pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
     for r in &checked.rules {

@@ -7,9 +7,9 @@ mod constant;
 mod costs;
 mod unreachable;
 
-use super::ir::Checked;
 use super::Options;
 use crate::policy::diagnostic::Diagnostic;
+use crate::policy::ir::Checked;
 
 /// Runs every pass. `catalog` is false when there is no real catalog (no config given).
 pub fn run(checked: &Checked, catalog: bool, opts: Options, out: &mut Vec<Diagnostic>) {

@@ -12,10 +12,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::policy::check::codes::Code;
-use crate::policy::check::ir::{Checked, Cond, Fact};
 use crate::policy::check::ranges::{atom, bounds, constant, Interval};
+use crate::policy::diagnostic::codes::Code;
 use crate::policy::diagnostic::Diagnostic;
+use crate::policy::ir::{Checked, Cond, Fact};
 
 struct Shape<'a> {
     conjuncts: Vec<&'a Cond>,

@@ -4,7 +4,7 @@
 //! W01xx lints (warnings), A01xx advice (`lint --costs`). Every code is documented in
 //! `docs/diagnostics.md` and has a golden test in `tests/lint/`.
 
-use super::super::diagnostic::Severity;
+use super::Severity;
 
 /// A diagnostic code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

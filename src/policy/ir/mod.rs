@@ -2,6 +2,9 @@
 //! read by the compiler, by the naive evaluator (the reference that the compiled program is tested
 //! against) and by the lints.
 
+pub mod names;
+pub mod value;
+
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, ModelId};

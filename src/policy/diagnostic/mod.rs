@@ -2,13 +2,15 @@
 //! Every stage pushes them into a `Vec<Diagnostic>`; the CLI renders them with miette (human) or as
 //! a flat JSON array (SPEC §9), and the server's `/admin` endpoints show them as JSON.
 
+pub mod codes;
+
 use std::fmt;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use serde::Serialize;
 
-use super::check::codes::Code;
 use super::syntax::span::{SourceMap, Span};
+use codes::Code;
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -1,6 +1,6 @@
 //! The names the language knows: facts, functions, rule options and request fields.
 
-use crate::policy::check::ir::Fact;
+use crate::policy::ir::Fact;
 
 /// Every fact path, for "did you mean".
 pub const FACTS: &[&str] = &[
