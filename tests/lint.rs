@@ -124,3 +124,17 @@ fn the_shipped_policy_is_the_spec_example_formatted() {
     assert_eq!(a.items, b.items);
     assert_eq!(yardmaster::policy::fmt::format_source(&spec).unwrap(), shipped);
 }
+
+/// E0406 and E0408 are the checker's errors, reported together with every other error of the
+/// policy (they used to be lints, which run only once a policy has no error).
+#[test]
+fn target_errors_are_reported_with_the_other_errors() {
+    let cat = catalog(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lint/catalog.yaml"));
+    let text = "rule \"eu\" {\n  when header(\"x-region\") == \"eu\"\n  then claude-sonnet -> gpt-4o\n  only tagged(\"eu\")\n}\n\
+                rule \"embed\" {\n  when request.endpoint == \"embeddings\"\n  then gpt-4o-mini\n}\n\
+                rule \"typo\" {\n  when prompt contains \"x\"\n  then gpt-4oo\n}\n\
+                default { then gpt-4o-mini }\n";
+    let outcome = check(load::load_text(Path::new("mixed.route"), text), Some(&cat), CheckOptions::default());
+    let codes: Vec<&str> = outcome.diagnostics.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(codes, ["E0406", "E0408", "E0201"]);
+}

@@ -5,10 +5,6 @@
 //! - W0107: a target whose context window is smaller than the rule's `prompt.tokens` lower bound.
 //! - W0108: a target that lacks a capability the rule requires (`request.tools`, `request.images`
 //!   as a conjunct).
-//! - E0406: a named target outside the rule's `only` set. Picks over `healthy`/`tagged` are
-//!   filtered at dispatch instead.
-//! - E0408: a named target that does not serve the endpoint the rule pins
-//!   (`request.endpoint == "embeddings"`).
 //! - W0103: `cheapest` over a model without a price.
 //!
 //! Ignores: `requested` (the client's choice is checked at request time). Cannot see: bounds
@@ -24,11 +20,9 @@ use crate::policy::syntax::ast::PickKind;
 pub(super) fn run(checked: &Checked, catalog: bool, out: &mut Vec<Diagnostic>) {
     for r in &checked.rules {
         repeated(checked, r, out);
-        only(checked, r, out);
         if catalog {
             context(checked, r, out);
             capabilities(checked, r, out);
-            endpoint(checked, r, out);
             unpriced(checked, &r.target, r, out);
         }
     }
@@ -64,23 +58,6 @@ fn repeated(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
                 return;
             }
             seen.push(*model);
-        }
-    }
-}
-
-fn only(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
-    let Some(set) = &r.options.only else { return };
-    for m in explicit(r) {
-        if !set.models.contains(&m) {
-            out.push(
-                Diagnostic::new(
-                    Code::OnlyViolation,
-                    r.target_span,
-                    format!("`{}` is outside the rule's `only` set", name(checked, m)),
-                )
-                .label("may be tried")
-                .help("remove it from the targets, or widen `only`"),
-            );
         }
     }
 }
@@ -153,41 +130,6 @@ fn capabilities(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
                     )),
                 );
             }
-        }
-    }
-}
-
-fn endpoint(checked: &Checked, r: &RuleIr, out: &mut Vec<Diagnostic>) {
-    let pinned = r.cond.conjuncts().iter().find_map(|c| match c {
-        Cond::Cmp {
-            lhs: Operand::Fact(Fact::RequestEndpoint), rel: Rel::Eq, rhs: Operand::Lit(Lit::Str(s)), ..
-        } => match s.as_str() {
-            "chat" => Some(Endpoint::Chat),
-            "embeddings" => Some(Endpoint::Embeddings),
-            _ => None,
-        },
-        _ => None,
-    });
-    let Some(ep) = pinned else { return };
-    for m in explicit(r) {
-        let Some(model) = checked.catalog.get(m) else {
-            continue;
-        };
-        if model.endpoint != ep {
-            out.push(
-                Diagnostic::new(
-                    Code::WrongEndpoint,
-                    r.target_span,
-                    format!(
-                        "`{}` serves {}, but this rule only takes {} requests",
-                        model.name,
-                        model.endpoint.as_str(),
-                        ep.as_str()
-                    ),
-                )
-                .label("wrong endpoint")
-                .with_secondary(r.cond_span, "the endpoint is pinned here"),
-            );
         }
     }
 }

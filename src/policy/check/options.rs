@@ -1,0 +1,95 @@
+//! Rule options: `retries`, `timeout`, `tag`, `only` and `cache` -> [`RuleOptions`] (E0206 unknown
+//! option, E0304 a value out of range).
+
+use super::Checker;
+use crate::policy::diagnostic::codes::Code;
+use crate::policy::diagnostic::Diagnostic;
+use crate::policy::ir::names::{self};
+use crate::policy::ir::*;
+use crate::policy::syntax::ast::{self, Value};
+use crate::policy::syntax::span::Spanned;
+use crate::util::fuzzy::did_you_mean;
+
+impl Checker {
+    pub(super) fn options(&mut self, opts: &[Spanned<ast::RuleOption>]) -> Option<RuleOptions> {
+        let mut out = RuleOptions::default();
+        let mut ok = true;
+        let mut seen: Vec<&str> = Vec::new();
+        for o in opts {
+            let name = o.node.name.node.as_str();
+            if seen.contains(&name) {
+                self.push(
+                    Diagnostic::new(Code::BadValue, o.node.name.span, format!("`{name}` is given twice"))
+                        .label("again here")
+                        .help("keep one"),
+                );
+                ok = false;
+                continue;
+            }
+            seen.push(name);
+            let one = match o.node.values.as_slice() {
+                [v] => Some(&v.node),
+                _ => None,
+            };
+            let bad = |this: &mut Self, want: &str| {
+                this.push(
+                    Diagnostic::new(Code::BadValue, o.span, format!("`{name}` takes {want}"))
+                        .label(format!("expected {want}")),
+                );
+            };
+            match name {
+                "retries" => match one {
+                    Some(Value::Num(n, _)) if *n >= 0.0 && *n <= 10.0 && n.fract() == 0.0 => {
+                        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked 0..=10")]
+                        let n = *n as u32;
+                        out.retries = n;
+                    }
+                    _ => {
+                        bad(self, "a whole number from 0 to 10");
+                        ok = false;
+                    }
+                },
+                "timeout" | "cache" => match one {
+                    Some(Value::Duration(ms, _)) if *ms > 0 => {
+                        if name == "timeout" {
+                            out.timeout_ms = Some(*ms);
+                        } else {
+                            out.cache_ms = Some(*ms);
+                        }
+                    }
+                    _ => {
+                        bad(self, "a duration such as `20s`");
+                        ok = false;
+                    }
+                },
+                "tag" => match one {
+                    Some(Value::Str(s)) => out.tag = Some(s.clone()),
+                    _ => {
+                        bad(self, "a string");
+                        ok = false;
+                    }
+                },
+                "only" => match self.set(&o.node.values, o.span) {
+                    Some(s) => out.only = Some(s),
+                    None => ok = false,
+                },
+                other => {
+                    let help = did_you_mean(other, names::OPTIONS.iter().copied())
+                        .map(|h| format!("did you mean `{h}`?"))
+                        .unwrap_or_else(|| "rule options are `retries`, `timeout`, `cache`, `tag` and `only`".into());
+                    self.push(
+                        Diagnostic::new(
+                            Code::UnknownOption,
+                            o.node.name.span,
+                            format!("unknown rule option `{other}`"),
+                        )
+                        .label("not an option")
+                        .help(help),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+}
