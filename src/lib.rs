@@ -17,4 +17,5 @@ pub mod gateway;
 pub mod providers;
 pub mod reload;
 pub mod simulate;
+pub mod state;
 pub mod util;

@@ -68,14 +68,14 @@ log: {{ requests: requests.jsonl, prompts: true }}
     )
 }
 
-async fn rows(g: &gateway_support::Gateway) -> Vec<ledger::Record> {
+async fn rows(g: &gateway_support::Gateway) -> Vec<ledger::Row> {
     if let Some(l) = &g.running.state.accounting.ledger {
         l.flush().await;
     }
     ledger::read_all(&g.dir.path().join("yardmaster.db")).unwrap()
 }
 
-fn row<'r>(rows: &'r [ledger::Record], id: &str) -> &'r ledger::Record {
+fn row<'r>(rows: &'r [ledger::Row], id: &str) -> &'r ledger::Row {
     rows.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("no ledger row for {id}"))
 }
 

@@ -29,7 +29,7 @@ const PENDING_MAX: usize = 1_000_000;
 
 /// One request, as the ledger keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Record {
+pub struct Row {
     /// The request id (`x-request-id`), unique.
     pub id: String,
     /// When the request ended, in Unix milliseconds.
@@ -72,7 +72,7 @@ pub struct Stats {
 }
 
 enum Msg {
-    Record(Box<Record>, Option<Box<Entry>>),
+    Record(Box<Row>, Option<Box<Entry>>),
     SpendSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<u64> },
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -132,7 +132,7 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(
@@ -173,7 +173,7 @@ fn spend_since(conn: &Connection, key: &str, since_ms: i64) -> rusqlite::Result<
 struct Writer {
     conn: Connection,
     log: Option<std::io::BufWriter<std::fs::File>>,
-    batch: Vec<Record>,
+    batch: Vec<Row>,
     lines: Vec<String>,
     first_at: Option<Instant>,
     stats: Arc<Stats>,
@@ -336,7 +336,7 @@ impl Ledger {
     }
 
     /// Hands a record (and its request-log entry) to the writer. Never waits on the disk.
-    pub fn record(&self, record: Record, log_line: Option<Box<Entry>>) {
+    pub fn record(&self, record: Row, log_line: Option<Box<Entry>>) {
         let before = self.stats.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(Msg::Record(Box::new(record), log_line)).is_err() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
@@ -374,7 +374,7 @@ impl Ledger {
 }
 
 /// Reads every row (for tests and tools).
-pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Record>> {
+pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Row>> {
     let conn = Connection::open(path)?;
     let mut stmt = conn.prepare(
         "SELECT id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy
@@ -382,7 +382,7 @@ pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Record>> {
     )?;
     let rows = stmt.query_map([], |r| {
         let u = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
-        Ok(Record {
+        Ok(Row {
             id: r.get(0)?,
             ts_ms: r.get(1)?,
             key: r.get(2)?,
@@ -405,8 +405,8 @@ pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Record>> {
 mod tests {
     use super::*;
 
-    fn rec(id: &str, key: &str, cost: u64) -> Record {
-        Record {
+    fn rec(id: &str, key: &str, cost: u64) -> Row {
+        Row {
             id: id.into(),
             ts_ms: chrono::Utc::now().timestamp_millis(),
             key: Some(key.into()),

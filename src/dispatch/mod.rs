@@ -1,9 +1,18 @@
-//! Dispatch: a plan's taken targets -> one upstream reply. Tries targets in order, with retries
-//! (exponential backoff and jitter), `Retry-After` honoured up to a cap, per-model breakers and
-//! latency averages, and the first-byte timeout. A stream is committed only after its first event,
-//! so that every failure before that can still fall through.
+//! Dispatch: a routed request's targets -> one upstream reply, or why there is none. It builds
+//! the targets and their worst-case reservations from the policy's plan ([`targets`]), then tries
+//! them in order, with retries (exponential backoff and jitter), `Retry-After` honoured up to a
+//! cap, the breakers of the state store, latency averages ([`health`]) and the first-byte
+//! timeout. A stream is committed only after its first event, so that every failure before that
+//! can still fall through. Every attempt's [`Outcome`] is typed.
+//!
+//! What a request holds is never lost on the way: the budget reservation of the attempt in
+//! flight lives in the caller's [`Holds`] (released here when the attempt fails, and by the
+//! caller's settle guard otherwise, even when the request is cancelled), and a half-open probe
+//! is given back when its attempt ends without a verdict, cancellation included ([`Claim`]).
 
 pub mod health;
+pub mod outgoing;
+pub mod targets;
 
 use std::time::{Duration, Instant};
 
@@ -11,34 +20,17 @@ use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::Value;
 
-use crate::accounting::Gate;
 use crate::catalog::Endpoint;
 use crate::providers::{Call, Provider, Reply, UpstreamError};
-pub use health::{HealthView, Registry};
+use crate::state::{Admission, Budget, Holds, StateError, StateStore, Store};
+pub use health::{HealthView, Latencies};
+pub use outgoing::outgoing_body;
+pub use targets::{targets, Target, Targets};
 
 /// Longest `Retry-After` that is waited for; a longer one falls through.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(10);
 /// Default time to the first byte.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One target to try.
-pub struct Target<'a> {
-    /// Catalog name.
-    pub model: &'a str,
-    /// Upstream id.
-    pub upstream_id: &'a str,
-    /// Provider name.
-    pub provider_name: &'a str,
-    /// The provider.
-    pub provider: &'a Provider,
-    /// `with (...)` overrides.
-    pub with: &'a [(String, Value)],
-    /// The attempt's worst-case cost, reserved from the key's budget before the call (micro-USD).
-    pub reserve_micros: u64,
-}
-
-/// What an attempt skipped for the budget says (a request whose every target says it gets 402).
-pub const OVER_BUDGET: &str = "skipped: its worst-case cost does not fit the remaining budget";
 
 /// How to try targets.
 #[derive(Clone, Copy, Debug)]
@@ -64,20 +56,83 @@ impl Default for Options {
     }
 }
 
-/// One upstream call (or a target skipped at dispatch time).
-#[derive(Clone, Debug, serde::Serialize)]
+/// What dispatch reads and writes besides the request: the state store (breakers, budgets) and
+/// this instance's latencies.
+#[derive(Clone, Copy)]
+pub struct Dispatcher<'a> {
+    /// Breakers and budgets.
+    pub state: &'a Store,
+    /// Latency averages.
+    pub latency: &'a Latencies,
+}
+
+/// The request as dispatch sends it.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    /// The client's body, in OpenAI's shape.
+    pub body: &'a Value,
+    /// Whether to stream.
+    pub stream: bool,
+    /// Chat or embeddings.
+    pub endpoint: Endpoint,
+    /// Retries and timeouts.
+    pub opts: Options,
+    /// The key and its budget, when it has one: each attempt reserves its worst case first.
+    pub budget: Option<(&'a str, Budget)>,
+}
+
+/// What happened to one target (or one try of it).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// It answered.
+    Answered,
+    /// Skipped: its breaker is open.
+    BreakerOpen,
+    /// Skipped: its provider cannot be used (why).
+    Unavailable(String),
+    /// Skipped: its worst-case cost does not fit the key's remaining budget.
+    OverBudget,
+    /// Called, and it failed.
+    Failed(UpstreamError),
+}
+
+impl Outcome {
+    /// Whether an upstream call was made.
+    pub fn called(&self) -> bool {
+        matches!(self, Outcome::Answered | Outcome::Failed(_))
+    }
+
+    /// As error messages and logs say it (never a URL or a key).
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Answered => "ok".into(),
+            Outcome::BreakerOpen => "skipped: breaker open".into(),
+            Outcome::Unavailable(why) => format!("skipped: provider unavailable ({why})"),
+            Outcome::OverBudget => "skipped: its worst-case cost does not fit the remaining budget".into(),
+            Outcome::Failed(e) => e.describe(),
+        }
+    }
+}
+
+/// One upstream call, or a target skipped at dispatch time.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Attempt {
     /// Catalog name.
     pub model: String,
     /// Provider name.
     pub provider: String,
     /// What happened.
-    pub outcome: String,
-    /// Whether an upstream call was made.
-    pub called: bool,
+    pub outcome: Outcome,
+}
+
+impl Attempt {
+    fn new(t: &Target<'_>, outcome: Outcome) -> Attempt {
+        Attempt { model: t.model.into(), provider: t.provider_name.into(), outcome }
+    }
 }
 
 /// A reply that came back.
+#[derive(Debug)]
 pub struct Success {
     /// The reply (a stream starts with its first event already received).
     pub reply: Reply,
@@ -91,99 +146,82 @@ pub struct Success {
     pub attempts: Vec<Attempt>,
     /// Time to first byte of the successful attempt.
     pub ttfb: Duration,
-    /// Budget reserved for the successful attempt (settled when the response ends).
-    pub reserved_micros: u64,
 }
 
 /// Why no reply came back.
 #[derive(Debug)]
 pub enum Failure {
-    /// The upstream refused the request itself (400, 404, 409, 413, 422): goes back to the client.
+    /// The upstream refused the request itself (SPEC §9's client errors): goes back to the client.
     Client {
         /// Upstream status.
         status: u16,
         /// Upstream body.
         body: String,
-        /// Attempts so far.
+        /// Attempts so far, the refusal last.
         attempts: Vec<Attempt>,
-        /// The model that refused.
-        model: String,
-        /// Its provider.
-        provider: String,
     },
     /// Every target was tried and failed (502).
     AllFailed(Vec<Attempt>),
-    /// No target could even be tried (503).
+    /// No target could even be tried (503, or 402 when the budget excluded every one).
     NoneTried(Vec<Attempt>),
+    /// The state store could not be reached (503).
+    State(StateError, Vec<Attempt>),
 }
 
 impl Failure {
     /// The attempts made.
     pub fn attempts(&self) -> &[Attempt] {
         match self {
-            Failure::Client { attempts, .. } | Failure::AllFailed(attempts) | Failure::NoneTried(attempts) => attempts,
+            Failure::Client { attempts, .. }
+            | Failure::AllFailed(attempts)
+            | Failure::NoneTried(attempts)
+            | Failure::State(_, attempts) => attempts,
         }
+    }
+
+    /// Whether the budget excluded every target (and nothing else did).
+    pub fn over_budget(&self) -> bool {
+        let a = self.attempts();
+        matches!(self, Failure::NoneTried(_)) && !a.is_empty() && a.iter().all(|a| a.outcome == Outcome::OverBudget)
     }
 }
 
-/// The body that leaves for one target, serialised straight from the client's body (no copy of
-/// its messages): `model` set to the upstream id, overrides applied (`max_tokens` caps the
-/// client's value; the others replace it). With `include_usage`, a stream asks for its usage
-/// (`stream_options.include_usage`), whatever the client asked.
-pub fn outgoing_body(client: &Value, upstream_id: &str, with: &[(String, Value)], include_usage: bool) -> bytes::Bytes {
-    let bytes = match client.as_object() {
-        Some(map) => serde_json::to_vec(&Outgoing { client: map, model: upstream_id, with, include_usage }),
-        None => serde_json::to_vec(client),
-    };
-    bytes::Bytes::from(bytes.unwrap_or_default())
-}
-
-fn is_max(k: &str) -> bool {
-    k == "max_tokens" || k == "max_completion_tokens"
-}
-
-struct Outgoing<'a> {
-    client: &'a serde_json::Map<String, Value>,
+/// A claim on a model's breaker for one attempt: closed, or the half-open breaker's one probe.
+/// It ends in a verdict ([`Claim::success`], [`Claim::failure`]) or gives the probe back
+/// ([`Claim::release`], and on drop, so that a cancelled request cannot wedge a breaker).
+struct Claim<'a> {
+    state: &'a Store,
     model: &'a str,
-    with: &'a [(String, Value)],
-    include_usage: bool,
+    probe: bool,
 }
 
-impl serde::Serialize for Outgoing<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let cap = self.with.iter().find(|(k, _)| is_max(k)).map(|(_, v)| v.as_u64().unwrap_or(u64::MAX));
-        let mut m = s.serialize_map(None)?;
-        let mut capped = false;
-        for (k, v) in self.client {
-            if k == "model" {
-                m.serialize_entry(k, self.model)?;
-            } else if k == "stream_options" && self.include_usage {
-                let mut opts = v.as_object().cloned().unwrap_or_default();
-                opts.insert("include_usage".into(), Value::Bool(true));
-                m.serialize_entry(k, &opts)?;
-            } else if is_max(k) && cap.is_some() {
-                // A numeric client value is capped in place; anything else gives way to the override.
-                if let (Some(c), Some(cur)) = (cap, v.as_u64()) {
-                    m.serialize_entry(k, &cur.min(c))?;
-                    capped = true;
-                }
-            } else if !self.with.iter().any(|(w, _)| w == k) {
-                m.serialize_entry(k, v)?;
-            }
+impl<'a> Claim<'a> {
+    fn take(state: &'a Store, model: &'a str) -> Option<Claim<'a>> {
+        match state.admit(model) {
+            Admission::Yes => Some(Claim { state, model, probe: false }),
+            Admission::Probe => Some(Claim { state, model, probe: true }),
+            Admission::No => None,
         }
-        if !self.client.contains_key("model") {
-            m.serialize_entry("model", self.model)?;
+    }
+
+    fn success(mut self) {
+        self.state.success(self.model);
+        self.probe = false;
+    }
+
+    fn failure(mut self) {
+        self.state.failure(self.model);
+        self.probe = false;
+    }
+
+    fn release(self) {}
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.state.release(self.model);
         }
-        if self.include_usage && !self.client.contains_key("stream_options") {
-            m.serialize_entry("stream_options", &serde_json::json!({"include_usage": true}))?;
-        }
-        for (k, v) in self.with {
-            if !(is_max(k) && capped) {
-                m.serialize_entry(k, v)?;
-            }
-        }
-        m.end()
     }
 }
 
@@ -193,145 +231,123 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     exp.mul_f64(jitter)
 }
 
-/// Tries the targets in order.
+/// Tries the targets in order. The attempt in flight's budget reservation is left in
+/// `holds.budget` when it answers, for the caller to settle with the real cost.
 pub async fn run(
-    registry: &Registry,
+    d: Dispatcher<'_>,
     targets: &[Target<'_>],
-    client_body: &Value,
-    stream: bool,
-    endpoint: Endpoint,
-    opts: Options,
-    gate: Option<Gate<'_>>,
+    req: Request<'_>,
+    holds: &mut Holds,
 ) -> Result<Success, Failure> {
     let mut attempts: Vec<Attempt> = Vec::new();
-    let mut called_any = false;
     for t in targets {
-        let mut attempt = 0u32;
-        loop {
-            if !registry.admit(t.model) {
-                attempts.push(Attempt {
-                    model: t.model.into(),
-                    provider: t.provider_name.into(),
-                    outcome: "skipped: breaker open".into(),
-                    called: false,
-                });
-                break;
-            }
-            if let Provider::Unavailable(why) = t.provider {
-                registry.release(t.model);
-                attempts.push(Attempt {
-                    model: t.model.into(),
-                    provider: t.provider_name.into(),
-                    outcome: format!("skipped: provider unavailable ({why})"),
-                    called: false,
-                });
-                break;
-            }
-            if gate.is_some_and(|g| !g.try_reserve(t.reserve_micros)) {
-                registry.release(t.model);
-                attempts.push(Attempt {
-                    model: t.model.into(),
-                    provider: t.provider_name.into(),
-                    outcome: OVER_BUDGET.into(),
-                    called: false,
-                });
-                break;
-            }
-            let reserved = if gate.is_some() { t.reserve_micros } else { 0 };
-            called_any = true;
-            let started = Instant::now();
-            let call = Call {
-                body: outgoing_body(client_body, t.upstream_id, t.with, stream && t.provider.reports_stream_usage()),
-                stream,
-                endpoint,
-                first_byte_timeout: opts.timeout,
-            };
-            let result = match t.provider.call(call).await {
-                Ok(Reply::Stream(mut s)) => {
-                    let left = opts.timeout.saturating_sub(started.elapsed());
-                    match tokio::time::timeout(left, s.next()).await {
-                        Err(_) => Err(UpstreamError::Timeout),
-                        Ok(None) => Err(UpstreamError::Malformed("the stream ended before its first event".into())),
-                        Ok(Some(Err(e))) => Err(e),
-                        Ok(Some(Ok(first))) => {
-                            if let Some(status) = stream_error_status(&first) {
-                                Err(UpstreamError::Status { status, body: first, retry_after: None })
-                            } else {
-                                let rest = futures_util::stream::once(async move { Ok(first) }).chain(s);
-                                Ok(Reply::Stream(Box::pin(rest)))
-                            }
-                        }
-                    }
-                }
-                other => other,
-            };
-            let ttfb = started.elapsed();
-            match result {
-                Ok(reply) => {
-                    registry.success(t.model, ttfb);
-                    attempts.push(Attempt {
-                        model: t.model.into(),
-                        provider: t.provider_name.into(),
-                        outcome: "ok".into(),
-                        called: true,
-                    });
-                    return Ok(Success {
-                        reply,
-                        model: t.model.into(),
-                        upstream_id: t.upstream_id.into(),
-                        provider: t.provider_name.into(),
-                        attempts,
-                        ttfb,
-                        reserved_micros: reserved,
-                    });
-                }
-                Err(e) => {
-                    if let Some(g) = gate {
-                        g.release(reserved);
-                    }
-                    attempts.push(Attempt {
-                        model: t.model.into(),
-                        provider: t.provider_name.into(),
-                        outcome: e.describe(),
-                        called: true,
-                    });
-                    if let (true, UpstreamError::Status { status, body, .. }) = (e.is_client_error(), &e) {
-                        registry.release(t.model);
-                        return Err(Failure::Client {
-                            status: *status,
-                            body: body.clone(),
-                            attempts,
-                            model: t.model.into(),
-                            provider: t.provider_name.into(),
-                        });
-                    }
-                    if e.is_breaker_failure() {
-                        registry.failure(t.model);
-                    } else {
-                        registry.release(t.model);
-                    }
-                    if attempt >= opts.retries {
-                        break;
-                    }
-                    let wait = match &e {
-                        UpstreamError::Status { status: 429, retry_after: Some(ra), .. } => {
-                            if *ra > opts.retry_after_cap {
-                                break;
-                            }
-                            *ra
-                        }
-                        _ => backoff(opts.backoff, attempt),
-                    };
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-            }
+        if let Some((reply, ttfb)) = try_target(d, t, req, holds, &mut attempts).await? {
+            return Ok(Success {
+                reply,
+                model: t.model.into(),
+                upstream_id: t.upstream_id.into(),
+                provider: t.provider_name.into(),
+                attempts,
+                ttfb,
+            });
         }
     }
-    if called_any {
+    if attempts.iter().any(|a| a.outcome.called()) {
         Err(Failure::AllFailed(attempts))
     } else {
         Err(Failure::NoneTried(attempts))
+    }
+}
+
+/// One target, with its retries: the reply and its time to first byte, `None` to fall through
+/// to the next target, or a failure that ends the request.
+async fn try_target(
+    d: Dispatcher<'_>,
+    t: &Target<'_>,
+    req: Request<'_>,
+    holds: &mut Holds,
+    attempts: &mut Vec<Attempt>,
+) -> Result<Option<(Reply, Duration)>, Failure> {
+    for attempt in 0..=req.opts.retries {
+        let Some(claim) = Claim::take(d.state, t.model) else {
+            attempts.push(Attempt::new(t, Outcome::BreakerOpen));
+            return Ok(None);
+        };
+        if let Provider::Unavailable(why) = t.provider {
+            attempts.push(Attempt::new(t, Outcome::Unavailable(why.clone())));
+            return Ok(None);
+        }
+        if let Some((key, budget)) = req.budget {
+            match d.state.reserve(key, budget, t.reserve_micros).await {
+                Ok(Some(r)) => holds.budget = Some(r),
+                Ok(None) => {
+                    attempts.push(Attempt::new(t, Outcome::OverBudget));
+                    return Ok(None);
+                }
+                Err(e) => return Err(Failure::State(e, std::mem::take(attempts))),
+            }
+        }
+        let started = Instant::now();
+        let result = call(t, req).await;
+        let ttfb = started.elapsed();
+        let e = match result {
+            Ok(reply) => {
+                claim.success();
+                d.latency.record(t.model, ttfb);
+                attempts.push(Attempt::new(t, Outcome::Answered));
+                return Ok(Some((reply, ttfb)));
+            }
+            Err(e) => e,
+        };
+        if let Some(r) = holds.budget.take() {
+            d.state.settle(r, 0);
+        }
+        attempts.push(Attempt::new(t, Outcome::Failed(e.clone())));
+        if let (true, UpstreamError::Status { status, body, .. }) = (e.is_client_error(), &e) {
+            claim.release();
+            return Err(Failure::Client { status: *status, body: body.clone(), attempts: std::mem::take(attempts) });
+        }
+        if e.is_breaker_failure() {
+            claim.failure();
+        } else {
+            claim.release();
+        }
+        let wait = match &e {
+            UpstreamError::Status { status: 429, retry_after: Some(ra), .. } if *ra > req.opts.retry_after_cap => break,
+            UpstreamError::Status { status: 429, retry_after: Some(ra), .. } => *ra,
+            _ => backoff(req.opts.backoff, attempt),
+        };
+        if attempt < req.opts.retries {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    Ok(None)
+}
+
+/// One upstream call. A stream counts as answered only once its first event has come (within
+/// the first-byte timeout), and a first event that is an error counts as that error.
+async fn call(t: &Target<'_>, req: Request<'_>) -> Result<Reply, UpstreamError> {
+    let started = Instant::now();
+    let call = Call {
+        body: outgoing_body(req.body, t.upstream_id, t.with, req.stream && t.provider.reports_stream_usage()),
+        stream: req.stream,
+        endpoint: req.endpoint,
+        first_byte_timeout: req.opts.timeout,
+    };
+    match t.provider.call(call).await? {
+        Reply::Stream(mut s) => {
+            let left = req.opts.timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, s.next()).await {
+                Err(_) => Err(UpstreamError::Timeout),
+                Ok(None) => Err(UpstreamError::Malformed("the stream ended before its first event".into())),
+                Ok(Some(Err(e))) => Err(e),
+                Ok(Some(Ok(first))) => match stream_error_status(&first) {
+                    Some(status) => Err(UpstreamError::Status { status, body: first, retry_after: None }),
+                    None => Ok(Reply::Stream(Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(s)))),
+                },
+            }
+        }
+        other => Ok(other),
     }
 }
 
@@ -341,52 +357,4 @@ fn stream_error_status(first: &str) -> Option<u16> {
     let err = v.get("error")?;
     let code = err.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok());
     Some(code.filter(|c| (400..600).contains(c)).unwrap_or(502))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn build_body(client: &Value, upstream_id: &str, with: &[(String, Value)]) -> Value {
-        serde_json::from_slice(&outgoing_body(client, upstream_id, with, false)).unwrap()
-    }
-
-    #[test]
-    fn overrides_cap_max_tokens_and_replace_the_rest() {
-        let client = json!({"model": "auto", "max_tokens": 2000, "temperature": 1.0, "messages": []});
-        let b = build_body(&client, "up", &[("max_tokens".into(), json!(512)), ("temperature".into(), json!(0.2))]);
-        assert_eq!(b["model"], "up");
-        assert_eq!(b["max_tokens"], 512);
-        assert_eq!(b["temperature"], 0.2);
-        let small = json!({"model": "auto", "max_tokens": 100, "messages": []});
-        assert_eq!(build_body(&small, "up", &[("max_tokens".into(), json!(512))])["max_tokens"], 100);
-        let none = json!({"model": "auto", "messages": []});
-        assert_eq!(build_body(&none, "up", &[("max_tokens".into(), json!(512))])["max_tokens"], 512);
-        // The client's `max_completion_tokens` is capped by a `max_tokens` override, not duplicated.
-        let mct = json!({"model": "auto", "max_completion_tokens": 900, "messages": []});
-        let b = build_body(&mct, "up", &[("max_tokens".into(), json!(512))]);
-        assert_eq!((b["max_completion_tokens"].clone(), b.get("max_tokens")), (json!(512), None));
-        // Keys are never written twice, and the rest of the body is kept as it was.
-        let text =
-            String::from_utf8(outgoing_body(&client, "up", &[("temperature".into(), json!(0.2))], false).to_vec())
-                .unwrap();
-        assert_eq!(text.matches("temperature").count(), 1);
-        assert_eq!(text.matches("\"model\"").count(), 1);
-        let nomodel = json!({"messages": [{"role": "user", "content": "hi"}]});
-        assert_eq!(build_body(&nomodel, "up", &[])["messages"][0]["content"], "hi");
-        assert_eq!(build_body(&nomodel, "up", &[])["model"], "up");
-    }
-
-    #[test]
-    fn streams_ask_for_usage_and_keep_the_clients_stream_options() {
-        let client = json!({"model": "auto", "stream": true, "messages": []});
-        let b: Value = serde_json::from_slice(&outgoing_body(&client, "up", &[], true)).unwrap();
-        assert_eq!(b["stream_options"], json!({"include_usage": true}));
-        let asked = json!({"model": "auto", "stream": true, "stream_options": {"include_usage": false, "x": 1}, "messages": []});
-        let b: Value = serde_json::from_slice(&outgoing_body(&asked, "up", &[], true)).unwrap();
-        assert_eq!(b["stream_options"], json!({"include_usage": true, "x": 1}));
-        let b: Value = serde_json::from_slice(&outgoing_body(&client, "up", &[], false)).unwrap();
-        assert_eq!(b.get("stream_options"), None);
-    }
 }

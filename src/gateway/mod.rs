@@ -1,11 +1,26 @@
 //! The gateway: an axum router served by hyper with header-read and body timeouts, graceful
 //! shutdown, and one policy snapshot per request. Only `main` (through `serve`) and the tests
 //! use this module.
+//!
+//! A chat or embeddings request moves through one file per stage (`path` strings them
+//! together): its front door (`door`: body -> the internal request), `admit` (key, body,
+//! allowlist, limits -> an admitted request), `route` (facts and the policy -> a routing),
+//! `crate::dispatch` (the plan's targets -> an answer), `reply` (JSON, and `stream` for SSE), and
+//! `settle` (the one place a request ends, from its `record`). `info` and `admin` answer the
+//! other endpoints.
 
+mod admin;
+mod admit;
 pub mod busy;
+pub mod door;
 pub mod error;
-mod handlers;
+mod info;
 pub mod metrics;
+mod path;
+pub mod record;
+mod reply;
+mod route;
+pub mod settle;
 mod stream;
 
 use std::future::Future;
@@ -23,8 +38,9 @@ use tokio::net::TcpListener;
 
 use crate::accounting::{ledger, Accounting, Ledger};
 use crate::config::Loaded;
-use crate::dispatch::Registry;
+use crate::dispatch::Latencies;
 use crate::reload::Reloader;
+use crate::state::Store;
 pub use error::ApiError;
 
 /// How long a client may take to send its request headers.
@@ -41,11 +57,13 @@ pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct AppState {
     /// The live snapshot and reloads.
     pub reloader: Arc<Reloader>,
-    /// Breakers and latencies.
-    pub health: Arc<Registry>,
+    /// Budgets, rate limits and breakers.
+    pub state: Arc<Store>,
+    /// Latency averages (per instance).
+    pub latency: Arc<Latencies>,
     /// Counters.
     pub metrics: Arc<metrics::Metrics>,
-    /// Budgets, rate limits and the ledger (kept across reloads).
+    /// The ledger and the request log (kept across reloads).
     pub accounting: Arc<Accounting>,
     /// Set once the listener is up and a policy is loaded.
     pub ready: Arc<AtomicBool>,
@@ -77,7 +95,7 @@ impl Default for Timeouts {
             header_read: HEADER_READ_TIMEOUT,
             body_read: BODY_READ_TIMEOUT,
             stream_idle: STREAM_IDLE_TIMEOUT,
-            breaker_cooldown: crate::dispatch::health::COOLDOWN,
+            breaker_cooldown: crate::state::BREAKER_COOLDOWN,
             busy_poll: None,
         }
     }
@@ -86,18 +104,18 @@ impl Default for Timeouts {
 /// The router. Handlers load the snapshot once per request; the state is shared, not copied.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(handlers::chat))
-        .route("/v1/embeddings", post(handlers::embeddings))
-        .route("/v1/models", get(handlers::models))
-        .route("/v1/key", get(handlers::key))
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
-        .route("/admin/policy", get(handlers::admin_policy))
-        .route("/admin/reload", post(handlers::admin_reload))
-        .route("/admin/rollback", post(handlers::admin_rollback))
-        .route("/admin/explain", post(handlers::admin_explain))
-        .fallback(handlers::not_found)
+        .route("/v1/chat/completions", post(path::chat))
+        .route("/v1/embeddings", post(path::embeddings))
+        .route("/v1/models", get(info::models))
+        .route("/v1/key", get(info::key))
+        .route("/healthz", get(info::healthz))
+        .route("/readyz", get(info::readyz))
+        .route("/metrics", get(info::metrics))
+        .route("/admin/policy", get(admin::policy))
+        .route("/admin/reload", post(admin::reload))
+        .route("/admin/rollback", post(admin::rollback))
+        .route("/admin/explain", post(admin::explain))
+        .fallback(info::not_found)
         .with_state(Arc::new(state))
 }
 
@@ -188,11 +206,11 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
             None
         }
     };
+    let state = Arc::new(Store::local(ledger.clone(), timeouts.breaker_cooldown));
     let accounting = Arc::new(Accounting {
         request_log: ledger.is_some() && snap.config.config.log.requests.is_some(),
         log_prompts: snap.config.config.log.prompts,
         ledger,
-        ..Accounting::default()
     });
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -201,7 +219,8 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
     }
     let state = AppState {
         reloader,
-        health: Arc::new(Registry::new(timeouts.breaker_cooldown)),
+        state,
+        latency: Arc::new(Latencies::default()),
         metrics: Arc::new(metrics::Metrics::default()),
         accounting,
         ready: Arc::new(AtomicBool::new(false)),

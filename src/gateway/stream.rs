@@ -4,9 +4,9 @@
 //! it; when the upstream reports no usage, the tokens are counted. A stream that breaks (an
 //! upstream error, a reset, or no chunk within the idle timeout) ends with an error event and no
 //! `[DONE]`. When the client goes away, the body is dropped, and with it the upstream request;
-//! the request is then settled with what was streamed so far.
+//! the request is then settled with what was streamed so far. The relay owns the request's
+//! settle guard, so every way a stream ends settles it exactly once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::AppState;
-use crate::accounting::{usage, Charge, Usage};
+use super::settle::Settle;
+use crate::accounting::{usage, Usage};
 use crate::providers::EventStream;
 
 fn frame(data: &str) -> bytes::Bytes {
@@ -31,8 +31,7 @@ fn error_frame(message: &str) -> bytes::Bytes {
 /// What a stream has used so far; settles the request exactly once, when the stream ends or is
 /// dropped.
 pub struct Tally {
-    st: Arc<AppState>,
-    charge: Option<Charge>,
+    settle: Option<Settle>,
     prompt: String,
     client_wants_usage: bool,
     reported: Option<Usage>,
@@ -43,10 +42,9 @@ pub struct Tally {
 
 impl Tally {
     /// A tally for one streamed request.
-    pub fn new(st: Arc<AppState>, charge: Charge, prompt: String, client_wants_usage: bool) -> Tally {
+    pub fn new(settle: Settle, prompt: String, client_wants_usage: bool) -> Tally {
         Tally {
-            st,
-            charge: Some(charge),
+            settle: Some(settle),
             prompt,
             client_wants_usage,
             reported: None,
@@ -64,9 +62,9 @@ impl Tally {
     }
 
     fn settle(&mut self, status: u16) -> Option<(Usage, u64)> {
-        let charge = self.charge.take()?;
+        let mut settle = self.settle.take()?;
         let used = self.usage();
-        Some((used, super::handlers::settle(&self.st, charge, used, status)))
+        Some((used, settle.finish(status, used)))
     }
 
     /// Reads one event; `None` when it is not forwarded.
@@ -76,7 +74,7 @@ impl Tally {
             if usage::is_usage_chunk(v) && !self.client_wants_usage {
                 return false;
             }
-            let cost = self.charge.as_ref().map_or(0, |c| c.rate.cost_micros(u.input, u.output));
+            let cost = self.settle.as_ref().map_or(0, |s| s.rate.cost_micros(u.input, u.output));
             usage::set_cost(v, cost);
             self.usage_sent = true;
         } else {

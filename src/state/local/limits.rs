@@ -31,7 +31,7 @@ impl Bucket {
 
 /// Every key's limiters.
 #[derive(Default)]
-pub struct RateLimits {
+pub(super) struct RateLimits {
     rpm: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
     tpm: Mutex<HashMap<String, Bucket>>,
     clock: DefaultClock,
@@ -43,14 +43,9 @@ impl std::fmt::Debug for RateLimits {
     }
 }
 
-/// Seconds to put in `Retry-After`: whole seconds, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
-}
-
 impl RateLimits {
     /// Counts one request against the key's `rpm`; `Err` holds how long until one is allowed.
-    pub fn check_rpm(&self, key: &str, rpm: u32) -> Result<(), Duration> {
+    pub(super) fn check_rpm(&self, key: &str, rpm: u32) -> Result<(), Duration> {
         let Some(n) = NonZeroU32::new(rpm) else { return Err(Duration::from_secs(60)) };
         let limiter = {
             let mut m = self.rpm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -69,7 +64,7 @@ impl RateLimits {
 
     /// Admits `tokens` against the key's `tpm`; `Err` holds how long until they fit. A request
     /// larger than a whole minute's tokens is admitted when the bucket is full.
-    pub fn reserve_tpm(&self, key: &str, tpm: u64, tokens: u64) -> Result<(), Duration> {
+    pub(super) fn reserve_tpm(&self, key: &str, tpm: u64, tokens: u64) -> Result<(), Duration> {
         let now = Instant::now();
         let mut m = self.tpm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         #[expect(clippy::cast_precision_loss, reason = "token counts are far below 2^52")]
@@ -91,7 +86,7 @@ impl RateLimits {
     }
 
     /// Gives back what a reservation did not use (or takes more, when usage exceeded it).
-    pub fn settle_tpm(&self, key: &str, reserved: u64, used: u64) {
+    pub(super) fn settle_tpm(&self, key: &str, reserved: u64, used: u64) {
         let mut m = self.tpm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(b) = m.get_mut(key) {
             b.refill(Instant::now());
@@ -116,7 +111,6 @@ mod tests {
         }
         let wait = l.check_rpm("k", 60).unwrap_err();
         assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO, "{wait:?}");
-        assert_eq!(retry_after_secs(wait), 1);
         // Another key is not affected.
         assert!(l.check_rpm("other", 60).is_ok());
     }
@@ -134,7 +128,5 @@ mod tests {
         // Larger than a minute: admitted only with a full bucket.
         assert!(l.reserve_tpm("big", 1_000, 50_000).is_ok());
         assert!(l.reserve_tpm("big", 1_000, 1).is_err());
-        assert_eq!(retry_after_secs(Duration::from_millis(1_500)), 2);
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
     }
 }

@@ -1,0 +1,82 @@
+//! Targets: the policy's plan (its taken steps) -> the targets dispatch tries, each with its
+//! provider, its overrides and the worst case it reserves from the key's budget (SPEC §9: the
+//! prompt's bytes as input tokens plus `max_tokens`, or `min(4096, context − prompt)`, at the
+//! target's prices). Steps the key may not use are skipped here, with their reason.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::accounting::budget::worst_case_tokens;
+use crate::accounting::Rate;
+use crate::catalog::Catalog;
+use crate::policy::eval::plan::{max_tokens, Step};
+use crate::providers::Provider;
+
+/// One target to try.
+#[derive(Debug)]
+pub struct Target<'a> {
+    /// Catalog name.
+    pub model: &'a str,
+    /// Upstream id.
+    pub upstream_id: &'a str,
+    /// Provider name.
+    pub provider_name: &'a str,
+    /// The provider.
+    pub provider: &'a Provider,
+    /// `with (...)` overrides.
+    pub with: &'a [(String, Value)],
+    /// The attempt's worst-case cost, reserved from the key's budget before the call (micro-USD).
+    pub reserve_micros: u64,
+}
+
+/// The targets of a plan, and why each step that is not among them was skipped.
+#[derive(Debug, Default)]
+pub struct Targets<'a> {
+    /// In the order they are tried.
+    pub list: Vec<Target<'a>>,
+    /// `model: reason` for every step left out (by the plan, or here).
+    pub skipped: Vec<String>,
+}
+
+/// What the request brings to the reservations.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// The prompt's length in bytes (an upper bound of its tokens).
+    pub prompt_bytes: u64,
+    /// The client's `max_tokens`.
+    pub max_tokens: Option<u64>,
+}
+
+/// The targets of `steps`. `allowed` is the key's model allowlist.
+pub fn targets<'a>(
+    steps: &'a [Step<'a>],
+    catalog: &'a Catalog,
+    providers: &'a HashMap<String, Provider>,
+    allowed: Option<&[String]>,
+    sizes: Sizes,
+) -> Targets<'a> {
+    let mut out = Targets {
+        skipped: steps.iter().filter(|s| !s.taken).map(|s| format!("{}: {}", s.name, s.reason)).collect(),
+        ..Targets::default()
+    };
+    for step in steps.iter().filter(|s| s.taken) {
+        let Some(model) = step.model.and_then(|m| catalog.get(m)) else { continue };
+        if allowed.is_some_and(|l| !l.contains(&model.name)) {
+            out.skipped.push(format!("{}: skipped: not allowed for this key", model.name));
+            continue;
+        }
+        let Some(provider) = providers.get(&model.provider) else { continue };
+        let (input, output) =
+            worst_case_tokens(sizes.prompt_bytes, max_tokens(sizes.max_tokens, step.with), model.context);
+        out.list.push(Target {
+            model: &model.name,
+            upstream_id: &model.upstream_id,
+            provider_name: &model.provider,
+            provider,
+            with: step.with,
+            reserve_micros: Rate::of(model.price).cost_micros(input, output),
+        });
+    }
+    out
+}

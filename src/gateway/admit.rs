@@ -1,0 +1,104 @@
+//! Admission: an HTTP request -> an [`Admitted`] request, or the error that refuses it, in the
+//! order of SPEC §9: the key (401), the body limit (413, and 408 for a stalled body), the body
+//! through its front door (400), the key's model allowlist (403), then its rate limits (429 with
+//! `Retry-After`; the `tpm` admission is held by the settle guard until the request ends).
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use http_body_util::BodyExt;
+
+use super::door::{Door, Inbound};
+use super::error::ApiError;
+use super::settle::Settle;
+use super::AppState;
+use crate::reload::{Key, Snapshot};
+use crate::state::{StateStore, Store};
+
+/// A request that may go on to routing.
+#[derive(Debug)]
+pub struct Admitted<'s> {
+    /// The calling key (none when the gateway is open).
+    pub key: Option<&'s Key>,
+    /// The request, in the internal shape.
+    pub inbound: Inbound,
+}
+
+/// The bearer token of a request.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The calling key: `None` when the gateway is open (no keys configured; keys whose variable
+/// is unset are disabled, and do not open it).
+pub fn authenticate<'s>(snap: &'s Snapshot, headers: &HeaderMap) -> Result<Option<&'s Key>, ApiError> {
+    if snap.config.config.keys.is_empty() {
+        return Ok(None);
+    }
+    let token = bearer(headers).ok_or_else(ApiError::missing_key)?;
+    snap.key(token).map(Some).ok_or_else(ApiError::invalid_key)
+}
+
+/// The body, within the size limit and the body timeout.
+pub async fn read_body(st: &AppState, snap: &Snapshot, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limit = snap.config.config.limits.max_body_bytes;
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(st.timeouts.body_read, limited.collect()).await {
+        Err(_) => Err(ApiError::body_timeout()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::body_too_large(limit))
+        }
+        Ok(Err(_)) => Err(ApiError::bad_request("the request body could not be read")),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Admits a request. `settle` learns the key (so that the request is ledgered from here on) and
+/// takes the `tpm` admission.
+pub async fn admit<'s>(
+    st: &AppState,
+    snap: &'s Snapshot,
+    door: Door,
+    headers: &HeaderMap,
+    body: Body,
+    settle: &mut Settle,
+) -> Result<Admitted<'s>, ApiError> {
+    let key = authenticate(snap, headers)?;
+    settle.record.ledgered = true;
+    settle.record.key = key.map(|k| k.name.clone());
+    let bytes = read_body(st, snap, body).await?;
+    let mut inbound = door.parse(&bytes)?;
+    if snap.program.info.reads_headers {
+        let facts = std::mem::take(&mut inbound.facts);
+        inbound.facts = facts.with_headers(headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
+    }
+    let Some(k) = key else { return Ok(Admitted { key, inbound }) };
+    if let Some(list) = &k.models {
+        if inbound.requested != "auto" && !list.contains(&inbound.requested) {
+            return Err(ApiError::model_not_allowed(&inbound.requested));
+        }
+    }
+    limits(&st.state, k, &inbound, settle).await?;
+    Ok(Admitted { key, inbound })
+}
+
+/// The key's `rpm` and `tpm`. `tpm` is admitted against the worst case (the prompt's bytes plus
+/// `max_tokens`, or 4,096) and settled with the real usage.
+async fn limits(state: &Store, k: &Key, inbound: &Inbound, settle: &mut Settle) -> Result<(), ApiError> {
+    let unavailable = |e: crate::state::StateError| ApiError::state_unavailable(&e.to_string());
+    let limits = k.limits.unwrap_or_default();
+    if let Some(rpm) = limits.rpm {
+        if let Err(wait) = state.check_rpm(&k.name, rpm).await.map_err(unavailable)? {
+            return Err(ApiError::rate_limited(wait, "rpm", "requests per minute"));
+        }
+    }
+    if let Some(tpm) = limits.tpm {
+        let tokens = inbound.facts.prompt.len() as u64 + inbound.facts.max_tokens.unwrap_or(4096);
+        match state.reserve_tpm(&k.name, tpm, tokens).await.map_err(unavailable)? {
+            Ok(hold) => settle.holds.tokens = Some(hold),
+            Err(wait) => return Err(ApiError::rate_limited(wait, "tpm", "tokens per minute")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The chat and embeddings path, stage by stage: a front door's body is admitted
+//! ([`super::admit`]), routed ([`super::route`]), dispatched ([`crate::dispatch`], which builds the
+//! targets and their reservations from the plan) and answered ([`super::reply`]). One settle guard
+//! goes along from the start and ends the request in every case ([`super::settle`]).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+
+use super::admit::{admit, Admitted};
+use super::door::Door;
+use super::error::ApiError;
+use super::record::Record;
+use super::reply::{reply, Dispatched};
+use super::route::route;
+use super::settle::Settle;
+use super::AppState;
+use crate::accounting::Rate;
+use crate::dispatch::{self, targets::Sizes, Dispatcher, Failure};
+use crate::policy::eval::Routing;
+use crate::reload::Snapshot;
+use crate::state::Budget;
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    complete(st, Door::Chat, req).await
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    complete(st, Door::Embeddings, req).await
+}
+
+async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) -> Response {
+    if let Some(b) = &st.busy {
+        b.touch();
+    }
+    let snap = st.reloader.snapshot();
+    let mut settle = Settle::new(st.clone(), Record::new(snap.version()));
+    // The request's own headers, not a copy of them (as axum's `HeaderMap` extractor makes).
+    let (parts, body) = req.into_parts();
+    let dispatched = async {
+        let admitted = admit(&st, &snap, door, &parts.headers, body, &mut settle).await?;
+        let routing = route(&st, &snap, &admitted, &mut settle).await?;
+        forward(&st, &snap, admitted, &routing, &mut settle).await
+    };
+    match dispatched.await {
+        Ok(d) => reply(&st, d, settle),
+        Err(e) => settle.refuse(e),
+    }
+}
+
+/// Dispatches a routed request: its targets and reservations come from the plan; the record
+/// learns the attempts and the model that answered (or the last one called).
+async fn forward(
+    st: &AppState,
+    snap: &Snapshot,
+    admitted: Admitted<'_>,
+    routing: &Routing<'_>,
+    settle: &mut Settle,
+) -> Result<Dispatched, ApiError> {
+    let inbound = admitted.inbound;
+    let catalog = snap.program.catalog();
+    let sizes = Sizes { prompt_bytes: inbound.facts.prompt.len() as u64, max_tokens: inbound.facts.max_tokens };
+    let allowed = admitted.key.and_then(|k| k.models.as_deref());
+    let targets = dispatch::targets(&routing.steps, catalog, &snap.providers, allowed, sizes);
+    if targets.list.is_empty() {
+        let why =
+            if targets.skipped.is_empty() { "the rule has no target".to_string() } else { targets.skipped.join("; ") };
+        return Err(ApiError::no_target(&why));
+    }
+    let budget = admitted.key.and_then(|k| {
+        let b = k.budget?;
+        Some((k.name.as_str(), Budget { limit: crate::accounting::usage::micros(b.usd), per: b.per }))
+    });
+    let request = dispatch::Request {
+        body: &inbound.body,
+        stream: inbound.stream,
+        endpoint: inbound.endpoint,
+        opts: dispatch::Options {
+            retries: routing.retries,
+            timeout: routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis),
+            ..dispatch::Options::default()
+        },
+        budget,
+    };
+    let d = Dispatcher { state: &st.state, latency: &st.latency };
+    match dispatch::run(d, &targets.list, request, &mut settle.holds).await {
+        Ok(mut success) => {
+            settle.record.attempted(std::mem::take(&mut success.attempts));
+            settle.record.upstream = Some(success.upstream_id.clone());
+            settle.record.ttfb = Some(success.ttfb);
+            settle.rate = Rate::of(catalog.by_name(&success.model).and_then(|m| m.price));
+            Ok(Dispatched { success, prompt: inbound.facts.prompt, wants_usage: inbound.wants_usage })
+        }
+        Err(f) => Err(failure(f, settle)),
+    }
+}
+
+/// Why no reply came back, as the client's error.
+fn failure(f: Failure, settle: &mut Settle) -> ApiError {
+    let over_budget = f.over_budget();
+    let list = f
+        .attempts()
+        .iter()
+        .map(|a| format!("{} via {}: {}", a.model, a.provider, a.outcome.describe()))
+        .collect::<Vec<_>>();
+    let e = match &f {
+        _ if over_budget => ApiError::budget_exceeded(),
+        Failure::Client { status, body, .. } => ApiError::upstream_refused(*status, body.clone()),
+        Failure::AllFailed(_) => ApiError::upstream_failed(&list.join("; ")),
+        Failure::NoneTried(_) => ApiError::no_target(&list.join("; ")),
+        Failure::State(e, _) => ApiError::state_unavailable(&e.to_string()),
+    };
+    let attempts = match f {
+        Failure::Client { attempts, .. } | Failure::AllFailed(attempts) | Failure::NoneTried(attempts) => attempts,
+        Failure::State(_, attempts) => attempts,
+    };
+    settle.record.attempted(attempts);
+    e
+}

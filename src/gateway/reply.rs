@@ -1,0 +1,114 @@
+//! Replies: a [`Dispatched`] request -> the client's response. A whole JSON reply gets its usage
+//! (reported, or counted when the upstream sent none), is settled, and goes back with `model`
+//! set to the catalog name and `usage.cost`; an OpenAI-compatible reply passes through member for
+//! member as the upstream wrote it, but for those two. A stream goes to the relay
+//! ([`super::stream`]), which settles when it ends.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::settle::Settle;
+use super::stream::{relay, Tally};
+use super::AppState;
+use crate::accounting::{usage, Usage};
+use crate::dispatch::Success;
+use crate::providers::native::RawObject;
+use crate::providers::Reply;
+
+/// What came back, with what the reply needs from the request.
+pub struct Dispatched {
+    /// The answer.
+    pub success: Success,
+    /// The prompt text, to count tokens when the upstream reports none.
+    pub prompt: String,
+    /// Whether a streaming client asked for the usage chunk.
+    pub wants_usage: bool,
+}
+
+/// The response to a dispatched request.
+pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
+    let model = d.success.model;
+    match d.success.reply {
+        Reply::Json(v) => json_reply(&mut settle, v, &model, &d.prompt),
+        Reply::Raw(raw) => raw_reply(&mut settle, raw, &model, &d.prompt),
+        Reply::Stream(events) => {
+            let mut resp_headers = axum::http::HeaderMap::new();
+            settle.record.status = 200;
+            settle.record.headers(&mut resp_headers);
+            let tally = Tally::new(settle, d.prompt, d.wants_usage);
+            let mut resp = relay(events, model, st.timeouts.stream_idle, tally);
+            resp.headers_mut().extend(resp_headers);
+            resp
+        }
+    }
+}
+
+/// A whole JSON reply: usage from the reply (or counted), settled, `model` set to the catalog
+/// name, `usage` (with its cost) added when missing.
+fn json_reply(settle: &mut Settle, mut v: Value, model: &str, prompt: &str) -> Response {
+    let used = usage::reported(&v).unwrap_or_else(|| {
+        let mut text = String::new();
+        usage::completion_text(&v, &mut text);
+        Usage { input: crate::util::tokens::count(prompt), output: crate::util::tokens::count(&text), estimated: true }
+    });
+    let cost = settle.finish(200, used);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("model".into(), Value::String(model.to_string()));
+        if !obj.contains_key("usage") {
+            obj.insert(
+                "usage".into(),
+                json!({"prompt_tokens": used.input, "completion_tokens": used.output, "total_tokens": used.input + used.output}),
+            );
+        }
+    }
+    usage::set_cost(&mut v, cost);
+    let mut resp = (StatusCode::OK, axum::Json(v)).into_response();
+    settle.record.headers(resp.headers_mut());
+    resp
+}
+
+/// A raw OpenAI reply, its members as they came, but `model` and `usage` (with its cost). One
+/// without a usable usage block is counted, as any other reply.
+fn raw_reply(settle: &mut Settle, raw: RawObject, model: &str, prompt: &str) -> Response {
+    let reported = raw.get("usage").and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
+    let Some((used, mut usage)) = reported.as_ref().and_then(usage::reported_usage).zip(reported) else {
+        let v = raw.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(Value::Null)));
+        return json_reply(settle, Value::Object(v.collect()), model, prompt);
+    };
+    let cost = settle.finish(200, used);
+    if let Some(u) = usage.as_object_mut() {
+        u.insert("cost".into(), json!(usage::usd(cost)));
+    }
+    let body = serde_json::to_vec(&RawOut { raw: &raw, model, usage: &usage });
+    let json = [(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    let mut resp = (StatusCode::OK, json, body.unwrap_or_default()).into_response();
+    settle.record.headers(resp.headers_mut());
+    resp
+}
+
+/// A raw OpenAI reply as it goes back: every member as it came, but `model` (the catalog name)
+/// and `usage` (with its cost).
+struct RawOut<'a> {
+    raw: &'a RawObject,
+    model: &'a str,
+    usage: &'a Value,
+}
+
+impl serde::Serialize for RawOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.raw.iter() {
+            match k {
+                "model" => m.serialize_entry(k, self.model)?,
+                "usage" => m.serialize_entry(k, self.usage)?,
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        if !self.raw.contains_key("model") {
+            m.serialize_entry("model", self.model)?;
+        }
+        m.end()
+    }
+}

@@ -1,0 +1,125 @@
+//! Routing: an [`Admitted`] request -> its [`Routing`] (the rule that matched, its options and
+//! its plan), or the policy's refusal: `deny` (403 or its status), `requested` outside the
+//! catalog (404). The facts from outside the body come in as values: the key's tier and budget
+//! standing, the models' health, the time. The request-log line's facts are taken here, as the
+//! policy saw them.
+
+use std::cell::RefCell;
+
+use chrono::{Datelike, Timelike};
+
+use super::admit::Admitted;
+use super::error::ApiError;
+use super::settle::Settle;
+use super::AppState;
+use crate::accounting::requestlog::Facts;
+use crate::accounting::usage;
+use crate::dispatch::HealthView;
+use crate::policy::eval::{Budget, Context, RequestFacts, Routing, Scratch};
+use crate::reload::{Key, Snapshot};
+use crate::state::{Standing, StateStore};
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Budget facts: `spent` is settled spend; `remaining` also leaves out what requests in flight
+/// have reserved.
+pub fn budget_facts(limit_usd: Option<f64>, standing: Standing) -> Budget {
+    let mut b = Budget::from_limit(limit_usd, usage::usd(standing.spent));
+    if let (Some(limit), Some(_)) = (limit_usd, b.remaining_usd) {
+        let left = (limit - usage::usd(standing.spent + standing.reserved)).max(0.0);
+        b.remaining_usd = Some(left);
+        b.remaining_fraction = Some(if limit > 0.0 { left / limit } else { 0.0 });
+    }
+    b
+}
+
+/// The key's budget standing (loaded from the ledger the first time the key is seen).
+pub async fn standing(st: &AppState, key: Option<&Key>) -> Result<Standing, ApiError> {
+    match key.and_then(|k| k.budget.map(|b| (k, b))) {
+        Some((k, b)) => {
+            st.state.standing(&k.name, b.per).await.map_err(|e| ApiError::state_unavailable(&e.to_string()))
+        }
+        None => Ok(Standing::default()),
+    }
+}
+
+/// The facts from outside the request body.
+pub fn context<'a>(key: Option<&'a Key>, health: &'a HealthView<'a>, standing: Standing) -> Context<'a> {
+    let now = chrono::Utc::now();
+    Context {
+        tier: key.and_then(|k| k.tier.as_deref()),
+        key_name: key.map(|k| k.name.as_str()),
+        budget: budget_facts(key.and_then(|k| k.budget.map(|b| b.usd)), standing),
+        health,
+        hour: u8::try_from(now.hour()).unwrap_or(0),
+        weekday: u8::try_from(now.weekday().num_days_from_monday()).unwrap_or(0),
+    }
+}
+
+/// Routes an admitted request; `settle`'s record learns the rule (and the request log's facts).
+pub async fn route<'s>(
+    st: &AppState,
+    snap: &'s Snapshot,
+    admitted: &Admitted<'s>,
+    settle: &mut Settle,
+) -> Result<Routing<'s>, ApiError> {
+    let standing = standing(st, admitted.key).await?;
+    let facts = &admitted.inbound.facts;
+    let (routing, ctx_facts) = {
+        // The context borrows the (non-Send) health view: keep it out of the await above.
+        let view = HealthView { state: &st.state, latency: &st.latency, catalog: snap.program.catalog() };
+        let ctx = context(admitted.key, &view, standing);
+        let routing = SCRATCH.with(|s| snap.program.route(facts, &ctx, &mut s.borrow_mut()));
+        (routing, (ctx.budget.spent_usd, ctx.hour, ctx.weekday))
+    };
+    settle.record.rule = Some(routing.rule.to_string());
+    if st.accounting.request_log {
+        let mut f = log_facts(facts, &snap.program.info.headers, st.accounting.log_prompts);
+        f.prompt_tokens = routing.tokens;
+        f.tier = admitted.key.and_then(|k| k.tier.clone());
+        f.budget_usd = admitted.key.and_then(|k| k.budget.map(|b| b.usd));
+        (f.budget_spent_usd, f.hour, f.weekday) = ctx_facts;
+        settle.record.log = Some(f);
+    }
+    if let Some((status, message)) = routing.deny() {
+        return Err(ApiError::denied(status, message));
+    }
+    if let Some(name) = &routing.unknown_requested {
+        return Err(ApiError::model_not_found(name));
+    }
+    Ok(routing)
+}
+
+/// The facts of a request as the request log keeps them. `headers` are the ones the policy reads
+/// (never `authorization`); `prompts` keeps the text. The token count is taken later, off the
+/// request path, when no rule needed it.
+fn log_facts(req: &RequestFacts, headers: &[String], prompts: bool) -> Facts {
+    Facts {
+        endpoint: req.endpoint,
+        model: req.model.clone(),
+        stream: req.stream,
+        tools: req.tools,
+        images: req.images,
+        max_tokens: req.max_tokens,
+        messages: req.messages,
+        prompt_chars: req.prompt.chars().count() as u64,
+        prompt_bytes: req.prompt.len() as u64,
+        prompt_tokens: None,
+        uncounted: (!prompts).then(|| req.prompt.clone()),
+        user_id: req.user_id.clone(),
+        headers: req
+            .headers
+            .iter()
+            .filter(|(k, _)| k != "authorization" && headers.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        headers_read: headers.iter().filter(|h| *h != "authorization").cloned().collect(),
+        metadata: req.metadata.iter().cloned().collect(),
+        prompt: prompts.then(|| req.prompt.clone()),
+        prompt_last: prompts.then(|| req.prompt_last().to_string()),
+        prompt_system: prompts.then(|| req.prompt_system().to_string()),
+        ..Facts::default()
+    }
+}

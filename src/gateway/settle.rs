@@ -1,0 +1,111 @@
+//! Settlement: the one place where a request ends. A [`Settle`] guard owns the request's
+//! [`Record`] and what it holds in the state store (the budget reservation of the attempt in
+//! flight, the `tpm` admission). Ending it replaces the reservations with the real cost, hands the
+//! ledger row and the request-log line to the writer, and counts the request in `/metrics`, all
+//! from the record. If the request is dropped before it ends (the client went away before the
+//! answer, or in the middle of a stream), `Drop` settles it as 499 with what was used so far, so
+//! that no reservation is held for ever and no ledger row is forgotten.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::record::Record;
+use super::AppState;
+use crate::accounting::{Rate, Usage};
+use crate::state::{Holds, StateStore};
+
+/// A request that has not ended yet.
+pub struct Settle {
+    st: Arc<AppState>,
+    /// The request's record.
+    pub record: Record,
+    /// What it holds in the state store.
+    pub holds: Holds,
+    /// The prices of the model that answered (set when one has).
+    pub rate: Rate,
+    done: bool,
+}
+
+impl Settle {
+    /// A guard for a request with this record.
+    pub fn new(st: Arc<AppState>, record: Record) -> Settle {
+        Settle { st, record, holds: Holds::default(), rate: Rate::default(), done: false }
+    }
+
+    /// Ends the request with `status` and `usage` (once: later calls change nothing); returns
+    /// its cost in micro-USD. The record stays readable, for the response's headers.
+    pub fn finish(&mut self, status: u16, usage: Usage) -> u64 {
+        if self.done {
+            return self.record.cost_micros.unwrap_or(0);
+        }
+        self.done = true;
+        let cost = self.rate.cost_micros(usage.input, usage.output);
+        let state = &self.st.state;
+        if let Some(r) = self.holds.budget.take() {
+            state.settle(r, cost);
+        }
+        if let Some(t) = self.holds.tokens.take() {
+            state.settle_tpm(t, usage.input + usage.output);
+        }
+        let r = &mut self.record;
+        r.status = status;
+        r.usage = usage;
+        r.cost_micros = Some(cost);
+        if r.ledgered {
+            let now = chrono::Utc::now();
+            let line = if self.st.accounting.request_log {
+                r.log_entry(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).map(Box::new)
+            } else {
+                None
+            };
+            if let Some(l) = &self.st.accounting.ledger {
+                l.record(r.row(now.timestamp_millis()), line);
+            }
+        }
+        r.count(&self.st.metrics);
+        cost
+    }
+
+    /// Answers an error: the request ends with its status and nothing used, and the response
+    /// carries the record's headers.
+    pub fn refuse(mut self, e: ApiError) -> Response {
+        let status = e.status.as_u16();
+        if e.status.is_server_error() {
+            tracing::warn!(request_id = %self.record.id, status, error = %e.message, "request failed");
+        } else {
+            tracing::debug!(request_id = %self.record.id, status, error = %e.message, "request refused");
+        }
+        self.record.refusal = e.refusal;
+        self.finish(status, Usage::default());
+        let mut resp = e.into_response();
+        self.record.headers(resp.headers_mut());
+        resp
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        // The client went away before the answer: nothing came back to it, and the reservations
+        // are given back. (A stream's relay settles with what it streamed before this runs.)
+        self.finish(499, Usage::default());
+    }
+}
+
+/// Answers a request that holds nothing (models, key, admin, health): counted in `/metrics` from
+/// its record, with the record's headers.
+pub fn answer(st: &AppState, mut record: Record, result: Result<Response, ApiError>) -> Response {
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(request_id = %record.id, status = e.status.as_u16(), error = %e.message, "request refused");
+            record.refusal = e.refusal;
+            e.into_response()
+        }
+    };
+    record.status = resp.status().as_u16();
+    record.headers(resp.headers_mut());
+    record.count(&st.metrics);
+    resp.into_response()
+}

@@ -1,0 +1,97 @@
+//! The in-process store: every key's account, rate limiters and every model's breaker, in this
+//! process's memory behind short mutexes (kept across reloads, lost at restart except for the
+//! spend, which the ledger holds). Each part is a file of its own.
+
+mod breakers;
+mod budgets;
+mod limits;
+
+use std::time::Duration;
+
+use super::{Admission, BreakerState, Budget, Reservation, Standing, StateError, StateStore, TokenHold};
+use crate::accounting::Ledger;
+use crate::config::Period;
+
+/// The in-process store.
+#[derive(Debug)]
+pub struct Local {
+    budgets: budgets::Budgets,
+    limits: limits::RateLimits,
+    breakers: breakers::Breakers,
+    ledger: Option<Ledger>,
+}
+
+impl Local {
+    /// A store whose breakers wait `cooldown` before letting a probe through; a key's spend is
+    /// read back from `ledger` the first time the key is seen.
+    pub fn new(ledger: Option<Ledger>, cooldown: Duration) -> Local {
+        Local {
+            budgets: budgets::Budgets::default(),
+            limits: limits::RateLimits::default(),
+            breakers: breakers::Breakers::new(cooldown),
+            ledger,
+        }
+    }
+}
+
+impl StateStore for Local {
+    async fn standing(&self, key: &str, per: Period) -> Result<Standing, StateError> {
+        Ok(self.budgets.standing(key, per, self.ledger.as_ref()).await)
+    }
+
+    async fn reserve(&self, key: &str, budget: Budget, micros: u64) -> Result<Option<Reservation>, StateError> {
+        // The account must be loaded (from the ledger) before anything is reserved against it.
+        self.budgets.standing(key, budget.per, self.ledger.as_ref()).await;
+        let fits = self.budgets.try_reserve(key, budget.limit, micros);
+        Ok(fits.then(|| Reservation { key: key.to_string(), micros }))
+    }
+
+    fn settle(&self, reservation: Reservation, cost_micros: u64) {
+        self.budgets.settle(&reservation.key, reservation.micros, cost_micros);
+    }
+
+    async fn check_rpm(&self, key: &str, rpm: u32) -> Result<Result<(), Duration>, StateError> {
+        Ok(self.limits.check_rpm(key, rpm))
+    }
+
+    async fn reserve_tpm(&self, key: &str, tpm: u64, tokens: u64) -> Result<Result<TokenHold, Duration>, StateError> {
+        Ok(self.limits.reserve_tpm(key, tpm, tokens).map(|()| TokenHold { key: key.to_string(), tokens }))
+    }
+
+    fn settle_tpm(&self, hold: TokenHold, used: u64) {
+        self.limits.settle_tpm(&hold.key, hold.tokens, used);
+    }
+
+    fn healthy(&self, model: &str) -> bool {
+        self.breakers.healthy(model)
+    }
+
+    fn admit(&self, model: &str) -> Admission {
+        self.breakers.admit(model)
+    }
+
+    fn success(&self, model: &str) {
+        self.breakers.success(model);
+    }
+
+    fn failure(&self, model: &str) {
+        self.breakers.failure(model);
+    }
+
+    fn release(&self, model: &str) {
+        self.breakers.release(model);
+    }
+
+    fn breakers(&self) -> Vec<(String, BreakerState)> {
+        self.breakers.states()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_local_store_passes_the_conformance_suite() {
+        let store = super::Local::new(None, std::time::Duration::from_millis(30));
+        crate::state::conformance::run(&store, std::time::Duration::from_millis(40)).await;
+    }
+}
