@@ -36,6 +36,16 @@ rule "code" {
   then code-model
 }
 
+rule "all down" {
+  when header("x-test") == "fail"
+  then fail-a -> fail-b
+}
+
+rule "slow" {
+  when header("x-test") == "hang"
+  then hang-model
+}
+
 default {
   then ok-model
 }
@@ -54,6 +64,9 @@ models:
   nousage:     {{ provider: up, id: stream-nousage, price: {{ input: 1, output: 2 }}, context: 100000 }}
   slow-stream: {{ provider: up, id: stream-slow, price: {{ input: 1, output: 2 }}, context: 100000 }}
   free-model:  {{ provider: up, id: free, context: 100000 }}
+  fail-a:      {{ provider: up, id: fail500, price: {{ input: 1, output: 2 }}, context: 100000 }}
+  fail-b:      {{ provider: up, id: fail503, price: {{ input: 1, output: 2 }}, context: 100000 }}
+  hang-model:  {{ provider: up, id: slow, price: {{ input: 0.01, output: 0.01 }}, context: 100000 }}
 keys:
   - {{ name: open-ended, key_sha256: {plain} }}
   - {{ name: capped, key_sha256: {capped}, budget: {{ usd: 0.0005, per: day }} }}
@@ -185,6 +198,66 @@ async fn a_stream_cut_by_its_client_is_settled_with_what_was_streamed() {
     assert!(r.estimated, "the upstream sent no usage before the cut: the tokens are counted");
     assert!(r.output_tokens >= 2, "{r:?}");
     assert_eq!(r.cost_micros, r.input_tokens + 2 * r.output_tokens);
+    g.running.shutdown().await;
+}
+
+/// The one record of a request: on a 502 the response headers, `/metrics`, the ledger row and the
+/// request-log line all name the last model that was called (they used to disagree: the ledger
+/// named it, the headers and metrics named none).
+#[tokio::test]
+async fn a_502_names_the_last_model_tried_everywhere() {
+    let g = gateway_custom(POLICY, false, config).await;
+    let r = g.chat(msg("hello"), "sk-plain", Some("fail")).await;
+    assert_eq!(r.status(), 502);
+    let id = header(&r, "x-request-id");
+    assert_eq!(header(&r, "x-yardmaster-model"), "fail-b");
+    assert_eq!(header(&r, "x-yardmaster-provider"), "up");
+    assert_eq!(header(&r, "x-yardmaster-rule"), "all down");
+    assert_eq!(header(&r, "x-yardmaster-attempts"), "2");
+    let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"yardmaster_requests_total{rule="all down",model="fail-b",provider="up",status="502"} 1"#),
+        "{metrics}"
+    );
+    let rows = rows(&g).await;
+    let row = row(&rows, &id);
+    assert_eq!((row.model.as_deref(), row.provider.as_deref(), row.status), (Some("fail-b"), Some("up"), 502));
+    let dir = g.dir.path().to_path_buf();
+    g.running.shutdown().await;
+    let log =
+        yardmaster::simulate::read(std::fs::read(dir.join("requests.jsonl")).unwrap().as_slice(), |_| {}).unwrap();
+    let line = log.entries.iter().find(|e| e.request_id == id).unwrap();
+    assert_eq!((line.model.as_deref(), line.rule.as_deref(), line.status), (Some("fail-b"), Some("all down"), 502));
+}
+
+/// A client that gives up before the answer leaves no reservation behind, and a ledger row (499)
+/// for every request that reached the provider. (Four such requests on a small budget used to
+/// hold it until a restart.)
+#[tokio::test]
+async fn a_client_that_gives_up_before_the_answer_leaves_nothing_reserved() {
+    let g = gateway_custom(POLICY, false, config).await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    for _ in 0..4 {
+        let sent = impatient
+            .post(format!("{}/v1/chat/completions", g.url))
+            .bearer_auth("sk-capped")
+            .header("x-test", "hang")
+            .json(&msg("hello"))
+            .send()
+            .await;
+        assert!(sent.is_err(), "the upstream takes 5 s; the client gives up first");
+    }
+    // Well before the upstream would have answered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = key_info(&g, "sk-capped").await;
+    assert_eq!(info["reserved_usd"], json!(0.0), "{info}");
+    let gone: Vec<_> = rows(&g).await.into_iter().filter(|r| r.key.as_deref() == Some("capped")).collect();
+    assert_eq!(gone.len(), 4, "{gone:?}");
+    assert!(gone.iter().all(|r| r.status == 499 && r.model.is_none() && r.rule.as_deref() == Some("slow")), "{gone:?}");
+    // The key is not locked out.
+    let mut small = msg("hello");
+    small["max_tokens"] = json!(10);
+    assert_eq!(g.chat(small, "sk-capped", None).await.status(), 200);
     g.running.shutdown().await;
 }
 
