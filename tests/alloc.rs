@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
+#[path = "it/common.rs"]
 mod common;
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};

@@ -40,7 +40,7 @@ fn lint(path: &Path, catalog: &Catalog, costs: bool) -> (String, Vec<String>) {
 fn golden_diagnostics() {
     std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
     let cat = catalog("tests/lint/catalog.yaml");
-    insta::glob!("lint/*.route", |path| {
+    insta::glob!("../lint", "*.route", |path| {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let code = name.split('_').next().unwrap().to_string();
         let (report, codes) = lint(path, &cat, code.starts_with('A'));

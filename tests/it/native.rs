@@ -5,12 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod gateway_support;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::gateway_support::{gateway_custom, header, sha};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use futures_util::StreamExt;
-use gateway_support::{gateway_custom, header, sha};
 use serde_json::{json, Value};
 
 const ANTHROPIC_KEY: &str = "sk-ant-SECRET-11aa";
@@ -184,7 +182,7 @@ reload: {{ require_tests: false }}
     )
 }
 
-async fn start(ids: (&'static str, &'static str)) -> (gateway_support::Gateway, Seen, Seen) {
+async fn start(ids: (&'static str, &'static str)) -> (crate::gateway_support::Gateway, Seen, Seen) {
     std::env::set_var("YM_TEST_ANTHROPIC_KEY", ANTHROPIC_KEY);
     std::env::set_var("YM_TEST_GEMINI_KEY", GEMINI_KEY);
     let (a, sa, g, sg) = fakes().await;

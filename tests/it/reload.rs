@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod gateway_support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_support::{gateway_with, header, msg};
+use crate::gateway_support::{gateway_with, header, msg};
 use sha2::Digest;
 
 fn valid(k: usize) -> String {
@@ -99,16 +97,16 @@ async fn reload_under_load_never_serves_half_a_policy() {
 #[tokio::test]
 async fn a_configmap_style_symlink_swap_reloads() {
     use std::os::unix::fs::symlink;
-    let (addr, _up) = gateway_support::upstream().await;
+    let (addr, _up) = crate::gateway_support::upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("..v1")).unwrap();
     std::fs::write(d.join("..v1/main.route"), valid(1)).unwrap();
     symlink("..v1", d.join("..data")).unwrap();
     symlink("..data/main.route", d.join("main.route")).unwrap();
-    std::fs::write(d.join("yardmaster.yaml"), gateway_support::config(addr, "ok")).unwrap();
+    std::fs::write(d.join("yardmaster.yaml"), crate::gateway_support::config(addr, "ok")).unwrap();
     std::env::set_var("YM_TEST_UPSTREAM_KEY", "sk-upstream-SECRET-7f3a");
-    let running = gateway_support::start_in(d, true).await;
+    let running = crate::gateway_support::start_in(d, true).await;
     let url = format!("http://{}/v1/chat/completions", running.addr);
     let http = reqwest::Client::new();
     let ask = || http.post(&url).bearer_auth("sk-team-a").json(&msg("hi")).send();

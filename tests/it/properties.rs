@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod common;
-
 use proptest::prelude::*;
 use yardmaster::policy::eval::naive::Naive;
 use yardmaster::policy::eval::Scratch;
@@ -170,7 +168,7 @@ proptest! {
 
     #[test]
     fn compiled_and_naive_agree(text in policy(), reqs in prop::collection::vec(request(), 1..6)) {
-        let catalog = common::quickstart();
+        let catalog = crate::common::quickstart();
         let outcome = check(load::load_text(std::path::Path::new("p.route"), &text), Some(&catalog), CheckOptions::default());
         let checked = outcome.checked.ok_or_else(|| TestCaseError::fail(format!("does not check: {:?}\n{text}", outcome.diagnostics.iter().map(|d| d.message.clone()).collect::<Vec<_>>())))?;
         let naive = Naive::new(checked.clone());

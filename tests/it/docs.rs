@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod common;
-
 use std::path::Path;
 
 use yardmaster::policy::{check, load, CheckOptions};
@@ -30,7 +28,7 @@ fn blocks(md: &str, tag: &str) -> Vec<String> {
 }
 
 fn errors(text: &str) -> Vec<String> {
-    let cat = common::quickstart();
+    let cat = crate::common::quickstart();
     let outcome = check(load::load_text(Path::new("doc.route"), text), Some(&cat), CheckOptions::default());
     outcome.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.one_line(&outcome.sources)).collect()
 }

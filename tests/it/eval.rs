@@ -2,9 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod common;
-
-use common::{chat, program, route, Setup};
+use crate::common::{chat, program, route, Setup};
 use serde_json::json;
 use yardmaster::policy::eval::Budget;
 

@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod gateway_support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use gateway_support::{gateway, msg};
+use crate::gateway_support::{gateway, msg};
 use serde_json::json;
 
 #[derive(Clone, Default)]

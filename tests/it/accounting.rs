@@ -5,13 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod gateway_support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::gateway_support::{gateway_custom, header, msg, sha, start_in};
 use futures_util::StreamExt;
-use gateway_support::{gateway_custom, header, msg, sha, start_in};
 use serde_json::{json, Value};
 use yardmaster::accounting::ledger;
 
@@ -81,7 +79,7 @@ log: {{ requests: requests.jsonl, prompts: true }}
     )
 }
 
-async fn rows(g: &gateway_support::Gateway) -> Vec<ledger::Row> {
+async fn rows(g: &crate::gateway_support::Gateway) -> Vec<ledger::Row> {
     if let Some(l) = &g.running.state.accounting.ledger {
         l.flush().await;
     }
@@ -261,7 +259,7 @@ async fn a_client_that_gives_up_before_the_answer_leaves_nothing_reserved() {
     g.running.shutdown().await;
 }
 
-async fn key_info(g: &gateway_support::Gateway, key: &str) -> Value {
+async fn key_info(g: &crate::gateway_support::Gateway, key: &str) -> Value {
     g.http.get(format!("{}/v1/key", g.url)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
 }
 

@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use yardmaster::policy::diagnostic::codes::Code;
@@ -11,7 +9,7 @@ use yardmaster::policy::load::{self, Memory};
 use yardmaster::policy::{check, CheckOptions};
 
 fn codes(text: &str) -> Vec<Code> {
-    let cat = common::quickstart();
+    let cat = crate::common::quickstart();
     let outcome = check(load::load_text(Path::new("big.route"), text), Some(&cat), CheckOptions::default());
     outcome.diagnostics.iter().map(|d| d.code).collect()
 }

@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
-mod gateway_support;
-
 use std::time::{Duration, Instant};
 
+use crate::gateway_support::{gateway, header, msg};
 use futures_util::StreamExt;
-use gateway_support::{gateway, header, msg};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
