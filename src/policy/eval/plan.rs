@@ -5,8 +5,7 @@ use serde::Serialize;
 
 use super::{split_arm, sticky_key, Context, RequestFacts};
 use crate::catalog::{Capability, Catalog, ModelId};
-use crate::policy::ir::{RuleIr, SetIr, SetKind, TargetIr};
-use crate::policy::syntax::ast::PickKind;
+use crate::policy::ir::{PickKind, RuleIr, SetIr, SetKind, TargetIr};
 
 /// One step of a plan.
 #[derive(Clone, Debug, Serialize)]

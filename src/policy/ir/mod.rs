@@ -8,7 +8,7 @@ pub mod value;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, ModelId};
-use crate::policy::syntax::ast::PickKind;
+pub use crate::policy::syntax::ast::PickKind;
 use crate::policy::syntax::span::{SourceMap, Span};
 
 /// A checked policy.
