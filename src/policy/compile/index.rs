@@ -13,7 +13,7 @@ use crate::policy::ir::Rel;
 pub(crate) type EqTable = HashMap<Box<str>, Vec<u32>>;
 
 /// Rules settled in bulk, and how.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Index {
     /// Rules evaluated one by one (a bitset over rule indices).
     pub(crate) general: Vec<u64>,
@@ -35,6 +35,29 @@ pub(crate) struct Index {
     pub(crate) re_prefiltered: [bool; 3],
     /// Automaton pattern -> whether it is the prefix literal of some regex.
     pub(crate) literal_of_regex: Vec<bool>,
+}
+
+impl std::fmt::Debug for Index {
+    /// Deterministic (tables sorted), with rule sets as rule indices.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let general: Vec<usize> = (0..self.general.len() * 64)
+            .filter(|i| self.general.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0))
+            .collect();
+        let mut eq: Vec<(StrSlot, &str, &[u32])> =
+            self.eq.iter().flat_map(|(s, t)| t.iter().map(move |(v, r)| (*s, &**v, r.as_slice()))).collect();
+        eq.sort_by(|a, b| (format!("{:?}", a.0), a.1).cmp(&(format!("{:?}", b.0), b.1)));
+        let first = |n: usize| (n != usize::MAX).then_some(n);
+        f.debug_struct("Index")
+            .field("evaluated_in_order", &general)
+            .field("by_equality", &eq)
+            .field("by_token_bound", &self.tokens)
+            .field("first_keyword_rule", &first(self.kw_first))
+            .field("keyword_rules_of_pattern", &self.kw_of_pattern)
+            .field("first_regex_rule", &first(self.re_first))
+            .field("regex_rules_of_slot", &self.re_of_slot)
+            .field("regexes_prefiltered", &self.re_prefiltered)
+            .finish()
+    }
 }
 
 impl Index {

@@ -56,6 +56,10 @@ pub struct Program {
     /// One regex set per prompt text (regex-automata's meta regex, so that matching can write
     /// into a reusable `PatternSet` instead of allocating one per search).
     pub(crate) sets: [Option<MetaRegex>; 3],
+    /// The automaton's patterns (lowercased), for inspection.
+    keywords: Box<[String]>,
+    /// The regex sets' patterns per prompt text, for inspection.
+    regexes: [Vec<String>; 3],
     /// Facts about the program.
     pub info: ProgramInfo,
 }
@@ -65,6 +69,9 @@ impl std::fmt::Debug for Program {
         f.debug_struct("Program")
             .field("version", &self.checked.version)
             .field("conds", &self.conds)
+            .field("keywords", &self.keywords)
+            .field("regexes", &self.regexes)
+            .field("index", &self.index)
             .field("info", &self.info)
             .finish()
     }
@@ -139,7 +146,18 @@ pub fn compile(checked: Checked) -> Program {
             }
         }
     }
-    Program { ac_len: b.keywords.len(), checked, conds, fast, index, ac, sets, info }
+    Program {
+        ac_len: b.keywords.len(),
+        checked,
+        conds,
+        fast,
+        index,
+        ac,
+        sets,
+        keywords: b.keywords.into(),
+        regexes: b.regexes,
+        info,
+    }
 }
 
 struct Builder {
