@@ -2,15 +2,13 @@
 //! catalog, and its program (the compiled conditions, flat and labelled, and the facts about the
 //! program: keywords, regexes, what it reads, its catch-all) is snapshotted.
 
-use std::path::Path;
-
 #[test]
 fn every_program_compiles_to_its_snapshot() {
     let catalog = crate::common::quickstart();
     insta::glob!("../compile", "*.route", |path| {
         let text = std::fs::read_to_string(path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let source = yardmaster::policy::load::load_text(Path::new(&name), &text);
+        let source = yardmaster::policy::load::load_text(std::path::Path::new(&name), &text);
         let (program, diags, sources) = yardmaster::policy::build_from(source, Some(&catalog));
         let program = program.unwrap_or_else(|| {
             panic!(

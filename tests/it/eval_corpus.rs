@@ -3,8 +3,6 @@
 //! routed against the quickstart catalog and its outcome, written as `rule "NAME" -> MODEL`,
 //! `-> deny STATUS` or `-> none`, must be the one the file expects.
 
-use std::path::Path;
-
 use serde_json::{json, Value};
 use yardmaster::policy::eval::Scratch;
 use yardmaster::policy::testing::{case_inputs, Case, KeyInfo};
@@ -48,7 +46,7 @@ fn every_case_of_the_corpus_routes_as_it_expects() {
     insta::glob!("../eval", "*.route", |path| {
         let text = std::fs::read_to_string(path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let source = yardmaster::policy::load::load_text(Path::new(&name), &text);
+        let source = yardmaster::policy::load::load_text(std::path::Path::new(&name), &text);
         let (program, diags, sources) = yardmaster::policy::build_from(source, Some(&catalog));
         let program = program.unwrap_or_else(|| {
             panic!(
