@@ -1,7 +1,9 @@
-//! Golden tests for the checker: every `tests/lint/CODE_name.route` is linted against
+//! Golden tests for the checker: every `tests/lint/CODE_name[_variant].route` is linted against
 //! `tests/lint/catalog.yaml`, and its rendered report (miette, unicode without colour, width 80)
-//! plus its JSON form are snapshotted. Every diagnostic code must have a golden file, and the file
-//! must produce its code. `tests/lint/ok/`, `rules/` and `examples/` must lint clean.
+//! plus its JSON form are snapshotted. There is one golden file per diagnostic *message*: every
+//! place in `src/policy` that builds a diagnostic has a file of its own (checked by counting those
+//! places), and each file must produce its code. `tests/lint/ok/`, `rules/` and `examples/` must
+//! lint clean.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
@@ -17,23 +19,153 @@ fn catalog(path: &str) -> Catalog {
 
 fn lint(path: &Path, catalog: &Catalog, costs: bool) -> (String, Vec<String>) {
     let rel = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(path).to_path_buf();
-    let source = load::load(&rel, &load::Fs);
+    let r = report(load::load(&rel, &load::Fs), catalog, costs);
+    (r.text, r.codes)
+}
+
+/// What linting a policy gave.
+struct Report {
+    /// Every diagnostic, rendered and as JSON.
+    text: String,
+    /// Their codes.
+    codes: Vec<String>,
+    /// (code, message) of each.
+    messages: Vec<(String, String)>,
+}
+
+/// The report of a loaded policy.
+fn report(source: load::Source, catalog: &Catalog, costs: bool) -> Report {
+    let name = source.sources.files().first().map(|f| f.path.display().to_string()).unwrap_or_default();
+    let name = name.rsplit('/').next().unwrap_or_default().to_string();
     let outcome = check(source, Some(catalog), CheckOptions { costs });
     let mut report = String::new();
     let mut codes = Vec::new();
-    let name = rel.file_name().unwrap().to_string_lossy().to_string();
+    let mut messages = Vec::new();
     for d in &outcome.diagnostics {
         // The unused-model lint fires for most small policies; only its own golden file shows it.
         if d.code == Code::UnusedModel && !name.starts_with("W0102") {
             continue;
         }
         codes.push(d.code.as_str().to_string());
+        messages.push((d.code.as_str().to_string(), d.message.clone()));
         report.push_str(&d.render(&outcome.sources, 80, false));
         report.push('\n');
         report.push_str(&serde_json::to_string(&d.to_json(&outcome.sources)).unwrap());
         report.push_str("\n\n");
     }
-    (report, codes)
+    Report { text: report, codes, messages }
+}
+
+/// Golden cases too large to keep as files: a policy over the 8 MiB limit.
+fn generated() -> Vec<(&'static str, String)> {
+    let padding = "# a comment line to pass the size limit\n";
+    let big = padding.repeat(yardmaster::policy::syntax::parser::MAX_FILE_BYTES / padding.len() + 1);
+    vec![("E0103_too_complex_size.route", big)]
+}
+
+#[test]
+fn generated_golden_diagnostics() {
+    let cat = catalog(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lint/catalog.yaml"));
+    for (name, text) in generated() {
+        let r = report(load::load_text(Path::new(name), &text), &cat, false);
+        let code = name.split('_').next().unwrap();
+        assert!(r.codes.iter().any(|c| c == code), "{name} should report {code}, got {:?}", r.codes);
+        insta::assert_snapshot!(name, r.text);
+    }
+}
+
+/// The distinct messages that `src/policy` builds diagnostics with, per code: the message
+/// argument of each `Diagnostic::new(Code::X, span, message)` as written (two places that write
+/// the same message are one message), less those no policy text can reach (the parser's
+/// internal errors).
+fn message_sites() -> std::collections::BTreeMap<String, usize> {
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/policy")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+            for (i, _) in code.match_indices("Diagnostic::new(") {
+                let args = call_args(&code[i + "Diagnostic::new(".len()..]);
+                let [variant, _span, message, ..] = args.as_slice() else { continue };
+                let Some(variant) = variant.strip_prefix("Code::") else { continue };
+                if message.contains("internal error") || message == "\"empty parse\"" {
+                    continue;
+                }
+                let c = Code::ALL.iter().find(|c| format!("{c:?}") == variant).unwrap_or_else(|| panic!("{variant}"));
+                out.entry(c.as_str().to_string()).or_default().insert(message.clone());
+            }
+        }
+    }
+    out.into_iter().map(|(c, m)| (c, m.len())).collect()
+}
+
+/// The top-level arguments of a call, from just after its `(` (whitespace folded).
+fn call_args(text: &str) -> Vec<String> {
+    let (mut args, mut cur, mut depth, mut in_str, mut prev) = (Vec::new(), String::new(), 0, false, ' ');
+    for c in text.chars() {
+        if in_str {
+            in_str = !(c == '"' && prev != '\\');
+        } else if c == '"' {
+            in_str = true;
+        } else if matches!(c, '(' | '[' | '{') {
+            depth += 1;
+        } else if matches!(c, ')' | ']' | '}') {
+            if depth == 0 {
+                break;
+            }
+            depth -= 1;
+        } else if c == ',' && depth == 0 {
+            args.push(cur.split_whitespace().collect::<Vec<_>>().join(" "));
+            cur.clear();
+            prev = c;
+            continue;
+        }
+        cur.push(c);
+        prev = c;
+    }
+    args.push(cur.split_whitespace().collect::<Vec<_>>().join(" "));
+    args
+}
+
+#[test]
+fn every_diagnostic_message_has_a_golden_file() {
+    let cat = catalog(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lint/catalog.yaml"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // code -> the distinct messages its golden cases give.
+    let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    std::env::set_current_dir(root).unwrap();
+    let mut cases: Vec<(String, load::Source)> = std::fs::read_dir(root.join("tests/lint"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "route"))
+        .map(|p| {
+            let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), load::load(&rel, &load::Fs))
+        })
+        .collect();
+    cases.extend(generated().into_iter().map(|(n, t)| (n.to_string(), load::load_text(Path::new(n), &t))));
+    for (name, source) in cases {
+        let code = name.split('_').next().unwrap().to_string();
+        let r = report(source, &cat, code.starts_with('A'));
+        if let Some((_, m)) = r.messages.iter().find(|(c, _)| *c == code) {
+            seen.entry(code).or_default().insert(m.clone());
+        }
+    }
+    let mut missing = Vec::new();
+    for (code, sites) in message_sites() {
+        let have = seen.get(&code).map_or(0, std::collections::BTreeSet::len);
+        if have < sites {
+            missing.push(format!("{code}: {sites} messages in src/policy, {have} distinct in its golden files"));
+        }
+    }
+    assert!(missing.is_empty(), "diagnostic messages without a golden file:\n{}", missing.join("\n"));
 }
 
 #[test]

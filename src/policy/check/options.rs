@@ -69,7 +69,15 @@ impl Checker {
                         ok = false;
                     }
                 },
-                "only" => match self.set(&o.node.values, o.span) {
+                "only" => match self.set(&o.node.values) {
+                    Some(s) if s.models.is_empty() => {
+                        self.push(
+                            Diagnostic::new(Code::EmptySet, o.span, "`only` holds no model: nothing may be tried")
+                                .label("an empty set")
+                                .help("list the models this rule may use, as in `only tagged(\"eu\")`"),
+                        );
+                        ok = false;
+                    }
                     Some(s) => out.only = Some(s),
                     None => ok = false,
                 },

@@ -80,7 +80,7 @@ impl Checker {
             }
             Target::Requested { with } => Some(TargetIr::Requested { with: self.overrides(with)? }),
             Target::Pick { kind, set } => {
-                let set = self.set(set, t.span)?;
+                let set = self.set(set)?;
                 if set.models.is_empty() {
                     self.push(
                         Diagnostic::new(Code::EmptySet, t.span, format!("`{}` picks from an empty set", kind.as_str()))
@@ -145,7 +145,7 @@ impl Checker {
         }
     }
 
-    pub(super) fn set(&mut self, values: &[Spanned<Value>], span: Span) -> Option<SetIr> {
+    pub(super) fn set(&mut self, values: &[Spanned<Value>]) -> Option<SetIr> {
         let mut models = Vec::new();
         let mut kind = SetKind::List;
         let mut ok = true;
@@ -235,10 +235,6 @@ impl Checker {
                     None => ok = false,
                 },
             }
-        }
-        if values.is_empty() {
-            self.push(Diagnostic::new(Code::EmptySet, span, "an empty set").label("here"));
-            ok = false;
         }
         ok.then_some(SetIr { kind, models })
     }
