@@ -4,7 +4,8 @@
 # Both serve the same 100-rule policy (bench/gateway_config.py) from directories of their own, with the
 # ledger on, pinned to core 0; oha and the fake upstream run on core 1. Rounds alternate A and B so
 # that the machine's drift hits both, and each round measures concurrency 32 (RPS) and concurrency 1
-# (p50 and p99). The summary gives B as a ratio of A.
+# (p50 and p99). The summary gives B as a ratio of A, and the noise of the same rounds: each
+# binary's round-to-round coefficient of variation and the spread of the per-round ratios.
 #
 # Usage: bash bench/ab.sh A_BINARY B_BINARY [ROUNDS]   (default 4; needs `oha`)
 #   e.g.  git stash; cargo build --release; cp target/release/yardmaster /tmp/a
@@ -57,4 +58,13 @@ a, b = summary("a"), summary("b")
 for name, s in (("A", a), ("B", b)):
     print(f"{name}: c=32 {s[0]:8.0f} rps (mean)   c=1 p50 {s[1]:5.0f} us  p99 {s[2]:5.0f} us (medians)   non-200: {s[3]}")
 print(f"B/A: c=32 RPS {b[0] / a[0]:.3f}   c=1 p50 {b[1] / a[1]:.3f}   c=1 p99 {b[2] / a[2]:.3f}")
+# Noise, from the same rounds: how much one binary moves between its own rounds (coefficient of
+# variation), and the spread of the round-by-round ratios. A ratio inside that spread is noise.
+def cv(xs):
+    return st.pstdev(xs) / st.mean(xs) if len(xs) > 1 else 0.0
+per_round = [(y[0] / x[0], y[2] / x[2]) for x, y in zip(rows["a"], rows["b"])]
+print(f"noise: c=32 RPS round-to-round CV A {cv([x[0] for x in rows['a']]):.3f} B {cv([x[0] for x in rows['b']]):.3f}; "
+      f"c=1 p99 CV A {cv([x[2] for x in rows['a']]):.3f} B {cv([x[2] for x in rows['b']]):.3f}")
+print(f"noise: per-round B/A c=32 RPS {min(r[0] for r in per_round):.3f}..{max(r[0] for r in per_round):.3f}   "
+      f"c=1 p99 {min(r[1] for r in per_round):.3f}..{max(r[1] for r in per_round):.3f}")
 PY

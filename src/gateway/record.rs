@@ -212,8 +212,10 @@ impl Record {
     /// tokens and cost; its time to first byte; retries (a call followed by another call of the
     /// same model) and fallbacks (a failed model followed by another); and a refusal.
     pub fn count(&self, m: &Metrics) {
-        let or_empty = |s: &Option<String>| s.as_deref().unwrap_or("").to_string();
-        m.request(&or_empty(&self.rule), &or_empty(&self.model), &or_empty(&self.provider), self.status);
+        fn or_empty(s: &Option<String>) -> &str {
+            s.as_deref().unwrap_or("")
+        }
+        m.request(or_empty(&self.rule), or_empty(&self.model), or_empty(&self.provider), self.status);
         if let (Some(model), true) = (&self.model, self.ledgered) {
             let latency = self.started.elapsed().as_secs_f64();
             m.finished(model, latency, self.usage.input, self.usage.output, self.cost_micros.unwrap_or(0));

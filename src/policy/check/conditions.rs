@@ -96,23 +96,25 @@ impl Checker {
                 let l = self.value(lhs);
                 let r = self.value(rhs);
                 let (l, r) = (l?, r?);
-                self.compare(e.span, lhs, op, rhs, l, r, label).map(Typed::Cond)
+                let c = Comparison { span: e.span, lhs, op, rhs, label };
+                self.compare(&c, l, r).map(Typed::Cond)
             }
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the pieces of one comparison")]
-    fn compare(
-        &mut self,
-        span: Span,
-        lhs: &Spanned<Value>,
-        op: &Spanned<CmpOp>,
-        rhs: &Spanned<Value>,
-        l: Typed,
-        r: Typed,
-        label: String,
-    ) -> Option<Cond> {
-        // Budget facts take their unit from the other side.
+    /// A comparison: both sides resolved, budget facts given their unit by the other side, then
+    /// checked by the kind of operator.
+    fn compare(&mut self, c: &Comparison<'_>, l: Typed, r: Typed) -> Option<Cond> {
+        let (l, r) = self.budget_units(c, l, r)?;
+        match c.op.node {
+            CmpOp::Eq | CmpOp::Ne | CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge => self.relation(c, &l, &r),
+            CmpOp::In | CmpOp::NotIn => self.membership(c, &l, r),
+            CmpOp::Contains | CmpOp::ContainsAny | CmpOp::ContainsAll | CmpOp::StartsWith => self.text(c, &l, r),
+        }
+    }
+
+    /// `budget.remaining` and `budget.spent` are a fraction or dollars, by the other side.
+    fn budget_units(&mut self, c: &Comparison<'_>, l: Typed, r: Typed) -> Option<(Typed, Typed)> {
         let unit = |t: &Typed| match t {
             Typed::Lit(_, ty) | Typed::Fact(_, ty) => Some(*ty),
             _ => None,
@@ -128,209 +130,194 @@ impl Checker {
             let ty = fact_ty(&f);
             Some(Typed::Fact(f, ty))
         };
-        let (l, r) = match (l, r) {
-            (Typed::Budget(b), other) => match budget(b, unit(&other)) {
-                Some(t) => (t, other),
-                None => {
-                    self.push(
-                        Diagnostic::new(
-                            Code::TypeMismatch,
-                            rhs.span,
-                            "type mismatch: a budget compares with a percentage or a dollar amount",
-                        )
-                        .label("expected `10%` or `$5`")
-                        .with_secondary(lhs.span, "a budget"),
-                    );
-                    return None;
-                }
-            },
-            (other, Typed::Budget(b)) => match budget(b, unit(&other)) {
-                Some(t) => (other, t),
-                None => {
-                    self.push(
-                        Diagnostic::new(
-                            Code::TypeMismatch,
-                            lhs.span,
-                            "type mismatch: a budget compares with a percentage or a dollar amount",
-                        )
-                        .label("expected `10%` or `$5`"),
-                    );
-                    return None;
-                }
-            },
-            pair => pair,
+        let resolved = match (l, r) {
+            (Typed::Budget(b), other) => {
+                budget(b, unit(&other)).map(|t| (t, other)).ok_or((c.rhs.span, Some(c.lhs.span)))
+            }
+            (other, Typed::Budget(b)) => budget(b, unit(&other)).map(|t| (other, t)).ok_or((c.lhs.span, None)),
+            pair => Ok(pair),
         };
+        resolved
+            .map_err(|(at, budget)| {
+                let mut d = Diagnostic::new(
+                    Code::TypeMismatch,
+                    at,
+                    "type mismatch: a budget compares with a percentage or a dollar amount",
+                )
+                .label("expected `10%` or `$5`");
+                if let Some(b) = budget {
+                    d = d.with_secondary(b, "a budget");
+                }
+                self.push(d);
+            })
+            .ok()
+    }
+
+    /// `== != < <= > >=` between two single values of compatible types.
+    fn relation(&mut self, c: &Comparison<'_>, l: &Typed, r: &Typed) -> Option<Cond> {
         let operand = |t: &Typed| match t {
             Typed::Fact(f, ty) => Some((Operand::Fact(f.clone()), *ty)),
             Typed::Lit(l, ty) => Some((Operand::Lit(l.clone()), *ty)),
             _ => None,
         };
-        match op.node {
-            CmpOp::Eq | CmpOp::Ne | CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge => {
-                let (Some((lo, lt)), Some((ro, rt))) = (operand(&l), operand(&r)) else {
-                    let (bad_span, bad) = if operand(&l).is_none() { (lhs.span, &l) } else { (rhs.span, &r) };
-                    let hint = if matches!(bad, Typed::List(_)) { ", use `in` for a list" } else { "" };
-                    let bad = bad.clone();
-                    self.mismatch_side(
-                        bad_span,
-                        &bad,
-                        &format!("`{}` compares two single values{hint}", op.node.as_str()),
-                    );
-                    return None;
-                };
-                let ordering = !matches!(op.node, CmpOp::Eq | CmpOp::Ne);
-                let compatible = lt == rt || (!ordering && (lt == Ty::Nothing || rt == Ty::Nothing));
-                if !compatible {
-                    self.push(
-                        Diagnostic::new(
-                            Code::TypeMismatch,
-                            span,
-                            format!("type mismatch: cannot compare {} with {}", lt.describe(), rt.describe()),
-                        )
-                        .label(format!("{} {} {}", lt.describe(), op.node.as_str(), rt.describe()))
-                        .maybe_help(mismatch_help(lt, rt, rhs)),
-                    );
-                    return None;
-                }
-                if ordering && matches!(lt, Ty::Str | Ty::Bool | Ty::Nothing) {
-                    self.push(
-                        Diagnostic::new(
-                            Code::TypeMismatch,
-                            op.span,
-                            format!("type mismatch: {} cannot be ordered", lt.describe()),
-                        )
-                        .label(format!("`{}` needs numbers, durations, percentages or amounts", op.node.as_str()))
-                        .help("use `==`, `!=`, `in` or `starts_with` for strings"),
-                    );
-                    return None;
-                }
-                if let (Operand::Fact(Fact::TimeWeekday), Operand::Lit(Lit::Str(s)))
-                | (Operand::Lit(Lit::Str(s)), Operand::Fact(Fact::TimeWeekday)) = (&lo, &ro)
-                {
-                    if !names::WEEKDAYS.contains(&s.as_str()) {
-                        self.push(
-                            Diagnostic::new(Code::BadValue, rhs.span, format!("`{s}` is not a weekday"))
-                                .label("never equals `time.weekday`")
-                                .help("weekdays are \"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\" and \"sun\""),
-                        );
-                        return None;
-                    }
-                }
-                let rel = match op.node {
-                    CmpOp::Eq => Rel::Eq,
-                    CmpOp::Ne => Rel::Ne,
-                    CmpOp::Lt => Rel::Lt,
-                    CmpOp::Le => Rel::Le,
-                    CmpOp::Gt => Rel::Gt,
-                    _ => Rel::Ge,
-                };
-                Some(fold_cmp(lo, rel, ro, label))
-            }
-            CmpOp::In | CmpOp::NotIn => {
-                let (fact, ty) = match &l {
-                    Typed::Fact(f, ty) => (f.clone(), *ty),
-                    other => {
-                        let other = other.clone();
-                        self.mismatch_side(lhs.span, &other, "the left side of `in` must be a fact");
-                        return None;
-                    }
-                };
-                let Typed::List(items) = r else {
-                    self.mismatch_side(rhs.span, &r, "the right side of `in` must be a list");
-                    return None;
-                };
-                let mut list = Vec::new();
-                for (lit, t, sp) in items {
-                    if t != ty && t != Ty::Nothing {
-                        self.push(
-                            Diagnostic::new(
-                                Code::TypeMismatch,
-                                sp,
-                                format!(
-                                    "type mismatch: the list holds {}, the fact is {}",
-                                    t.describe(),
-                                    ty.describe()
-                                ),
-                            )
-                            .label("this item"),
-                        );
-                        return None;
-                    }
-                    list.push(lit);
-                }
-                Some(Cond::In { fact, list, negate: op.node == CmpOp::NotIn, label })
-            }
-            CmpOp::Contains | CmpOp::ContainsAny | CmpOp::ContainsAll | CmpOp::StartsWith => {
-                let fact = match &l {
-                    Typed::Fact(f, Ty::Str) => f.clone(),
-                    other => {
-                        let other = other.clone();
-                        self.mismatch_side(lhs.span, &other, &format!("`{}` searches text", op.node.as_str()));
-                        return None;
-                    }
-                };
-                let needles: Vec<String> = match (op.node, r) {
-                    (CmpOp::Contains | CmpOp::StartsWith, Typed::Lit(Lit::Str(s), _)) => vec![s],
-                    (CmpOp::Contains | CmpOp::StartsWith, Typed::List(_)) => {
-                        self.push(
-                            Diagnostic::new(
-                                Code::TypeMismatch,
-                                rhs.span,
-                                format!("type mismatch: `{}` takes one string", op.node.as_str()),
-                            )
-                            .label("this is a list")
-                            .help("use `contains any` or `contains all` with a list"),
-                        );
-                        return None;
-                    }
-                    (CmpOp::ContainsAny | CmpOp::ContainsAll, Typed::List(items)) => {
-                        let mut out = Vec::new();
-                        for (lit, _, sp) in items {
-                            match lit {
-                                Lit::Str(s) => out.push(s),
-                                _ => {
-                                    self.push(
-                                        Diagnostic::new(
-                                            Code::TypeMismatch,
-                                            sp,
-                                            "type mismatch: keywords must be strings",
-                                        )
-                                        .label("not a string"),
-                                    );
-                                    return None;
-                                }
-                            }
-                        }
-                        out
-                    }
-                    (CmpOp::ContainsAny | CmpOp::ContainsAll, Typed::Lit(Lit::Str(s), _)) => {
-                        vec![s]
-                    }
-                    (_, other) => {
-                        self.mismatch_side(rhs.span, &other, &format!("`{}` takes literal strings", op.node.as_str()));
-                        return None;
-                    }
-                };
-                if needles.iter().any(String::is_empty) {
-                    self.push(
-                        Diagnostic::new(Code::BadValue, rhs.span, "an empty keyword matches every text")
-                            .label("empty string")
-                            .help("remove it"),
-                    );
-                    return None;
-                }
-                let op = match op.node {
-                    CmpOp::ContainsAll => TextOp::ContainsAll,
-                    CmpOp::StartsWith => TextOp::StartsWith,
-                    _ => TextOp::ContainsAny,
-                };
-                if needles.is_empty() {
-                    return Some(Cond::Const(op == TextOp::ContainsAll));
-                }
-                Some(Cond::Text { fact, op, needles, label })
+        let op = c.op.node;
+        let (Some((lo, lt)), Some((ro, rt))) = (operand(l), operand(r)) else {
+            let (bad_span, bad) = if operand(l).is_none() { (c.lhs.span, l) } else { (c.rhs.span, r) };
+            let hint = if matches!(bad, Typed::List(_)) { ", use `in` for a list" } else { "" };
+            self.mismatch_side(bad_span, bad, &format!("`{}` compares two single values{hint}", op.as_str()));
+            return None;
+        };
+        let ordering = !matches!(op, CmpOp::Eq | CmpOp::Ne);
+        let compatible = lt == rt || (!ordering && (lt == Ty::Nothing || rt == Ty::Nothing));
+        if !compatible {
+            self.push(
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    c.span,
+                    format!("type mismatch: cannot compare {} with {}", lt.describe(), rt.describe()),
+                )
+                .label(format!("{} {} {}", lt.describe(), op.as_str(), rt.describe()))
+                .maybe_help(mismatch_help(lt, rt, c.rhs)),
+            );
+            return None;
+        }
+        if ordering && matches!(lt, Ty::Str | Ty::Bool | Ty::Nothing) {
+            self.push(
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    c.op.span,
+                    format!("type mismatch: {} cannot be ordered", lt.describe()),
+                )
+                .label(format!("`{}` needs numbers, durations, percentages or amounts", op.as_str()))
+                .help("use `==`, `!=`, `in` or `starts_with` for strings"),
+            );
+            return None;
+        }
+        if let (Operand::Fact(Fact::TimeWeekday), Operand::Lit(Lit::Str(s)))
+        | (Operand::Lit(Lit::Str(s)), Operand::Fact(Fact::TimeWeekday)) = (&lo, &ro)
+        {
+            if !names::WEEKDAYS.contains(&s.as_str()) {
+                self.push(
+                    Diagnostic::new(Code::BadValue, c.rhs.span, format!("`{s}` is not a weekday"))
+                        .label("never equals `time.weekday`")
+                        .help("weekdays are \"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\" and \"sun\""),
+                );
+                return None;
             }
         }
+        let rel = match op {
+            CmpOp::Eq => Rel::Eq,
+            CmpOp::Ne => Rel::Ne,
+            CmpOp::Lt => Rel::Lt,
+            CmpOp::Le => Rel::Le,
+            CmpOp::Gt => Rel::Gt,
+            _ => Rel::Ge,
+        };
+        Some(fold_cmp(lo, rel, ro, c.label.clone()))
     }
+
+    /// `in` and `not in`: a fact on the left, a list of literals of its type on the right.
+    fn membership(&mut self, c: &Comparison<'_>, l: &Typed, r: Typed) -> Option<Cond> {
+        let Typed::Fact(fact, ty) = l else {
+            self.mismatch_side(c.lhs.span, l, "the left side of `in` must be a fact");
+            return None;
+        };
+        let Typed::List(items) = r else {
+            self.mismatch_side(c.rhs.span, &r, "the right side of `in` must be a list");
+            return None;
+        };
+        let mut list = Vec::new();
+        for (lit, t, sp) in items {
+            if t != *ty && t != Ty::Nothing {
+                self.push(
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        sp,
+                        format!("type mismatch: the list holds {}, the fact is {}", t.describe(), ty.describe()),
+                    )
+                    .label("this item"),
+                );
+                return None;
+            }
+            list.push(lit);
+        }
+        Some(Cond::In { fact: fact.clone(), list, negate: c.op.node == CmpOp::NotIn, label: c.label.clone() })
+    }
+
+    /// `contains`, `contains any`, `contains all` and `starts_with`: a text fact on the left,
+    /// non-empty strings on the right.
+    fn text(&mut self, c: &Comparison<'_>, l: &Typed, r: Typed) -> Option<Cond> {
+        let op = c.op.node;
+        let Typed::Fact(fact, Ty::Str) = l else {
+            self.mismatch_side(c.lhs.span, l, &format!("`{}` searches text", op.as_str()));
+            return None;
+        };
+        let needles: Vec<String> = match (op, r) {
+            (CmpOp::Contains | CmpOp::StartsWith, Typed::Lit(Lit::Str(s), _)) => vec![s],
+            (CmpOp::Contains | CmpOp::StartsWith, Typed::List(_)) => {
+                self.push(
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        c.rhs.span,
+                        format!("type mismatch: `{}` takes one string", op.as_str()),
+                    )
+                    .label("this is a list")
+                    .help("use `contains any` or `contains all` with a list"),
+                );
+                return None;
+            }
+            (CmpOp::ContainsAny | CmpOp::ContainsAll, Typed::List(items)) => self.keywords(items)?,
+            (CmpOp::ContainsAny | CmpOp::ContainsAll, Typed::Lit(Lit::Str(s), _)) => vec![s],
+            (_, other) => {
+                self.mismatch_side(c.rhs.span, &other, &format!("`{}` takes literal strings", op.as_str()));
+                return None;
+            }
+        };
+        if needles.iter().any(String::is_empty) {
+            self.push(
+                Diagnostic::new(Code::BadValue, c.rhs.span, "an empty keyword matches every text")
+                    .label("empty string")
+                    .help("remove it"),
+            );
+            return None;
+        }
+        let op = match op {
+            CmpOp::ContainsAll => TextOp::ContainsAll,
+            CmpOp::StartsWith => TextOp::StartsWith,
+            _ => TextOp::ContainsAny,
+        };
+        if needles.is_empty() {
+            return Some(Cond::Const(op == TextOp::ContainsAll));
+        }
+        Some(Cond::Text { fact: fact.clone(), op, needles, label: c.label.clone() })
+    }
+
+    /// The strings of a keyword list (every item must be one).
+    fn keywords(&mut self, items: Vec<(Lit, Ty, Span)>) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for (lit, _, sp) in items {
+            match lit {
+                Lit::Str(s) => out.push(s),
+                _ => {
+                    self.push(
+                        Diagnostic::new(Code::TypeMismatch, sp, "type mismatch: keywords must be strings")
+                            .label("not a string"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The pieces of one comparison as written: where it is, its sides and operator, its text.
+struct Comparison<'a> {
+    span: Span,
+    lhs: &'a Spanned<Value>,
+    op: &'a Spanned<CmpOp>,
+    rhs: &'a Spanned<Value>,
+    label: String,
 }
 
 /// Builds a comparison, folding it when both sides are literals or the fact cannot be `none`.

@@ -20,7 +20,7 @@ use crate::policy::ir::*;
 use crate::catalog::{Catalog, Endpoint, Model};
 use crate::policy::diagnostic::Diagnostic;
 use crate::policy::load::Source;
-use crate::policy::syntax::ast::{Expr, Item, Target, Value};
+use crate::policy::syntax::ast::{self, Expr, Item, Target, Value};
 use crate::policy::syntax::span::{Span, Spanned};
 
 /// What the checker should add beyond the default checks.
@@ -192,33 +192,12 @@ impl Checker {
         self.diags.push(d);
     }
 
+    /// Every rule, the default last; `None` without a default.
     fn rules(&mut self, items: &[Item]) -> Option<Vec<RuleIr>> {
         // Lets first: they may be used before they are defined.
         for item in items {
             if let Item::Let(l) = item {
-                let name = &l.node.name;
-                if names::fact(&name.node).is_some() || names::FUNCTIONS.contains(&name.node.as_str()) {
-                    self.push(
-                        Diagnostic::new(Code::DuplicateLet, name.span, format!("`{}` is a built-in name", name.node))
-                            .label("cannot be redefined")
-                            .help("choose another name"),
-                    );
-                    continue;
-                }
-                if let Some(prev) = self.lets.get(&name.node) {
-                    let prev_span = prev.name_span;
-                    self.push(
-                        Diagnostic::new(Code::DuplicateLet, name.span, format!("`{}` is defined twice", name.node))
-                            .label("defined again here")
-                            .with_secondary(prev_span, "first defined here")
-                            .help("rename one of them"),
-                    );
-                    continue;
-                }
-                self.lets.insert(
-                    name.node.clone(),
-                    LetEntry { name_span: name.span, value: l.node.value.clone(), used: false, cond: None },
-                );
+                self.define_let(l);
             }
         }
         let mut rules = Vec::new();
@@ -226,84 +205,12 @@ impl Checker {
         let mut seen: HashMap<String, Span> = HashMap::new();
         for item in items {
             match item {
-                Item::Rule(r) => {
-                    let name = &r.node.name;
-                    if let Some(prev) = seen.get(&name.node) {
-                        self.push(
-                            Diagnostic::new(
-                                Code::DuplicateRule,
-                                name.span,
-                                format!("two rules are named `{}`", name.node),
-                            )
-                            .label("second rule with this name")
-                            .with_secondary(*prev, "first rule with this name")
-                            .help("rule names show in `explain`, logs and metrics: make them unique"),
-                        );
-                    } else {
-                        seen.insert(name.node.clone(), name.span);
-                    }
-                    let cond = self.cond(&r.node.when);
-                    let options = self.options(&r.node.options);
-                    let target = self.target(&r.node.then);
-                    if let (Some(cond), Some(target), Some(options)) = (cond, target, options) {
-                        let rule = RuleIr {
-                            name: name.node.clone(),
-                            span: name.span,
-                            is_default: false,
-                            cond,
-                            cond_span: r.node.when_span,
-                            target,
-                            target_span: r.node.then.span,
-                            options,
-                        };
-                        self.rule_targets(&rule);
-                        rules.push(rule);
-                    }
-                }
-                Item::Default(d) => {
-                    let kw = Span { end: d.span.start + 7, ..d.span };
-                    if let Some((_, prev)) = &default {
-                        let prev = *prev;
-                        self.push(
-                            Diagnostic::new(Code::DuplicateDefault, kw, "a policy has one `default`")
-                                .label("second default")
-                                .with_secondary(prev, "first default")
-                                .help("remove one of them"),
-                        );
-                        continue;
-                    }
-                    let options = self.options(&d.node.options);
-                    let target = self.target(&d.node.then);
-                    if let (Some(target), Some(options)) = (target, options) {
-                        let rule = RuleIr {
-                            name: "default".into(),
-                            span: kw,
-                            is_default: true,
-                            cond: Cond::Const(true),
-                            cond_span: kw,
-                            target,
-                            target_span: d.node.then.span,
-                            options,
-                        };
-                        self.rule_targets(&rule);
-                        default = Some((rule, kw));
-                    }
-                }
+                Item::Rule(r) => rules.extend(self.rule(r, &mut seen)),
+                Item::Default(d) => self.default(d, &mut default),
                 Item::Let(_) | Item::Include(_) => {}
             }
         }
-        // Resolve lets that no rule used, so that their errors show too.
-        let unresolved: Vec<String> = self.lets.iter().filter(|(_, l)| !l.used).map(|(n, _)| n.clone()).collect();
-        for n in unresolved {
-            if let Some(l) = self.lets.get(&n) {
-                let v = l.value.clone();
-                let before = self.lets.get(&n).map(|l| l.used);
-                let _ = self.expr_typed(&v);
-                if let (Some(l), Some(b)) = (self.lets.get_mut(&n), before) {
-                    l.used = b;
-                }
-            }
-        }
+        self.resolve_unused_lets();
         match default {
             Some((d, _)) => rules.push(d),
             None => {
@@ -317,5 +224,106 @@ impl Checker {
             }
         }
         Some(rules)
+    }
+
+    /// Records a `let` (E0207 for a built-in name or a name defined twice).
+    fn define_let(&mut self, l: &Spanned<ast::Let>) {
+        let name = &l.node.name;
+        if names::fact(&name.node).is_some() || names::FUNCTIONS.contains(&name.node.as_str()) {
+            self.push(
+                Diagnostic::new(Code::DuplicateLet, name.span, format!("`{}` is a built-in name", name.node))
+                    .label("cannot be redefined")
+                    .help("choose another name"),
+            );
+            return;
+        }
+        if let Some(prev) = self.lets.get(&name.node) {
+            let prev_span = prev.name_span;
+            self.push(
+                Diagnostic::new(Code::DuplicateLet, name.span, format!("`{}` is defined twice", name.node))
+                    .label("defined again here")
+                    .with_secondary(prev_span, "first defined here")
+                    .help("rename one of them"),
+            );
+            return;
+        }
+        let entry = LetEntry { name_span: name.span, value: l.node.value.clone(), used: false, cond: None };
+        self.lets.insert(name.node.clone(), entry);
+    }
+
+    /// One rule (E0402 for a name used twice; `seen` holds the names so far).
+    fn rule(&mut self, r: &Spanned<ast::Rule>, seen: &mut HashMap<String, Span>) -> Option<RuleIr> {
+        let name = &r.node.name;
+        if let Some(prev) = seen.get(&name.node) {
+            self.push(
+                Diagnostic::new(Code::DuplicateRule, name.span, format!("two rules are named `{}`", name.node))
+                    .label("second rule with this name")
+                    .with_secondary(*prev, "first rule with this name")
+                    .help("rule names show in `explain`, logs and metrics: make them unique"),
+            );
+        } else {
+            seen.insert(name.node.clone(), name.span);
+        }
+        let cond = self.cond(&r.node.when);
+        let options = self.options(&r.node.options);
+        let target = self.target(&r.node.then);
+        let rule = RuleIr {
+            name: name.node.clone(),
+            span: name.span,
+            is_default: false,
+            cond: cond?,
+            cond_span: r.node.when_span,
+            target: target?,
+            target_span: r.node.then.span,
+            options: options?,
+        };
+        self.rule_targets(&rule);
+        Some(rule)
+    }
+
+    /// The default (E0405 for a second one; `default` holds the first, with its keyword's span).
+    fn default(&mut self, d: &Spanned<ast::Default>, default: &mut Option<(RuleIr, Span)>) {
+        let kw = Span { end: d.span.start + 7, ..d.span };
+        if let Some((_, prev)) = default {
+            let prev = *prev;
+            self.push(
+                Diagnostic::new(Code::DuplicateDefault, kw, "a policy has one `default`")
+                    .label("second default")
+                    .with_secondary(prev, "first default")
+                    .help("remove one of them"),
+            );
+            return;
+        }
+        let options = self.options(&d.node.options);
+        let target = self.target(&d.node.then);
+        if let (Some(target), Some(options)) = (target, options) {
+            let rule = RuleIr {
+                name: "default".into(),
+                span: kw,
+                is_default: true,
+                cond: Cond::Const(true),
+                cond_span: kw,
+                target,
+                target_span: d.node.then.span,
+                options,
+            };
+            self.rule_targets(&rule);
+            *default = Some((rule, kw));
+        }
+    }
+
+    /// Resolves the lets that no rule used, so that their errors show too (without marking them
+    /// used: W0109 still reports them).
+    fn resolve_unused_lets(&mut self) {
+        let unresolved: Vec<String> = self.lets.iter().filter(|(_, l)| !l.used).map(|(n, _)| n.clone()).collect();
+        for n in unresolved {
+            if let Some(l) = self.lets.get(&n) {
+                let v = l.value.clone();
+                let _ = self.expr_typed(&v);
+                if let Some(l) = self.lets.get_mut(&n) {
+                    l.used = false;
+                }
+            }
+        }
     }
 }
