@@ -69,15 +69,7 @@ impl Checker {
                         ok = false;
                     }
                 },
-                "only" => match self.set(&o.node.values) {
-                    Some(s) if s.models.is_empty() => {
-                        self.push(
-                            Diagnostic::new(Code::EmptySet, o.span, "`only` holds no model: nothing may be tried")
-                                .label("an empty set")
-                                .help("list the models this rule may use, as in `only tagged(\"eu\")`"),
-                        );
-                        ok = false;
-                    }
+                "only" => match self.only(&o.node.values, o.span) {
                     Some(s) => out.only = Some(s),
                     None => ok = false,
                 },
@@ -99,5 +91,19 @@ impl Checker {
             }
         }
         ok.then_some(out)
+    }
+
+    /// `only SET`: a set with at least one model (E0407 for `only []`, which leaves nothing).
+    fn only(&mut self, values: &[Spanned<Value>], span: crate::policy::syntax::span::Span) -> Option<SetIr> {
+        let set = self.set(values)?;
+        if set.models.is_empty() {
+            self.push(
+                Diagnostic::new(Code::EmptySet, span, "`only` holds no model: nothing may be tried")
+                    .label("an empty set")
+                    .help("list the models this rule may use, as in `only tagged(\"eu\")`"),
+            );
+            return None;
+        }
+        Some(set)
     }
 }

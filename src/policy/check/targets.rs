@@ -91,44 +91,7 @@ impl Checker {
                 }
                 Some(TargetIr::Pick { kind: *kind, set })
             }
-            Target::Split(arms) => {
-                let mut out = Vec::new();
-                let mut ok = true;
-                let mut total = 0.0;
-                for a in arms {
-                    let (w, raw) = &a.weight.node;
-                    total += w;
-                    if *w <= 0.0 {
-                        self.push(
-                            Diagnostic::new(
-                                Code::SplitWeights,
-                                a.weight.span,
-                                format!("a split arm needs a weight above 0%, not `{raw}`"),
-                            )
-                            .label("this weight"),
-                        );
-                        ok = false;
-                    }
-                    match self.target(&a.target) {
-                        Some(x) => out.push((*w, x)),
-                        None => ok = false,
-                    }
-                }
-                if (total - 1.0).abs() > 1e-9 {
-                    let shown = (total * 1e6).round() / 1e4;
-                    self.push(
-                        Diagnostic::new(
-                            Code::SplitWeights,
-                            t.span,
-                            format!("split weights add up to {shown}%, not 100%"),
-                        )
-                        .label("these weights")
-                        .help("make the weights add up to exactly 100%"),
-                    );
-                    ok = false;
-                }
-                ok.then_some(TargetIr::Split(out))
-            }
+            Target::Split(arms) => self.split(arms, t.span),
             Target::Deny { status, message } => {
                 let code = status.as_ref().map_or(403, |s| s.node);
                 if !(400..=599).contains(&code) {
@@ -143,6 +106,42 @@ impl Checker {
                 Some(TargetIr::Deny { status: code, message: message.clone() })
             }
         }
+    }
+
+    /// A split: every arm's weight above 0% and the weights adding up to 100% (E0401).
+    fn split(&mut self, arms: &[ast::SplitArm], span: Span) -> Option<TargetIr> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        let mut total = 0.0;
+        for a in arms {
+            let (w, raw) = &a.weight.node;
+            total += w;
+            if *w <= 0.0 {
+                self.push(
+                    Diagnostic::new(
+                        Code::SplitWeights,
+                        a.weight.span,
+                        format!("a split arm needs a weight above 0%, not `{raw}`"),
+                    )
+                    .label("this weight"),
+                );
+                ok = false;
+            }
+            match self.target(&a.target) {
+                Some(x) => out.push((*w, x)),
+                None => ok = false,
+            }
+        }
+        if (total - 1.0).abs() > 1e-9 {
+            let shown = (total * 1e6).round() / 1e4;
+            self.push(
+                Diagnostic::new(Code::SplitWeights, span, format!("split weights add up to {shown}%, not 100%"))
+                    .label("these weights")
+                    .help("make the weights add up to exactly 100%"),
+            );
+            ok = false;
+        }
+        ok.then_some(TargetIr::Split(out))
     }
 
     pub(super) fn set(&mut self, values: &[Spanned<Value>]) -> Option<SetIr> {
@@ -164,64 +163,19 @@ impl Checker {
                     kind = SetKind::Healthy;
                     models.extend(self.catalog.ids());
                 }
-                Value::Call(f, args) if f.node == "tagged" => {
-                    let tag = match args.as_slice() {
-                        [Spanned { node: Value::Str(s), .. }] => s.clone(),
-                        _ => {
-                            self.push(
-                                Diagnostic::new(Code::BadArguments, v.span, "`tagged` takes one tag as a string")
-                                    .label("here")
-                                    .help("usage: tagged(\"eu\")"),
-                            );
-                            ok = false;
-                            continue;
+                Value::Call(f, args) if f.node == "tagged" => match self.tagged(args, v.span) {
+                    Some((tag, ids)) => {
+                        if single {
+                            kind = SetKind::Tagged(tag);
                         }
-                    };
-                    if single {
-                        kind = SetKind::Tagged(tag.clone());
+                        models.extend(ids);
                     }
-                    let ids: Vec<_> = self
-                        .catalog
-                        .ids()
-                        .filter(|i| self.catalog.get(*i).is_some_and(|m| m.tags.contains(&tag)))
-                        .collect();
-                    if ids.is_empty() && !self.open {
-                        let tags: std::collections::BTreeSet<&str> =
-                            self.catalog.models().iter().flat_map(|m| m.tags.iter().map(String::as_str)).collect();
-                        self.push(
-                            Diagnostic::new(Code::EmptySet, v.span, format!("no model is tagged `{tag}`"))
-                                .label("empty set")
-                                .maybe_help(
-                                    did_you_mean(&tag, tags.iter().copied()).map(|h| format!("did you mean `{h}`?")),
-                                ),
-                        );
-                        ok = false;
-                    }
-                    models.extend(ids);
-                }
-                Value::Name(n) if self.lets.contains_key(n) => {
-                    if let Some(l) = self.lets.get_mut(n) {
-                        l.used = true;
-                    }
-                    let value = self.lets.get(n).map(|l| l.value.clone());
-                    match value.map(|v| v.node) {
-                        Some(Expr::Value(Spanned { node: Value::List(items), .. })) => {
-                            for i in &items {
-                                match self.model_arg(i) {
-                                    Some(m) => models.push(m),
-                                    None => ok = false,
-                                }
-                            }
-                        }
-                        _ => {
-                            self.push(
-                                Diagnostic::new(Code::TypeMismatch, v.span, format!("`{n}` is not a list of models"))
-                                    .label("used as a set"),
-                            );
-                            ok = false;
-                        }
-                    }
-                }
+                    None => ok = false,
+                },
+                Value::Name(n) if self.lets.contains_key(n) => match self.let_models(n, v.span) {
+                    Some(ids) => models.extend(ids),
+                    None => ok = false,
+                },
                 Value::List(items) => {
                     for i in items {
                         match self.model_arg(i) {
@@ -237,6 +191,56 @@ impl Checker {
             }
         }
         ok.then_some(SetIr { kind, models })
+    }
+
+    /// `tagged("tag")`: the tag and the catalog's models that carry it (E0303 for anything but one
+    /// string, E0407 when no model has the tag).
+    fn tagged(&mut self, args: &[Spanned<Value>], span: Span) -> Option<(String, Vec<ModelId>)> {
+        let [Spanned { node: Value::Str(tag), .. }] = args else {
+            self.push(
+                Diagnostic::new(Code::BadArguments, span, "`tagged` takes one tag as a string")
+                    .label("here")
+                    .help("usage: tagged(\"eu\")"),
+            );
+            return None;
+        };
+        let ids: Vec<_> =
+            self.catalog.ids().filter(|i| self.catalog.get(*i).is_some_and(|m| m.tags.contains(tag))).collect();
+        if ids.is_empty() && !self.open {
+            let tags: std::collections::BTreeSet<&str> =
+                self.catalog.models().iter().flat_map(|m| m.tags.iter().map(String::as_str)).collect();
+            self.push(
+                Diagnostic::new(Code::EmptySet, span, format!("no model is tagged `{tag}`"))
+                    .label("empty set")
+                    .maybe_help(did_you_mean(tag, tags.iter().copied()).map(|h| format!("did you mean `{h}`?"))),
+            );
+            return None;
+        }
+        Some((tag.clone(), ids))
+    }
+
+    /// A `let` name used as a set: its list's models (E0301 when it is not a list).
+    fn let_models(&mut self, n: &str, span: Span) -> Option<Vec<ModelId>> {
+        if let Some(l) = self.lets.get_mut(n) {
+            l.used = true;
+        }
+        let value = self.lets.get(n).map(|l| l.value.clone());
+        let Some(Expr::Value(Spanned { node: Value::List(items), .. })) = value.map(|v| v.node) else {
+            self.push(
+                Diagnostic::new(Code::TypeMismatch, span, format!("`{n}` is not a list of models"))
+                    .label("used as a set"),
+            );
+            return None;
+        };
+        let mut ok = true;
+        let mut models = Vec::new();
+        for i in &items {
+            match self.model_arg(i) {
+                Some(m) => models.push(m),
+                None => ok = false,
+            }
+        }
+        ok.then_some(models)
     }
 
     pub(super) fn overrides(&mut self, fields: &[ast::WithField]) -> Option<Overrides> {
