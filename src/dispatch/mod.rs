@@ -358,3 +358,111 @@ fn stream_error_status(first: &str) -> Option<u16> {
     let code = err.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok());
     Some(code.filter(|c| (400..600).contains(c)).unwrap_or(502))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Period, ProviderConfig};
+    use crate::state::Standing;
+
+    fn mock(yaml: &str) -> Provider {
+        let cfg: ProviderConfig = serde_yaml::from_str(yaml).unwrap();
+        Provider::Mock(crate::providers::mock::Mock::new("p", &cfg))
+    }
+
+    fn target<'a>(model: &'a str, provider: &'a Provider, reserve_micros: u64) -> Target<'a> {
+        Target { model, upstream_id: model, provider_name: "p", provider, with: &[], reserve_micros }
+    }
+
+    fn request<'a>(body: &'a Value, budget: Option<(&'a str, Budget)>) -> Request<'a> {
+        Request { body, stream: false, endpoint: Endpoint::Chat, opts: Options::default(), budget }
+    }
+
+    fn body() -> Value {
+        serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    #[tokio::test]
+    async fn a_failed_target_falls_through_and_gives_its_reservation_back() {
+        let state = Store::local(None, Duration::from_secs(30));
+        let latency = Latencies::default();
+        let (failing, healthy) = (mock("{kind: mock, fail_rate: 1.0}"), mock("{kind: mock}"));
+        let targets = [target("a", &failing, 300), target("b", &healthy, 200)];
+        let budget = Budget { limit: 1_000, per: Period::Month };
+        let mut holds = Holds::default();
+        let body = body();
+        let ok = run(
+            Dispatcher { state: &state, latency: &latency },
+            &targets,
+            request(&body, Some(("k", budget))),
+            &mut holds,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.model, "b");
+        let outcomes: Vec<(&str, bool)> = ok.attempts.iter().map(|a| (a.model.as_str(), a.outcome.called())).collect();
+        assert_eq!(outcomes, [("a", true), ("b", true)]);
+        assert!(matches!(ok.attempts[0].outcome, Outcome::Failed(UpstreamError::Status { status: 500, .. })));
+        assert_eq!(ok.attempts[1].outcome, Outcome::Answered);
+        // Only the answering attempt's reservation is still held, for the caller to settle.
+        assert_eq!(holds.budget.as_ref().map(|r| r.micros), Some(200));
+        assert_eq!(state.standing("k", Period::Month).await.unwrap(), Standing { spent: 0, reserved: 200 });
+        assert!(latency.ms("b").is_some() && latency.ms("a").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_budget_that_excludes_every_target_is_told_apart() {
+        let state = Store::local(None, Duration::from_secs(30));
+        let latency = Latencies::default();
+        let p = mock("{kind: mock}");
+        let targets = [target("a", &p, 600), target("b", &p, 700)];
+        let budget = Budget { limit: 500, per: Period::Day };
+        let mut holds = Holds::default();
+        let body = body();
+        let f = run(
+            Dispatcher { state: &state, latency: &latency },
+            &targets,
+            request(&body, Some(("k", budget))),
+            &mut holds,
+        )
+        .await
+        .unwrap_err();
+        assert!(f.over_budget(), "{f:?}");
+        assert!(f.attempts().iter().all(|a| a.outcome == Outcome::OverBudget && !a.outcome.called()));
+        assert!(holds.budget.is_none());
+        // A breaker that is open is another reason: no longer "over budget" alone.
+        for _ in 0..5 {
+            state.failure("a");
+        }
+        let f = run(
+            Dispatcher { state: &state, latency: &latency },
+            &targets,
+            request(&body, Some(("k", budget))),
+            &mut holds,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(f.attempts()[0].outcome, Outcome::BreakerOpen);
+        assert!(!f.over_budget());
+    }
+
+    /// A half-open breaker's probe that is cancelled (the client went away mid-call) is given back,
+    /// so the next request may probe; it used to stay claimed, and the model "open", for good.
+    #[tokio::test]
+    async fn a_cancelled_probe_is_given_back() {
+        let state = Store::local(None, Duration::from_millis(20));
+        let latency = Latencies::default();
+        for _ in 0..5 {
+            state.failure("slow");
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let p = mock("{kind: mock, latency: 5s}");
+        let targets = [target("slow", &p, 0)];
+        let body = body();
+        let mut holds = Holds::default();
+        let d = Dispatcher { state: &state, latency: &latency };
+        let call = run(d, &targets, request(&body, None), &mut holds);
+        assert!(tokio::time::timeout(Duration::from_millis(50), call).await.is_err(), "the call is still running");
+        assert_eq!(state.admit("slow"), Admission::Probe);
+    }
+}
