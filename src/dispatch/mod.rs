@@ -382,6 +382,18 @@ mod tests {
         serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
     }
 
+    /// Dispatches `targets` for key `k` with `budget`.
+    async fn dispatch(
+        state: &Store,
+        latency: &Latencies,
+        targets: &[Target<'_>],
+        budget: Budget,
+        holds: &mut Holds,
+    ) -> Result<Success, Failure> {
+        let body = body();
+        run(Dispatcher { state, latency }, targets, request(&body, Some(("k", budget))), holds).await
+    }
+
     #[tokio::test]
     async fn a_failed_target_falls_through_and_gives_its_reservation_back() {
         let state = Store::local(None, Duration::from_secs(30));
@@ -390,15 +402,7 @@ mod tests {
         let targets = [target("a", &failing, 300), target("b", &healthy, 200)];
         let budget = Budget { limit: 1_000, per: Period::Month };
         let mut holds = Holds::default();
-        let body = body();
-        let ok = run(
-            Dispatcher { state: &state, latency: &latency },
-            &targets,
-            request(&body, Some(("k", budget))),
-            &mut holds,
-        )
-        .await
-        .unwrap();
+        let ok = dispatch(&state, &latency, &targets, budget, &mut holds).await.unwrap();
         assert_eq!(ok.model, "b");
         let outcomes: Vec<(&str, bool)> = ok.attempts.iter().map(|a| (a.model.as_str(), a.outcome.called())).collect();
         assert_eq!(outcomes, [("a", true), ("b", true)]);
@@ -418,15 +422,7 @@ mod tests {
         let targets = [target("a", &p, 600), target("b", &p, 700)];
         let budget = Budget { limit: 500, per: Period::Day };
         let mut holds = Holds::default();
-        let body = body();
-        let f = run(
-            Dispatcher { state: &state, latency: &latency },
-            &targets,
-            request(&body, Some(("k", budget))),
-            &mut holds,
-        )
-        .await
-        .unwrap_err();
+        let f = dispatch(&state, &latency, &targets, budget, &mut holds).await.unwrap_err();
         assert!(f.over_budget(), "{f:?}");
         assert!(f.attempts().iter().all(|a| a.outcome == Outcome::OverBudget && !a.outcome.called()));
         assert!(holds.budget.is_none());
@@ -434,14 +430,7 @@ mod tests {
         for _ in 0..5 {
             state.failure("a");
         }
-        let f = run(
-            Dispatcher { state: &state, latency: &latency },
-            &targets,
-            request(&body, Some(("k", budget))),
-            &mut holds,
-        )
-        .await
-        .unwrap_err();
+        let f = dispatch(&state, &latency, &targets, budget, &mut holds).await.unwrap_err();
         assert_eq!(f.attempts()[0].outcome, Outcome::BreakerOpen);
         assert!(!f.over_budget());
     }

@@ -18,12 +18,18 @@ pub fn quickstart() -> Catalog {
 
 /// Compiles policy text against the quickstart catalog, panicking with the diagnostics.
 pub fn program(text: &str) -> Program {
+    program_named("test.route", text)
+}
+
+/// Compiles policy text, named `name`, against the quickstart catalog, panicking with the
+/// diagnostics.
+pub fn program_named(name: &str, text: &str) -> Program {
     let cat = quickstart();
-    let (p, diags, sources) = build_from(load::load_text(Path::new("test.route"), text), Some(&cat));
+    let (p, diags, sources) = build_from(load::load_text(Path::new(name), text), Some(&cat));
     match p {
         Some(p) => p,
         None => panic!(
-            "policy does not compile:\n{}",
+            "{name} does not compile:\n{}",
             diags.iter().map(|d| d.one_line(&sources)).collect::<Vec<_>>().join("\n")
         ),
     }

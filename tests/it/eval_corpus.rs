@@ -41,19 +41,11 @@ fn cases(text: &str) -> Vec<(usize, Case, String)> {
 
 #[test]
 fn every_case_of_the_corpus_routes_as_it_expects() {
-    let catalog = crate::common::quickstart();
     let mut seen = 0;
     insta::glob!("../eval", "*.route", |path| {
         let text = std::fs::read_to_string(path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let source = yardmaster::policy::load::load_text(std::path::Path::new(&name), &text);
-        let (program, diags, sources) = yardmaster::policy::build_from(source, Some(&catalog));
-        let program = program.unwrap_or_else(|| {
-            panic!(
-                "{name} does not compile:\n{}",
-                diags.iter().map(|d| d.one_line(&sources)).collect::<Vec<_>>().join("\n")
-            )
-        });
+        let program = crate::common::program_named(&name, &text);
         let cases = cases(&text);
         assert!(!cases.is_empty(), "{name} has no cases");
         let mut scratch = Scratch::default();
