@@ -26,17 +26,10 @@ pub struct ApiError {
     pub refusal: Option<&'static str>,
 }
 
-/// OpenAI's error `type` for a status (SPEC §9). The one place that maps them.
+/// OpenAI's error `type` for a status (the one mapping lives with the providers, which shape
+/// upstream errors with it too).
 pub fn error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        404 => "not_found_error",
-        400 | 409 | 413 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "insufficient_quota",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
-    }
+    crate::providers::error_type(status.as_u16())
 }
 
 /// Seconds to put in `Retry-After`: whole seconds, at least 1.

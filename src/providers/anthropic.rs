@@ -88,7 +88,7 @@ pub fn error_body(status: u16, body: &str) -> String {
         .pointer("/error/message")
         .and_then(Value::as_str)
         .map_or_else(|| format!("anthropic answered {status}"), |m| m.to_string());
-    native::openai_error(&message, native::error_type(status), kind)
+    native::openai_error(&message, super::error_type(status), kind)
 }
 
 fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, String> {

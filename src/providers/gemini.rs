@@ -79,7 +79,7 @@ pub fn error_body(status: u16, body: &str) -> String {
         .pointer("/error/message")
         .and_then(Value::as_str)
         .map_or_else(|| format!("gemini answered {status}"), str::to_string);
-    native::openai_error(&message, native::error_type(status), code)
+    native::openai_error(&message, super::error_type(status), code)
 }
 
 fn user_parts(content: Option<&Value>) -> Result<Vec<Value>, String> {

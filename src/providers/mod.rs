@@ -75,8 +75,22 @@ pub enum UpstreamError {
     Unavailable(String),
 }
 
+/// OpenAI's error `type` for a status (SPEC §9): the one mapping, for the gateway's own errors
+/// and for the errors that translating providers turn into OpenAI's shape.
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        404 => "not_found_error",
+        400 | 409 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "insufficient_quota",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
 impl UpstreamError {
-    /// Errors that go back to the client instead of falling through (SPEC §9).
+    /// Errors that go back to the client instead of falling through (SPEC §9): the one list.
     pub fn is_client_error(&self) -> bool {
         matches!(self, UpstreamError::Status { status: 400 | 404 | 409 | 413 | 422, .. })
     }

@@ -196,17 +196,6 @@ pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> String {
     json!({"error": {"message": message, "type": kind, "code": code, "param": null}}).to_string()
 }
 
-/// OpenAI's error `type` for a status.
-pub fn error_type(status: u16) -> &'static str {
-    match status {
-        400 | 404 | 409 | 413 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
-    }
-}
-
 /// A native stream, translated event by event.
 pub trait Translate: Send + 'static {
     /// One native event (`kind` is the SSE `event:` field, often empty) -> OpenAI payloads.
