@@ -4,10 +4,33 @@
 //! against another policy. Prompt text is kept only with `log: { prompts: true }`; without it the
 //! log keeps the prompt's lengths and token count, and rules that search the text cannot be
 //! replayed. Only the headers that the live policy reads are kept, and never `authorization`.
+//!
+//! Lines are written by a thread of their own ([`Writer`]), which counts the prompt's tokens (when
+//! no rule did) and serialises each entry, off the request path and off the ledger's writer. The
+//! lines waiting for it may hold at most [`QUEUE_BYTES_MAX`] bytes of prompt text (and
+//! [`QUEUE_MAX`] lines); past that, new lines are dropped and counted
+//! (`yardmaster_request_log_dropped_total`): the request log is for analysis, and never holds up a
+//! request or a ledger row.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+/// How long a written line may wait before the file is flushed.
+pub const FLUSH_WINDOW: Duration = Duration::from_millis(10);
+
+/// Bytes of prompt text that the lines waiting to be written may hold.
+pub const QUEUE_BYTES_MAX: usize = 64 << 20;
+/// Lines that may wait to be written.
+pub const QUEUE_MAX: usize = 16_384;
+/// How much lower than the gateway's threads the log's writer runs: the lowest, below the
+/// ledger's writer, so that counting tokens for the log never delays a ledger commit.
+pub const WRITER_NICE: i32 = 19;
 
 use crate::catalog::Endpoint;
 
@@ -103,7 +126,7 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// Counts the prompt's tokens if nobody has (the ledger's writer calls this before writing).
+    /// Counts the prompt's tokens if nobody has (the log's writer calls this before writing).
     pub fn count_tokens(&mut self) {
         let held = self.uncounted.take();
         if self.prompt_tokens.is_none() {
@@ -115,5 +138,139 @@ impl Facts {
     /// Whether the prompt text was kept.
     pub fn has_text(&self) -> bool {
         self.prompt.is_some()
+    }
+}
+
+impl Entry {
+    /// What a waiting line holds, about: its texts and a little for the rest.
+    fn weight(&self) -> usize {
+        let f = &self.facts;
+        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        512 + text(&f.prompt) + text(&f.prompt_last) + text(&f.prompt_system) + text(&f.uncounted)
+    }
+}
+
+enum LogMsg {
+    Line(Box<Entry>, usize),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The request log's writer: a thread that counts, serialises and appends lines, and flushes the
+/// file within a batching window of the first line it has not flushed.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::SyncSender<LogMsg>,
+    budget: usize,
+    thread: std::thread::Thread,
+    /// Its counters.
+    pub stats: Arc<LogStats>,
+}
+
+/// The request log's counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Lines written.
+    pub written: AtomicU64,
+    /// Lines dropped (the waiting lines over their budget, or the file failed).
+    pub dropped: AtomicU64,
+    /// Bytes held by the lines waiting to be written.
+    pub queued_bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("requestlog::Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Opens (appending) the log at `path` and starts its thread; the lines waiting for it may
+    /// hold `budget` bytes.
+    pub fn open(path: &Path, budget: usize) -> Result<Writer, String> {
+        let stats = Arc::new(LogStats::default());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open the request log {}: {e}", path.display()))?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE_MAX);
+        let worker = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("yardmaster-log".into())
+            .spawn(move || {
+                crate::util::thread::lower_priority(WRITER_NICE);
+                run(std::io::BufWriter::new(file), &rx, &worker);
+            })
+            .map_err(|e| format!("cannot start the request log's writer: {e}"))?;
+        Ok(Writer { tx, budget, thread: handle.thread().clone(), stats })
+    }
+
+    /// Hands a line over, or drops it (counted) when the waiting lines are over their budget.
+    pub fn push(&self, line: Box<Entry>) {
+        let weight = line.weight();
+        let queued = self.stats.queued_bytes.fetch_add(weight as u64, Ordering::AcqRel);
+        if queued as usize + weight > self.budget || self.tx.try_send(LogMsg::Line(line, weight)).is_err() {
+            self.stats.queued_bytes.fetch_sub(weight as u64, Ordering::AcqRel);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        } else if queued == 0 {
+            self.thread.unpark();
+        }
+    }
+
+    /// Waits until every line handed over so far is written and flushed.
+    pub async fn flush(&self) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(LogMsg::Flush(reply)).is_ok() {
+            self.thread.unpark();
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The writer's loop: take what has arrived (counting and serialising each line), flush within
+/// [`FLUSH_WINDOW`] of the first unflushed line, and sleep when idle (the first line wakes it).
+fn run(mut file: std::io::BufWriter<std::fs::File>, rx: &mpsc::Receiver<LogMsg>, stats: &LogStats) {
+    let mut unflushed: Option<Instant> = None;
+    let flush = |file: &mut std::io::BufWriter<std::fs::File>, unflushed: &mut Option<Instant>| {
+        if unflushed.take().is_some() && file.flush().is_err() {
+            tracing::warn!("the request log could not be written");
+        }
+    };
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(LogMsg::Line(mut entry, weight)) => {
+                    entry.facts.count_tokens();
+                    let ok = serde_json::to_vec(&entry)
+                        .map_err(std::io::Error::other)
+                        .and_then(|mut l| {
+                            l.push(b'\n');
+                            file.write_all(&l)
+                        })
+                        .is_ok();
+                    stats.queued_bytes.fetch_sub(weight as u64, Ordering::AcqRel);
+                    let counter = if ok { &stats.written } else { &stats.dropped };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    unflushed.get_or_insert_with(Instant::now);
+                }
+                Ok(LogMsg::Flush(reply)) => {
+                    flush(&mut file, &mut unflushed);
+                    let _ = reply.send(());
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    flush(&mut file, &mut unflushed);
+                    return;
+                }
+            }
+            if unflushed.is_some_and(|t| t.elapsed() >= FLUSH_WINDOW) {
+                flush(&mut file, &mut unflushed);
+            }
+        }
+        if unflushed.is_some_and(|t| t.elapsed() >= FLUSH_WINDOW) {
+            flush(&mut file, &mut unflushed);
+        }
+        let sleep = unflushed.map_or(Duration::from_secs(1), |t| FLUSH_WINDOW.saturating_sub(t.elapsed()));
+        std::thread::park_timeout(sleep.max(Duration::from_millis(1)));
     }
 }

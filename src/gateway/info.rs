@@ -113,6 +113,9 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         write_failures: l.stats.write_failures.load(Ordering::Relaxed),
         pending: l.stats.pending.load(Ordering::Relaxed),
         dropped: l.stats.dropped.load(Ordering::Relaxed),
+        backpressure: l.stats.backpressure.load(Ordering::Relaxed),
+        log_written: l.log_stats().map_or(0, |s| s.written.load(Ordering::Relaxed)),
+        log_dropped: l.log_stats().map_or(0, |s| s.dropped.load(Ordering::Relaxed)),
     });
     let text = st.metrics.render(
         snap.version(),

@@ -71,6 +71,12 @@ pub struct LedgerFigures {
     pub pending: u64,
     /// Rows dropped.
     pub dropped: u64,
+    /// Requests that waited for the writer (its queue full).
+    pub backpressure: u64,
+    /// Request-log lines written.
+    pub log_written: u64,
+    /// Request-log lines dropped (over the waiting lines' budget, or the file failed).
+    pub log_dropped: u64,
 }
 
 type Requests = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>>;
@@ -223,6 +229,12 @@ impl Metrics {
             let _ = writeln!(out, "yardmaster_ledger_dropped_total {}", l.dropped);
             out.push_str("# HELP yardmaster_ledger_pending Ledger rows waiting to be committed.\n# TYPE yardmaster_ledger_pending gauge\n");
             let _ = writeln!(out, "yardmaster_ledger_pending {}", l.pending);
+            out.push_str("# HELP yardmaster_ledger_backpressure_total Requests that waited because the ledger's queue was full.\n# TYPE yardmaster_ledger_backpressure_total counter\n");
+            let _ = writeln!(out, "yardmaster_ledger_backpressure_total {}", l.backpressure);
+            out.push_str("# HELP yardmaster_request_log_lines_total Request-log lines written.\n# TYPE yardmaster_request_log_lines_total counter\n");
+            let _ = writeln!(out, "yardmaster_request_log_lines_total {}", l.log_written);
+            out.push_str("# HELP yardmaster_request_log_dropped_total Request-log lines dropped (the waiting lines over their budget, or the file failed).\n# TYPE yardmaster_request_log_dropped_total counter\n");
+            let _ = writeln!(out, "yardmaster_request_log_dropped_total {}", l.log_dropped);
         }
         out
     }

@@ -200,7 +200,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         tracing::warn!("{w}");
     }
     let ledger = match snap.config.ledger_path() {
-        Some(sqlite) => Some(Ledger::open(&ledger::Target { sqlite, request_log: snap.config.request_log_path() })?),
+        Some(sqlite) => Some(Ledger::open(&ledger::Target::new(sqlite, snap.config.request_log_path()))?),
         None => {
             tracing::warn!("`storage: {{ ledger: false }}`: spend is kept in memory only and is lost at restart");
             None

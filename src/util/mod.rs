@@ -1,7 +1,9 @@
 //! Leaf helpers that several stages share: fuzzy name matching (the "did you mean" of
-//! diagnostics and config errors), duration parsing (`250ms`, `20s`) and o200k token counting.
+//! diagnostics and config errors), duration parsing (`250ms`, `20s`), o200k token counting and
+//! background threads' priority.
 //! Nothing here imports another module of the crate, so every stage may import it.
 
 pub mod duration;
 pub mod fuzzy;
+pub mod thread;
 pub mod tokens;
