@@ -85,7 +85,7 @@ pub struct Stats {
 
 enum Msg {
     Record(Box<Row>),
-    SpendSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<u64> },
+    SpendSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<Result<u64, String>> },
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -184,12 +184,14 @@ fn commit(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
 }
 
 fn spend_since(conn: &Connection, key: &str, since_ms: i64) -> rusqlite::Result<u64> {
-    let sum: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(cost_micros), 0) FROM requests WHERE key = ?1 AND ts_ms >= ?2",
-        params![key, since_ms],
-        |r| r.get(0),
-    )?;
-    Ok(u64::try_from(sum).unwrap_or(0))
+    // Summed here, saturating: SQLite's SUM fails on overflow, and a negative sum is no spend.
+    let mut stmt = conn.prepare_cached("SELECT cost_micros FROM requests WHERE key = ?1 AND ts_ms >= ?2")?;
+    let costs = stmt.query_map(params![key, since_ms], |r| r.get::<_, i64>(0))?;
+    let mut sum = 0u64;
+    for c in costs {
+        sum = sum.saturating_add(u64::try_from(c?).unwrap_or(0));
+    }
+    Ok(sum)
 }
 
 struct Writer {
@@ -248,9 +250,9 @@ impl Writer {
             }
             Msg::SpendSince { key, since_ms, reply } => {
                 self.flush_hard(Duration::from_secs(5));
-                let spent = spend_since(&self.conn, &key, since_ms).unwrap_or_else(|e| {
+                let spent = spend_since(&self.conn, &key, since_ms).map_err(|e| {
                     tracing::warn!(error = %e, "the ledger could not be read");
-                    0
+                    format!("the ledger could not be read: {e}")
                 });
                 let _ = reply.send(spent);
             }
@@ -356,14 +358,15 @@ impl Ledger {
         }
     }
 
-    /// The key's spend since `since_ms`, after everything handed over so far is committed.
-    pub async fn spend_since(&self, key: &str, since_ms: i64) -> u64 {
+    /// The key's spend since `since_ms`, after everything handed over so far is committed. An
+    /// error (the ledger cannot be read) is an error, never a spend of 0: budgets fail closed.
+    pub async fn spend_since(&self, key: &str, since_ms: i64) -> Result<u64, String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         if self.tx.send(Msg::SpendSince { key: key.to_string(), since_ms, reply }).is_err() {
-            return 0;
+            return Err("the ledger's writer has stopped".into());
         }
         self.writer.unpark();
-        rx.await.unwrap_or(0)
+        rx.await.unwrap_or_else(|_| Err("the ledger's writer has stopped".into()))
     }
 
     /// Waits until everything handed over so far is committed (and written to the request log).
@@ -481,13 +484,13 @@ mod tests {
         }
         // The same request handed over twice (a retried batch) is one row.
         l.record(rec("id0", "a", 10), None);
-        assert_eq!(l.spend_since("a", 0).await, 2_500);
+        assert_eq!(l.spend_since("a", 0).await.unwrap(), 2_500);
         l.close().await;
         drop(l);
         let l = Ledger::open(&target).unwrap();
-        assert_eq!(l.spend_since("a", 0).await, 2_500);
-        assert_eq!(l.spend_since("b", 0).await, 0);
-        assert_eq!(l.spend_since("a", i64::MAX).await, 0);
+        assert_eq!(l.spend_since("a", 0).await.unwrap(), 2_500);
+        assert_eq!(l.spend_since("b", 0).await.unwrap(), 0);
+        assert_eq!(l.spend_since("a", i64::MAX).await.unwrap(), 0);
         l.close().await;
         assert_eq!(read_all(&target.sqlite).unwrap().len(), 250);
         let log = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
@@ -521,7 +524,7 @@ mod tests {
         assert_eq!(l.stats.pending.load(Ordering::Relaxed), 0);
         assert_eq!(l.stats.written.load(Ordering::Relaxed), 21);
         assert_eq!(read_all(&target.sqlite).unwrap().len(), 21);
-        assert_eq!(l.spend_since("a", 0).await, 21);
+        assert_eq!(l.spend_since("a", 0).await.unwrap(), 21);
     }
 
     #[tokio::test]
@@ -584,5 +587,21 @@ mod tests {
         assert_eq!(read_all(&target.sqlite).unwrap().len() as u64, sent);
         let lines = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap().lines().count() as u64;
         assert_eq!(lines + l.log_stats().unwrap().dropped.load(Ordering::Relaxed), sent);
+    }
+
+    /// Rows whose costs add up past `i64::MAX` (an upstream reporting absurd usage once made the
+    /// sum overflow, and the spend read back as 0): the sum saturates; and a ledger that cannot be
+    /// read is an error, never a spend of 0.
+    #[tokio::test]
+    async fn the_spend_saturates_and_a_failed_read_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::new(dir.path().join("l.db"), None);
+        let l = Ledger::open(&target).unwrap();
+        l.record(rec("big1", "a", u64::MAX), None);
+        l.record(rec("big2", "a", u64::MAX / 2), None);
+        assert_eq!(l.spend_since("a", 0).await.unwrap(), u64::MAX);
+        let other = Connection::open(&target.sqlite).unwrap();
+        other.execute_batch("ALTER TABLE requests RENAME TO requests_away").unwrap();
+        assert!(l.spend_since("a", 0).await.is_err());
     }
 }

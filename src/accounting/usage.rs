@@ -18,6 +18,29 @@ pub struct Usage {
     pub estimated: bool,
 }
 
+/// The most tokens one request is believed to use when its model's context window is not known.
+pub const TOKENS_MAX: u64 = 10_000_000;
+
+impl Usage {
+    /// The usage as a request can really have it: input and output together within the model's
+    /// context window ([`TOKENS_MAX`] when the catalog gives none). `None` when the reported
+    /// usage already fits; otherwise the usage cut to fit (output first), so that an upstream
+    /// that reports absurd figures cannot charge more than one request could cost.
+    pub fn bounded(self, context: Option<u64>) -> Option<Usage> {
+        let cap = context.unwrap_or(TOKENS_MAX);
+        if self.input.saturating_add(self.output) <= cap {
+            return None;
+        }
+        let input = self.input.min(cap);
+        Some(Usage { input, output: self.output.min(cap - input), estimated: self.estimated })
+    }
+
+    /// Input and output together.
+    pub fn total(self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
+}
+
 /// Prices as integer pico-USD per token (USD per million tokens × 10⁶).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rate {
@@ -160,6 +183,11 @@ mod tests {
             &mut s,
         );
         assert_eq!(s, "Hello{\"a\":1}");
+        let absurd = Usage { input: 1_000_000_000_000, output: u64::MAX, estimated: false };
+        assert_eq!(absurd.bounded(Some(128_000)), Some(Usage { input: 128_000, output: 0, estimated: false }));
+        assert_eq!(Usage { input: 100, output: 50, estimated: false }.bounded(Some(128_000)), None);
+        assert_eq!(absurd.bounded(None).map(Usage::total), Some(TOKENS_MAX));
+        assert_eq!(absurd.total(), u64::MAX);
         assert_eq!(crate::util::tokens::count("Hello"), 1);
     }
 }

@@ -94,7 +94,7 @@ async fn limits(state: &Store, k: &Key, inbound: &Inbound, settle: &mut Settle) 
         }
     }
     if let Some(tpm) = limits.tpm {
-        let tokens = inbound.facts.prompt.len() as u64 + inbound.facts.max_tokens.unwrap_or(4096);
+        let tokens = (inbound.facts.prompt.len() as u64).saturating_add(inbound.facts.max_tokens.unwrap_or(4096));
         match state.reserve_tpm(&k.name, tpm, tokens).await.map_err(unavailable)? {
             Ok(hold) => settle.holds.tokens = Some(hold),
             Err(wait) => return Err(ApiError::rate_limited(wait, "tpm", "tokens per minute")),

@@ -91,7 +91,9 @@ async fn forward(
             settle.record.attempted(std::mem::take(&mut success.attempts));
             settle.record.upstream = Some(success.upstream_id.clone());
             settle.record.ttfb = Some(success.ttfb);
-            settle.rate = Rate::of(catalog.by_name(&success.model).and_then(|m| m.price));
+            let model = catalog.by_name(&success.model);
+            settle.rate = Rate::of(model.and_then(|m| m.price));
+            settle.context = model.and_then(|m| m.context);
             Ok(Dispatched { success, prompt: inbound.facts.prompt, wants_usage: inbound.wants_usage })
         }
         Err(f) => Err(failure(f, settle)),

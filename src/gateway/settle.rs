@@ -25,13 +25,22 @@ pub struct Settle {
     pub holds: Holds,
     /// The prices of the model that answered (set when one has).
     pub rate: Rate,
+    /// The context window of the model that answered: no usage above it is believed.
+    pub context: Option<u64>,
     done: bool,
 }
 
 impl Settle {
     /// A guard for a request with this record.
     pub fn new(st: Arc<AppState>, record: Record) -> Settle {
-        Settle { st, record, holds: Holds::default(), rate: Rate::default(), done: false }
+        Settle { st, record, holds: Holds::default(), rate: Rate::default(), context: None, done: false }
+    }
+
+    /// What `usage` costs at the answering model's prices, bounded by its context (as settling
+    /// would charge it).
+    pub fn cost_of(&self, usage: Usage) -> u64 {
+        let u = usage.bounded(self.context).unwrap_or(usage);
+        self.rate.cost_micros(u.input, u.output)
     }
 
     /// Ends the request with `status` and `usage` (once: later calls change nothing); returns
@@ -41,13 +50,23 @@ impl Settle {
             return self.record.cost_micros.unwrap_or(0);
         }
         self.done = true;
+        let usage = match usage.bounded(self.context) {
+            Some(bounded) => {
+                tracing::warn!(
+                    request_id = %self.record.id, input = usage.input, output = usage.output,
+                    "the upstream reported more tokens than the model's context holds; charged for the context"
+                );
+                bounded
+            }
+            None => usage,
+        };
         let cost = self.rate.cost_micros(usage.input, usage.output);
         let state = &self.st.state;
         if let Some(r) = self.holds.budget.take() {
             state.settle(r, cost);
         }
         if let Some(t) = self.holds.tokens.take() {
-            state.settle_tpm(t, usage.input + usage.output);
+            state.settle_tpm(t, usage.total());
         }
         let r = &mut self.record;
         r.status = status;

@@ -74,7 +74,7 @@ impl Tally {
             if usage::is_usage_chunk(v) && !self.client_wants_usage {
                 return false;
             }
-            let cost = self.settle.as_ref().map_or(0, |s| s.rate.cost_micros(u.input, u.output));
+            let cost = self.settle.as_ref().map_or(0, |s| s.cost_of(u));
             usage::set_cost(v, cost);
             self.usage_sent = true;
         } else {

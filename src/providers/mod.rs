@@ -185,5 +185,20 @@ impl Provider {
 
 /// Parses a `Retry-After` value: seconds, or an HTTP date (treated as unknown).
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    // `try_from`: a value too large for a `Duration` (`99999999999999999999`) is unknown, never a panic.
+    v.trim().parse::<f64>().ok().and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_parsed_defensively() {
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        for bad in ["99999999999999999999", "1e300", "-1", "NaN", "inf", "Wed, 21 Oct 2015 07:28:00 GMT", ""] {
+            assert_eq!(parse_retry_after(bad), None, "{bad}");
+        }
+    }
 }

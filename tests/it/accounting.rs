@@ -44,6 +44,11 @@ rule "slow" {
   then hang-model
 }
 
+rule "absurd" {
+  when header("x-test") == "absurd"
+  then absurd-model
+}
+
 default {
   then ok-model
 }
@@ -65,17 +70,20 @@ models:
   fail-a:      {{ provider: up, id: fail500, price: {{ input: 1, output: 2 }}, context: 100000 }}
   fail-b:      {{ provider: up, id: fail503, price: {{ input: 1, output: 2 }}, context: 100000 }}
   hang-model:  {{ provider: up, id: slow, price: {{ input: 0.01, output: 0.01 }}, context: 100000 }}
+  absurd-model: {{ provider: up, id: absurd, price: {{ input: 1, output: 2 }}, context: 100000 }}
 keys:
   - {{ name: open-ended, key_sha256: {plain} }}
   - {{ name: capped, key_sha256: {capped}, budget: {{ usd: 0.0005, per: day }} }}
   - {{ name: limited, key_sha256: {limited}, limits: {{ rpm: 60 }} }}
   - {{ name: tokens, key_sha256: {tokens}, limits: {{ tpm: 1000 }} }}
+  - {{ name: rich, key_sha256: {rich}, budget: {{ usd: 1000, per: month }} }}
 log: {{ requests: requests.jsonl, prompts: true }}
 "#,
         plain = sha("sk-plain"),
         capped = sha("sk-capped"),
         limited = sha("sk-limited"),
         tokens = sha("sk-tokens"),
+        rich = sha("sk-rich"),
     )
 }
 
@@ -235,12 +243,15 @@ async fn a_502_names_the_last_model_tried_everywhere() {
 async fn a_client_that_gives_up_before_the_answer_leaves_nothing_reserved() {
     let g = gateway_custom(POLICY, false, config).await;
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
-    for _ in 0..4 {
+    for i in 0..4 {
+        // Two plain requests, and two streamed ones that give up before the first event.
+        let mut body = msg("hello");
+        body["stream"] = json!(i >= 2);
         let sent = impatient
             .post(format!("{}/v1/chat/completions", g.url))
             .bearer_auth("sk-capped")
             .header("x-test", "hang")
-            .json(&msg("hello"))
+            .json(&body)
             .send()
             .await;
         assert!(sent.is_err(), "the upstream takes 5 s; the client gives up first");
@@ -256,6 +267,30 @@ async fn a_client_that_gives_up_before_the_answer_leaves_nothing_reserved() {
     let mut small = msg("hello");
     small["max_tokens"] = json!(10);
     assert_eq!(g.chat(small, "sk-capped", None).await.status(), 200);
+    g.running.shutdown().await;
+}
+
+/// An upstream that reports 10^18 tokens is charged for what the model's context can hold, and
+/// the spend reads back the same after a restart (10^18 tokens once charged millions of dollars,
+/// stored a row at `i64::MAX`, and the sum then overflowed and read as 0).
+#[tokio::test]
+async fn absurd_usage_is_bounded_by_the_context() {
+    let mut g = gateway_custom(POLICY, false, config).await;
+    for _ in 0..3 {
+        let r = g.chat(msg("hello"), "sk-rich", Some("absurd")).await;
+        assert_eq!(r.status(), 200);
+        // 100,000 tokens of context at $1 per million input tokens.
+        assert_eq!(header(&r, "x-yardmaster-cost-usd"), "0.100000");
+    }
+    let rows = rows(&g).await;
+    let mine: Vec<_> = rows.iter().filter(|r| r.model.as_deref() == Some("absurd-model")).collect();
+    assert_eq!(mine.len(), 3);
+    assert!(mine.iter().all(|r| r.input_tokens + r.output_tokens <= 100_000 && r.cost_micros == 100_000), "{mine:?}");
+    assert_eq!(key_info(&g, "sk-rich").await["spend_usd"], json!(0.3));
+    g.running.shutdown().await;
+    g.running = start_in(g.dir.path(), false).await;
+    g.url = format!("http://{}", g.running.addr);
+    assert_eq!(key_info(&g, "sk-rich").await["spend_usd"], json!(0.3));
     g.running.shutdown().await;
 }
 

@@ -94,7 +94,7 @@ async fn falls_back(primary: &str, test: &str) {
 
 #[tokio::test]
 async fn falls_through_on_500_503_auth_errors_refused_connections_and_malformed_json() {
-    for primary in ["fail500", "fail503", "unauthorized", "malformed", "not-object", "refused"] {
+    for primary in ["fail500", "fail503", "unauthorized", "malformed", "not-object", "refused", "r429huge"] {
         falls_back(primary, "fb-x").await;
     }
 }

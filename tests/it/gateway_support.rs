@@ -99,6 +99,12 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
                 axum::Json(completion(&model)).into_response()
             }
         }
+        "r429huge" => {
+            // A `Retry-After` too large for any duration (it once panicked the request's task).
+            let mut r = err(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            r.headers_mut().insert("retry-after", "99999999999999999999".parse().unwrap());
+            r
+        }
         "r429long" => {
             let mut r = err(StatusCode::TOO_MANY_REQUESTS, "slow down");
             r.headers_mut().insert("retry-after", "3600".parse().unwrap());
@@ -112,6 +118,13 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
         "malformed" => (StatusCode::OK, [("content-type", "application/json")], "{not json").into_response(),
         "not-object" => (StatusCode::OK, [("content-type", "application/json")], "[1, 2]").into_response(),
         "verbatim" => (StatusCode::OK, [("content-type", "application/json")], VERBATIM).into_response(),
+        "absurd" => {
+            // Usage that no request can have (it once charged millions and overflowed the ledger).
+            let mut c = completion(&model);
+            c["usage"] = json!({"prompt_tokens": 1_000_000_000_000_000_000u64, "completion_tokens": 1_000_000_000_000_000_000u64,
+                "total_tokens": 2_000_000_000_000_000_000u64});
+            axum::Json(c).into_response()
+        }
         "nousage" => {
             let mut c = completion(&model);
             c.as_object_mut().unwrap().remove("usage");

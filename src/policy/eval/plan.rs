@@ -186,11 +186,11 @@ impl<'p> Planner<'p, '_, '_> {
         if let Some(ctx) = model.context {
             let out = max_tokens(self.req.max_tokens, with).unwrap_or(0);
             let bytes = (self.req.prompt.len() as u64).max(self.req.known_tokens.unwrap_or(0));
-            if bytes + out > ctx {
+            if bytes.saturating_add(out) > ctx {
                 let tokens = *self.tokens.get_or_insert_with(|| {
                     self.req.known_tokens.unwrap_or_else(|| crate::util::tokens::count(&self.req.prompt))
                 });
-                if tokens + out > ctx {
+                if tokens.saturating_add(out) > ctx {
                     return Some(format!("context of {ctx} tokens cannot hold {tokens} + {out}"));
                 }
             }

@@ -52,7 +52,7 @@ impl Budgets {
 
     /// Makes sure the key's account is loaded for `per` (reading the period's spend from the ledger
     /// the first time), and returns its standing.
-    pub(super) async fn standing(&self, key: &str, per: Period, ledger: Option<&Ledger>) -> Standing {
+    pub(super) async fn standing(&self, key: &str, per: Period, ledger: Option<&Ledger>) -> Result<Standing, String> {
         let now = now_ms();
         let loaded = self.with(key, |a| {
             a.filter(|a| a.per == per).map(|a| {
@@ -61,11 +61,11 @@ impl Budgets {
             })
         });
         if let Some(s) = loaded {
-            return s;
+            return Ok(s);
         }
         let period = period_start(per, now);
         let spent = match ledger {
-            Some(l) => l.spend_since(key, period).await,
+            Some(l) => l.spend_since(key, period).await?,
             None => 0,
         };
         let mut a = self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -74,7 +74,7 @@ impl Budgets {
             // The key's period changed on reload: its spend is that of the new period.
             *acct = Account { per, period, spent, reserved: acct.reserved };
         }
-        Standing { spent: acct.spent, reserved: acct.reserved }
+        Ok(Standing { spent: acct.spent, reserved: acct.reserved })
     }
 
     /// Reserves `micros` against `limit` if it fits. The account must have been loaded.

@@ -36,12 +36,12 @@ impl Local {
 
 impl StateStore for Local {
     async fn standing(&self, key: &str, per: Period) -> Result<Standing, StateError> {
-        Ok(self.budgets.standing(key, per, self.ledger.as_ref()).await)
+        self.budgets.standing(key, per, self.ledger.as_ref()).await.map_err(StateError)
     }
 
     async fn reserve(&self, key: &str, budget: Budget, micros: u64) -> Result<Option<Reservation>, StateError> {
         // The account must be loaded (from the ledger) before anything is reserved against it.
-        self.budgets.standing(key, budget.per, self.ledger.as_ref()).await;
+        self.budgets.standing(key, budget.per, self.ledger.as_ref()).await.map_err(StateError)?;
         let fits = self.budgets.try_reserve(key, budget.limit, micros);
         Ok(fits.then(|| Reservation { key: key.to_string(), micros }))
     }
@@ -93,5 +93,23 @@ mod tests {
     async fn the_local_store_passes_the_conformance_suite() {
         let store = super::Local::new(None, std::time::Duration::from_millis(30));
         crate::state::conformance::run(&store, std::time::Duration::from_millis(40)).await;
+    }
+
+    /// A ledger that cannot be read fails closed: the key gets an error (503 at the gateway),
+    /// never a spend of 0 and the whole budget back.
+    #[tokio::test]
+    async fn a_ledger_that_cannot_be_read_fails_closed() {
+        use crate::accounting::ledger::{Ledger, Target};
+        use crate::config::Period;
+        use crate::state::{Budget, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::new(dir.path().join("l.db"), None);
+        let ledger = Ledger::open(&target).unwrap();
+        ledger.flush().await;
+        rusqlite::Connection::open(&target.sqlite).unwrap().execute_batch("DROP TABLE requests").unwrap();
+        let store = super::Local::new(Some(ledger), std::time::Duration::from_secs(30));
+        assert!(store.standing("k", Period::Month).await.is_err());
+        let budget = Budget { limit: 1_000, per: Period::Month };
+        assert!(store.reserve("k", budget, 1).await.is_err());
     }
 }
