@@ -597,8 +597,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = Target::new(dir.path().join("l.db"), None);
         let l = Ledger::open(&target).unwrap();
-        l.record(rec("big1", "a", u64::MAX), None);
-        l.record(rec("big2", "a", u64::MAX / 2), None);
+        // Each row is stored at most at i64::MAX; three of them pass u64::MAX.
+        for id in ["big1", "big2", "big3"] {
+            l.record(rec(id, "a", u64::MAX), None);
+        }
         assert_eq!(l.spend_since("a", 0).await.unwrap(), u64::MAX);
         let other = Connection::open(&target.sqlite).unwrap();
         other.execute_batch("ALTER TABLE requests RENAME TO requests_away").unwrap();
