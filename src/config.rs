@@ -281,18 +281,51 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerLimits {
     /// Largest request body, in bytes.
-    #[serde(default = "default_body")]
+    #[serde(default = "default_body", deserialize_with = "bytes_size")]
     pub max_body_bytes: usize,
+    /// Largest whole reply an upstream may send (a larger one fails the attempt: 502).
+    #[serde(default = "default_reply", deserialize_with = "bytes_size")]
+    pub max_reply_bytes: usize,
+    /// Largest stream event an upstream may send (a larger one ends the stream with an error).
+    #[serde(default = "default_event", deserialize_with = "bytes_size")]
+    pub max_event_bytes: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        ServerLimits { max_body_bytes: default_body() }
+        ServerLimits {
+            max_body_bytes: default_body(),
+            max_reply_bytes: default_reply(),
+            max_event_bytes: default_event(),
+        }
     }
 }
 
 fn default_body() -> usize {
     10 * 1024 * 1024
+}
+
+fn default_reply() -> usize {
+    32 << 20
+}
+
+fn default_event() -> usize {
+    1 << 20
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Num(usize),
+    Text(String),
+}
+
+fn bytes_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match SizeRepr::deserialize(d)? {
+        SizeRepr::Num(n) => Ok(n),
+        SizeRepr::Text(s) => crate::util::size::parse_bytes(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a size (try `32MiB` or `64KiB`)"))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -21,7 +21,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::catalog::Endpoint;
-use crate::providers::{Call, Provider, Reply, UpstreamError};
+use crate::providers::{Call, Limits, Provider, Reply, UpstreamError};
 use crate::state::{Admission, Budget, Holds, StateError, StateStore, Store};
 pub use health::{HealthView, Latencies};
 pub use outgoing::outgoing_body;
@@ -43,6 +43,8 @@ pub struct Options {
     pub retry_after_cap: Duration,
     /// First backoff.
     pub backoff: Duration,
+    /// What a reply may take: the read timeout and the size limits.
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             retry_after_cap: RETRY_AFTER_CAP,
             backoff: Duration::from_millis(100),
+            limits: Limits::default(),
         }
     }
 }
@@ -333,6 +336,7 @@ async fn call(t: &Target<'_>, req: Request<'_>) -> Result<Reply, UpstreamError> 
         stream: req.stream,
         endpoint: req.endpoint,
         first_byte_timeout: req.opts.timeout,
+        limits: req.opts.limits,
     };
     match t.provider.call(call).await? {
         Reply::Stream(mut s) => {

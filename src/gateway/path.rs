@@ -19,6 +19,7 @@ use super::AppState;
 use crate::accounting::Rate;
 use crate::dispatch::{self, targets::Sizes, Dispatcher, Failure};
 use crate::policy::eval::Routing;
+use crate::providers::Limits;
 use crate::reload::Snapshot;
 use crate::state::Budget;
 
@@ -81,6 +82,11 @@ async fn forward(
         opts: dispatch::Options {
             retries: routing.retries,
             timeout: routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis),
+            limits: Limits {
+                read_timeout: st.timeouts.stream_idle,
+                max_reply_bytes: snap.config.config.limits.max_reply_bytes,
+                max_event_bytes: snap.config.config.limits.max_event_bytes,
+            },
             ..dispatch::Options::default()
         },
         budget,

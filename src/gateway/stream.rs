@@ -2,8 +2,8 @@
 //! catalog name, and each event is flushed as soon as it is complete. The usage chunk that the
 //! gateway asked for is read (and given `usage.cost`), and dropped when the client did not ask for
 //! it; when the upstream reports no usage, the tokens are counted. A stream that breaks (an
-//! upstream error, a reset, or no chunk within the idle timeout) ends with an error event and no
-//! `[DONE]`. When the client goes away, the body is dropped, and with it the upstream request;
+//! upstream error, a reset, an event over the size limit, no chunk within the idle timeout, or an
+//! end without `[DONE]`) ends with an error event and no `[DONE]`, and is recorded as 502. When the client goes away, the body is dropped, and with it the upstream request;
 //! the request is then settled with what was streamed so far. The relay owns the request's
 //! settle guard, so every way a stream ends settles it exactly once.
 
@@ -107,11 +107,9 @@ impl Relay {
             }
             match tokio::time::timeout(idle, self.events.next()).await {
                 Err(_) => return Some(self.broken("the upstream stalled")),
-                Ok(None) => {
-                    self.done = true;
-                    self.tally.settle(200);
-                    return None;
-                }
+                // Every complete stream ends with `[DONE]` (translated ones included): one that
+                // just stops was cut short, and is an error, not a complete answer.
+                Ok(None) => return Some(self.broken("the upstream stream ended without [DONE]")),
                 Ok(Some(Err(e))) => {
                     return Some(self.broken(&format!("the upstream stream broke: {}", e.describe())));
                 }

@@ -410,11 +410,14 @@ impl ProviderApi for Anthropic {
         let (native_body, shape) = request(&body, call.stream).map_err(native::unsupported)?;
         native::log_dropped(PROVIDER_TYPE, &native::dropped_fields(&body, TAKEN));
         let req = self.upstream.post(url.clone()).header("anthropic-version", API_VERSION).json(&native_body);
-        let resp = native::send(req, call.first_byte_timeout, error_body).await?;
+        let resp = self.upstream.send(req, call.first_byte_timeout, call.limits, error_body).await?;
         if call.stream {
-            return Ok(Reply::Stream(native::translate_stream(resp, Stream::new(&model, shape))));
+            return Ok(Reply::Stream(native::translate_stream(
+                self.upstream.events(resp, call.limits),
+                Stream::new(&model, shape),
+            )));
         }
-        let v = native::json_reply(resp).await?;
+        let v = self.upstream.json_reply(resp, call.limits).await?;
         reply(&v, &model, &shape).map(Reply::Json)
     }
 }

@@ -421,11 +421,14 @@ impl ProviderApi for Gemini {
             (if call.stream { "streamGenerateContent" } else { "generateContent" }, b, shape)
         };
         let req = self.upstream.post(self.url(&model, method)?).json(&native_body);
-        let resp = native::send(req, call.first_byte_timeout, error_body).await?;
+        let resp = self.upstream.send(req, call.first_byte_timeout, call.limits, error_body).await?;
         if call.stream && call.endpoint == Endpoint::Chat {
-            return Ok(Reply::Stream(native::translate_stream(resp, Stream::new(&model, shape))));
+            return Ok(Reply::Stream(native::translate_stream(
+                self.upstream.events(resp, call.limits),
+                Stream::new(&model, shape),
+            )));
         }
-        let v = native::json_reply(resp).await?;
+        let v = self.upstream.json_reply(resp, call.limits).await?;
         match call.endpoint {
             Endpoint::Embeddings => embed_reply(&v, &model).map(Reply::Json),
             Endpoint::Chat => reply(&v, &model).map(Reply::Json),

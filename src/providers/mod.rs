@@ -27,6 +27,25 @@ pub struct Call {
     pub endpoint: Endpoint,
     /// Time allowed until the first byte of the reply.
     pub first_byte_timeout: Duration,
+    /// How long a read of the reply's body may wait, and how large the reply may be.
+    pub limits: Limits,
+}
+
+/// What an upstream's reply may take (SPEC §6a's timeouts; `limits` in `yardmaster.yaml`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a read of a body may wait for its next bytes (a body that stalls past it fails).
+    pub read_timeout: Duration,
+    /// The largest whole reply, in bytes.
+    pub max_reply_bytes: usize,
+    /// The largest stream event, in bytes.
+    pub max_event_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { read_timeout: Duration::from_secs(60), max_reply_bytes: 32 << 20, max_event_bytes: 1 << 20 }
+    }
 }
 
 /// Server-sent event payloads (`data:` of each event), in order.
@@ -60,6 +79,8 @@ pub enum UpstreamError {
     Connect(String),
     /// No first byte in time.
     Timeout,
+    /// The body stalled: no bytes within the read timeout.
+    Stalled,
     /// The upstream answered an error status.
     Status {
         /// The status.
@@ -105,6 +126,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(e) => format!("connection failed ({e})"),
             UpstreamError::Timeout => "timed out before the first byte".into(),
+            UpstreamError::Stalled => "the reply's body stalled".into(),
             UpstreamError::Status { status, .. } => format!("upstream answered {status}"),
             UpstreamError::Malformed(e) => format!("malformed reply ({e})"),
             UpstreamError::Unavailable(e) => format!("unavailable ({e})"),

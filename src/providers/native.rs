@@ -1,16 +1,25 @@
-//! What the HTTP providers share: one POST with its status handling and the JSON reply (all
-//! three), and for the translating ones (Anthropic, Gemini) the adapter that turns a native event
+//! What the HTTP providers share: one POST with its status handling, the reply's body read with
+//! a timeout on every read and a size limit, server-sent events parsed with a limit on each
+//! event, and every byte that comes back scrubbed of the secrets this provider sends (all
+//! three); and for the translating ones (Anthropic, Gemini) the adapter that turns a native event
 //! stream into OpenAI chunk payloads and small conversions (turns, images, tool arguments,
 //! OpenAI-shaped error bodies).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use aho_corasick::AhoCorasick;
+use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 
-use super::{parse_retry_after, EventStream, UpstreamError};
+use super::{parse_retry_after, EventStream, Limits, UpstreamError};
+
+/// An error body is read up to this size; the rest is left unread.
+const ERROR_BODY_MAX: usize = 64 << 10;
+/// What a scrubbed secret becomes.
+const REDACTED: &[u8] = b"[redacted]";
 
 /// How a provider's key travels.
 #[derive(Clone, Copy, Debug)]
@@ -21,14 +30,50 @@ pub enum Auth {
     Header(&'static str),
 }
 
-/// What every HTTP provider holds: the pooled client, the key (never printed, never in a URL)
-/// and the extra headers of its config.
+/// What every HTTP provider holds: the pooled client, the key (never printed, never in a URL),
+/// the extra headers of its config, and the scrubber of what it sends.
 #[derive(Clone)]
 pub struct Upstream {
     http: reqwest::Client,
     key: Option<String>,
     auth: Auth,
     headers: BTreeMap<String, String>,
+    scrub: Scrubber,
+}
+
+/// Finds the secrets that a provider is sent (its key and its config's header values) in what it
+/// sends back, and replaces them with `[redacted]`: an upstream that echoes its request's headers
+/// (in an error, an event or a reply) must not hand its key to the client. An upstream only ever
+/// learns what it is sent: the client's own key never goes upstream, nor do other providers'.
+#[derive(Clone, Debug, Default)]
+pub struct Scrubber(Option<Arc<AhoCorasick>>);
+
+impl Scrubber {
+    /// A scrubber of `secrets` (values shorter than 8 bytes are left alone: they are not keys).
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Scrubber {
+        let mut pats: Vec<&str> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
+        pats.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        pats.dedup();
+        Scrubber((!pats.is_empty()).then(|| AhoCorasick::new(&pats).ok().map(Arc::new)).flatten())
+    }
+
+    /// The bytes with every secret replaced (the same bytes when none is there).
+    pub fn bytes(&self, b: bytes::Bytes) -> bytes::Bytes {
+        match &self.0 {
+            Some(ac) if ac.is_match(&b[..]) => {
+                bytes::Bytes::from(ac.replace_all_bytes(&b, &vec![REDACTED; ac.patterns_len()]))
+            }
+            _ => b,
+        }
+    }
+
+    /// The text with every secret replaced.
+    pub fn text(&self, s: String) -> String {
+        match &self.0 {
+            Some(ac) if ac.is_match(&s) => ac.replace_all(&s, &vec!["[redacted]"; ac.patterns_len()]),
+            _ => s,
+        }
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -39,9 +84,81 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// Sends a request; a status of 400 or more becomes `UpstreamError::Status` with the body
+    /// (read up to 64 KiB, within the read timeout, scrubbed) rewritten by `error_body` into
+    /// OpenAI's error shape.
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        first_byte_timeout: Duration,
+        limits: Limits,
+        error_body: fn(u16, &str) -> String,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let resp = tokio::time::timeout(first_byte_timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|e| transport_error(&e))?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let retry_after =
+                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+            // A body that stalls or runs long still makes an error: with what came in time.
+            let body = match read_body(resp, Limits { max_reply_bytes: ERROR_BODY_MAX, ..limits }).await {
+                Ok(b) | Err(Cut::TooLarge(b) | Cut::Stalled(b) | Cut::Broke(b)) => self.scrub.bytes(b),
+            };
+            let body = String::from_utf8_lossy(&body);
+            return Err(UpstreamError::Status { status, body: error_body(status, &body), retry_after });
+        }
+        Ok(resp)
+    }
+
+    /// The whole reply's body, within its limits, scrubbed.
+    pub async fn body(&self, resp: reqwest::Response, limits: Limits) -> Result<bytes::Bytes, UpstreamError> {
+        match read_body(resp, limits).await {
+            Ok(b) => Ok(self.scrub.bytes(b)),
+            Err(Cut::TooLarge(_)) => Err(UpstreamError::Malformed(format!(
+                "the reply is larger than {} bytes (`limits: {{ max_reply_bytes }}`)",
+                limits.max_reply_bytes
+            ))),
+            Err(Cut::Stalled(_)) => Err(UpstreamError::Stalled),
+            Err(Cut::Broke(_)) => Err(UpstreamError::Connect("body".into())),
+        }
+    }
+
+    /// Reads a whole JSON object reply without building its values.
+    pub async fn raw_reply(&self, resp: reqwest::Response, limits: Limits) -> Result<RawObject, UpstreamError> {
+        let bytes = self.body(resp, limits).await?;
+        if !bytes.trim_ascii_start().starts_with(b"{") {
+            return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
+    }
+
+    /// Reads a whole JSON reply.
+    pub async fn json_reply(&self, resp: reqwest::Response, limits: Limits) -> Result<Value, UpstreamError> {
+        let bytes = self.body(resp, limits).await?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+        if v.is_object() {
+            Ok(v)
+        } else {
+            Err(UpstreamError::Malformed("the reply is not a JSON object".into()))
+        }
+    }
+
+    /// The reply's server-sent events (`event` and `data` of each), each within the event size
+    /// limit, scrubbed.
+    pub fn events(&self, resp: reqwest::Response, limits: Limits) -> SseStream {
+        let scrub = self.scrub.clone();
+        Box::pin(
+            sse(resp.bytes_stream(), limits.max_event_bytes)
+                .map(move |ev| ev.map(|(event, data)| (event, scrub.text(data)))),
+        )
+    }
+
     /// An upstream whose key travels as `auth` says.
     pub fn new(http: reqwest::Client, key: Option<String>, auth: Auth, headers: BTreeMap<String, String>) -> Upstream {
-        Upstream { http, key, auth, headers }
+        let scrub = Scrubber::new(key.iter().map(String::as_str).chain(headers.values().map(String::as_str)));
+        Upstream { http, key, auth, headers, scrub }
     }
 
     /// A POST to `url` with the key and the extra headers.
@@ -60,24 +177,116 @@ impl Upstream {
     }
 }
 
-/// Sends a request; a status of 400 or more becomes `UpstreamError::Status` with the body
-/// rewritten by `error_body` into OpenAI's error shape.
-pub async fn send(
-    req: reqwest::RequestBuilder,
-    first_byte_timeout: Duration,
-    error_body: fn(u16, &str) -> String,
-) -> Result<reqwest::Response, UpstreamError> {
-    let resp = tokio::time::timeout(first_byte_timeout, req.send())
-        .await
-        .map_err(|_| UpstreamError::Timeout)?
-        .map_err(|e| transport_error(&e))?;
-    let status = resp.status().as_u16();
-    if status >= 400 {
-        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let body = resp.text().await.unwrap_or_default();
-        return Err(UpstreamError::Status { status, body: error_body(status, &body), retry_after });
+/// Why a body was cut short, with what had come.
+enum Cut {
+    /// Past the size limit.
+    TooLarge(bytes::Bytes),
+    /// No bytes within the read timeout.
+    Stalled(bytes::Bytes),
+    /// The connection broke.
+    Broke(bytes::Bytes),
+}
+
+/// Reads a body chunk by chunk, each read within the read timeout, up to the size limit.
+async fn read_body(mut resp: reqwest::Response, limits: Limits) -> Result<bytes::Bytes, Cut> {
+    let mut out = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(limits.read_timeout, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                if out.len() + chunk.len() > limits.max_reply_bytes {
+                    let room = limits.max_reply_bytes - out.len();
+                    out.extend_from_slice(chunk.get(..room).unwrap_or(&[]));
+                    return Err(Cut::TooLarge(out.freeze()));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => return Ok(out.freeze()),
+            Ok(Err(_)) => return Err(Cut::Broke(out.freeze())),
+            Err(_) => return Err(Cut::Stalled(out.freeze())),
+        }
     }
-    Ok(resp)
+}
+
+/// Server-sent events: `(event, data)`.
+pub type SseStream = Pin<Box<dyn Stream<Item = Result<(String, String), UpstreamError>> + Send>>;
+
+/// Parses server-sent events from a byte stream (`event:` and `data:` lines; an empty line ends
+/// an event; comments and other fields are skipped). An event (or a line without its end) larger
+/// than `max_event` bytes fails the stream instead of growing without bound.
+pub fn sse<S, E>(body: S, max_event: usize) -> impl Stream<Item = Result<(String, String), UpstreamError>> + Send
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    struct Parser {
+        buf: Vec<u8>,
+        event: String,
+        data: String,
+        has_data: bool,
+    }
+    impl Parser {
+        /// The next complete event in the buffer.
+        fn next_event(&mut self) -> Option<(String, String)> {
+            while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                let line = String::from_utf8_lossy(&line);
+                if line.is_empty() {
+                    if self.has_data {
+                        self.has_data = false;
+                        return Some((std::mem::take(&mut self.event), std::mem::take(&mut self.data)));
+                    }
+                    self.event.clear();
+                    continue;
+                }
+                let (field, value) =
+                    line.split_once(':').map_or((&*line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+                match field {
+                    "data" => {
+                        if self.has_data {
+                            self.data.push('\n');
+                        }
+                        self.data.push_str(value);
+                        self.has_data = true;
+                    }
+                    "event" => value.clone_into(&mut self.event),
+                    _ => {}
+                }
+            }
+            None
+        }
+    }
+    let body = Box::pin(body);
+    let state = (body, Parser { buf: Vec::new(), event: String::new(), data: String::new(), has_data: false }, false);
+    futures_util::stream::unfold(state, move |(mut body, mut p, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            if let Some(ev) = p.next_event() {
+                return Some((Ok(ev), (body, p, false)));
+            }
+            if p.buf.len() + p.data.len() > max_event {
+                let e = UpstreamError::Malformed(format!(
+                    "an event larger than {max_event} bytes (`limits: {{ max_event_bytes }}`)"
+                ));
+                return Some((Err(e), (body, p, true)));
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => p.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Some((Err(UpstreamError::Connect(format!("stream: {e}"))), (body, p, true))),
+                None => {
+                    // The body ended: an event without its closing empty line still counts.
+                    p.buf.extend_from_slice(b"\n\n");
+                    let last = p.next_event();
+                    return last.map(|ev| (Ok(ev), (body, p, true)));
+                }
+            }
+        }
+    })
 }
 
 /// A transport error, described without its URL (a URL may carry a secret).
@@ -150,26 +359,6 @@ impl<'de> serde::Deserialize<'de> for RawObject {
     }
 }
 
-/// Reads a whole JSON object reply without building its values.
-pub async fn raw_reply(resp: reqwest::Response) -> Result<RawObject, UpstreamError> {
-    let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
-    if !bytes.trim_ascii_start().starts_with(b"{") {
-        return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
-}
-
-/// Reads a whole JSON reply.
-pub async fn json_reply(resp: reqwest::Response) -> Result<Value, UpstreamError> {
-    let bytes = resp.bytes().await.map_err(|e| transport_error(&e))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-    if v.is_object() {
-        Ok(v)
-    } else {
-        Err(UpstreamError::Malformed("the reply is not a JSON object".into()))
-    }
-}
-
 /// The client's request body as JSON, and the upstream model id it names.
 pub fn client_body(bytes: &[u8]) -> Result<(Value, String), UpstreamError> {
     let body: Value = serde_json::from_slice(bytes).map_err(|e| UpstreamError::Malformed(format!("request: {e}")))?;
@@ -204,10 +393,9 @@ pub trait Translate: Send + 'static {
     fn end(&mut self) -> Result<Vec<String>, UpstreamError>;
 }
 
-/// Turns a native SSE body into a stream of OpenAI chunk payloads (ending with `[DONE]`).
-pub fn translate_stream(resp: reqwest::Response, translator: impl Translate) -> EventStream {
-    let events = resp.bytes_stream().eventsource();
-    let state = (Box::pin(events), translator, VecDeque::<String>::new(), false);
+/// Turns a native SSE stream into a stream of OpenAI chunk payloads (ending with `[DONE]`).
+pub fn translate_stream(events: SseStream, translator: impl Translate) -> EventStream {
+    let state = (events, translator, VecDeque::<String>::new(), false);
     Box::pin(futures_util::stream::unfold(state, |(mut events, mut t, mut queue, mut ended)| async move {
         loop {
             if let Some(next) = queue.pop_front() {
@@ -217,8 +405,8 @@ pub fn translate_stream(resp: reqwest::Response, translator: impl Translate) -> 
                 return None;
             }
             let out = match events.next().await {
-                Some(Ok(ev)) => t.event(&ev.event, &ev.data),
-                Some(Err(e)) => Err(UpstreamError::Connect(format!("stream: {e}"))),
+                Some(Ok((event, data))) => t.event(&event, &data),
+                Some(Err(e)) => Err(e),
                 None => {
                     ended = true;
                     t.end()

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 
 use super::{native, Call, ProviderApi, Reply, UpstreamError};
@@ -52,14 +51,11 @@ impl ProviderApi for OpenAi {
             Endpoint::Embeddings => embeddings.clone(),
         };
         let req = self.upstream.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(call.body);
-        let resp = native::send(req, call.first_byte_timeout, passthrough).await?;
+        let resp = self.upstream.send(req, call.first_byte_timeout, call.limits, passthrough).await?;
         if call.stream {
-            let events = resp.bytes_stream().eventsource().map(|ev| match ev {
-                Ok(ev) => Ok(ev.data),
-                Err(e) => Err(UpstreamError::Connect(format!("stream: {e}"))),
-            });
+            let events = self.upstream.events(resp, call.limits).map(|ev| ev.map(|(_, data)| data));
             return Ok(Reply::Stream(Box::pin(events)));
         }
-        native::raw_reply(resp).await.map(Reply::Raw)
+        self.upstream.raw_reply(resp, call.limits).await.map(Reply::Raw)
     }
 }

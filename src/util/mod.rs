@@ -5,5 +5,6 @@
 
 pub mod duration;
 pub mod fuzzy;
+pub mod size;
 pub mod thread;
 pub mod tokens;

@@ -417,3 +417,40 @@ async fn admin_endpoints_need_the_admin_key() {
     assert_eq!(header(&r, "x-yardmaster-model"), "premium-model");
     g.running.shutdown().await;
 }
+
+/// An upstream that sends part of a body and stalls (a 200 or a 500), or more than the reply
+/// limit, fails its attempt like any other failure and the chain falls through, at once. (A
+/// stalled body used to hold the client past 200 s; a 100 MB reply took 400 MB of memory.)
+#[tokio::test]
+async fn an_upstream_that_stalls_or_sends_too_much_falls_through() {
+    for primary in ["stall-body", "stall-error", "huge"] {
+        let t = Instant::now();
+        falls_back(primary, "fb-x").await;
+        assert!(t.elapsed() < Duration::from_secs(3), "{primary} took {:?}", t.elapsed());
+    }
+}
+
+/// A stream that ends without `[DONE]`, or sends an event over the size limit, ends with an
+/// error event and no `[DONE]`, and its ledger row says 502 (it used to be relayed as a complete
+/// answer and recorded as 200).
+#[tokio::test]
+async fn a_stream_cut_short_or_too_large_is_an_error() {
+    for primary in ["nodone", "huge-event"] {
+        let g = gateway(primary, false).await;
+        let mut body = msg("hi");
+        body["stream"] = json!(true);
+        let r = g.chat(body, P, Some("fb-x")).await;
+        assert_eq!((r.status().as_u16(), header(&r, "x-yardmaster-model")), (200, "primary".to_string()), "{primary}");
+        let id = header(&r, "x-request-id");
+        let events: Vec<String> = sse_events(r).await.into_iter().map(|(_, e)| e).collect();
+        assert!(events.first().is_some_and(|e| e.contains("hello")), "{primary}: {events:?}");
+        assert!(events.last().is_some_and(|e| e.contains("stream_interrupted")), "{primary}: {events:?}");
+        assert!(!events.iter().any(|e| e == "[DONE]"), "{primary}: {events:?}");
+        if let Some(l) = &g.running.state.accounting.ledger {
+            l.flush().await;
+        }
+        let rows = yardmaster::accounting::ledger::read_all(&g.dir.path().join("yardmaster.db")).unwrap();
+        assert_eq!(rows.iter().find(|r| r.id == id).map(|r| r.status), Some(502), "{primary}");
+        g.running.shutdown().await;
+    }
+}

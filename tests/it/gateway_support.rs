@@ -76,6 +76,7 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
     if let Some(a) = headers.get("authorization").and_then(|a| a.to_str().ok()) {
         up.auth.lock().unwrap().push(a.to_string());
     }
+    let echo = headers.get("authorization").and_then(|a| a.to_str().ok()).unwrap_or("").to_string();
     let stream = v["stream"].as_bool().unwrap_or(false);
     let include_usage = v["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let err = |status: StatusCode, msg: &str| {
@@ -118,6 +119,49 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
         "malformed" => (StatusCode::OK, [("content-type", "application/json")], "{not json").into_response(),
         "not-object" => (StatusCode::OK, [("content-type", "application/json")], "[1, 2]").into_response(),
         "verbatim" => (StatusCode::OK, [("content-type", "application/json")], VERBATIM).into_response(),
+        // Upstreams that echo the request's `Authorization` header back (a provider key must never
+        // reach the client), in every place a reply can carry it.
+        "echo400" | "echo404" | "echo422" => {
+            let status = StatusCode::from_u16(model[4..].parse().unwrap()).unwrap();
+            let body = json!({"error": {"message": format!("bad request; you sent {echo}"), "type": "invalid_request_error", "code": null, "param": null}});
+            (status, [("content-type", "application/json")], body.to_string()).into_response()
+        }
+        "echo200" => {
+            let mut c = completion(&model);
+            c["choices"][0]["message"]["content"] = json!(format!("your header was {echo}"));
+            axum::Json(c).into_response()
+        }
+        "echo-first" => {
+            let event = json!({"error": {"message": format!("denied: {echo}"), "code": 400}});
+            Response::builder().header("content-type", "text/event-stream").body(Body::from(format!("data: {event}\n\n"))).unwrap()
+        }
+        "echo-mid" => {
+            let event = json!({"error": {"message": format!("mid-stream failure for {echo}"), "type": "server_error"}});
+            let body = format!("{}data: {event}\n\n", chunk(&model, "hello "));
+            Response::builder().header("content-type", "text/event-stream").body(Body::from(body)).unwrap()
+        }
+        // A body that starts, then stalls: a 200 and a 500.
+        "stall-body" | "stall-error" => {
+            let status = if model == "stall-body" { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+            let s = futures_util::stream::unfold(0, |i| async move {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"id\": \"up-1\", \"choi")), i + 1))
+            });
+            Response::builder().status(status).header("content-type", "application/json").body(Body::from_stream(s)).unwrap()
+        }
+        // Larger than the gateway's `limits`: a 2 MB reply, and a 2 MB event without a newline.
+        "huge" => (StatusCode::OK, [("content-type", "application/json")], format!("{{\"id\": \"{}\"}}", "x".repeat(2 << 20))).into_response(),
+        "huge-event" => {
+            let body = format!("{}data: {{\"id\": \"{}", chunk(&model, "hello "), "x".repeat(2 << 20));
+            Response::builder().header("content-type", "text/event-stream").body(Body::from(body)).unwrap()
+        }
+        // A stream that ends without `[DONE]`.
+        "nodone" => {
+            let body = format!("{}{}", chunk(&model, "hello "), chunk(&model, "world"));
+            Response::builder().header("content-type", "text/event-stream").body(Body::from(body)).unwrap()
+        }
         "absurd" => {
             // Usage that no request can have (it once charged millions and overflowed the ledger).
             let mut c = completion(&model);
@@ -300,6 +344,7 @@ keys:
   - {{ name: plain, key_sha256: {c} }}
 admin: {{ key_sha256: {admin} }}
 reload: {{ debounce: 100ms }}
+limits: {{ max_reply_bytes: 1MiB, max_event_bytes: 64KiB }}
 "#,
         primary_provider = if primary == "refused" { "refused" } else { "up" },
         primary = if primary == "refused" { "ok" } else { primary },

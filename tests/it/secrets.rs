@@ -66,3 +66,30 @@ async fn no_secret_or_prompt_in_logs_errors_or_admin() {
         }
     }
 }
+
+/// No provider key reaches a client, whatever an upstream echoes back: its own error bodies that
+/// go back unchanged (400, 404, 422), a reply, a stream's first event and an event mid-stream.
+/// (An upstream that echoed `Authorization` once sent the key to the client in 5 of 38 errors.)
+#[tokio::test]
+async fn no_provider_key_reaches_a_client() {
+    let key = "sk-upstream-SECRET-7f3a";
+    for (primary, status, stream) in [
+        ("echo400", 400, false),
+        ("echo404", 404, false),
+        ("echo422", 422, false),
+        ("echo200", 200, false),
+        ("echo-first", 400, true),
+        ("echo-mid", 200, true),
+    ] {
+        let g = gateway(primary, false).await;
+        let mut body = msg("hi");
+        body["stream"] = json!(stream);
+        let r = g.chat(body, "sk-plain", Some("fb-x")).await;
+        assert_eq!(r.status().as_u16(), status, "{primary}");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(key), "{primary} leaked the key: {text}");
+        assert!(text.contains("[redacted]"), "{primary}: the echo is there, redacted: {text}");
+        assert!(g.up.auth.lock().unwrap().iter().all(|a| a.contains(key)), "the upstream did get the key");
+        g.running.shutdown().await;
+    }
+}
