@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::accounting::budget::worst_case_tokens;
 use crate::accounting::Rate;
 use crate::catalog::Catalog;
-use crate::policy::eval::plan::{max_tokens, Step};
+use crate::policy::eval::plan::{max_tokens, Skip, Step};
 use crate::providers::Provider;
 
 /// One target to try.
@@ -37,6 +37,21 @@ pub struct Targets<'a> {
     pub list: Vec<Target<'a>>,
     /// `model: reason` for every step left out (by the plan, or here).
     pub skipped: Vec<String>,
+    /// The kinds of skips (the key's allowlist counts as [`Skip::Outside`]).
+    pub skips: Vec<Skip>,
+}
+
+impl Targets<'_> {
+    /// With no target: whether trying again later could help (a breaker closes by itself; a
+    /// context, a capability, an allowlist never change).
+    pub fn retryable(&self) -> bool {
+        self.skips.iter().any(|s| s.transient())
+    }
+
+    /// With no target: whether every model was too small for the prompt and `max_tokens`.
+    pub fn too_long(&self) -> bool {
+        !self.skips.is_empty() && self.skips.iter().all(|s| *s == Skip::Context)
+    }
 }
 
 /// What the request brings to the reservations.
@@ -58,12 +73,14 @@ pub fn targets<'a>(
 ) -> Targets<'a> {
     let mut out = Targets {
         skipped: steps.iter().filter(|s| !s.taken).map(|s| format!("{}: {}", s.name, s.reason)).collect(),
+        skips: steps.iter().filter_map(|s| s.skip).filter(|s| *s != Skip::Repeated).collect(),
         ..Targets::default()
     };
     for step in steps.iter().filter(|s| s.taken) {
         let Some(model) = step.model.and_then(|m| catalog.get(m)) else { continue };
         if allowed.is_some_and(|l| !l.contains(&model.name)) {
             out.skipped.push(format!("{}: skipped: not allowed for this key", model.name));
+            out.skips.push(Skip::Outside);
             continue;
         }
         let Some(provider) = providers.get(&model.provider) else { continue };

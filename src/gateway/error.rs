@@ -151,6 +151,22 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_target", format!("no target could be tried: {why}"))
     }
 
+    /// 400: no model of the plan can hold the prompt and `max_tokens` (OpenAI's code).
+    pub fn context_length_exceeded(why: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "context_length_exceeded",
+            format!("the prompt and `max_tokens` are larger than every target's context: {why}"),
+        )
+        .param("messages")
+    }
+
+    /// 400: no target of the plan can take this request (capabilities, `only`, the key's
+    /// allowlist), which no retry changes.
+    pub fn no_capable_target(why: &str) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "no_capable_target", format!("no target can take this request: {why}"))
+    }
+
     /// 502: every target failed (`attempts`, each attempt's outcome).
     pub fn upstream_failed(attempts: &str) -> ApiError {
         ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", format!("every target failed: {attempts}"))

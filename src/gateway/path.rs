@@ -69,7 +69,12 @@ async fn forward(
     if targets.list.is_empty() {
         let why =
             if targets.skipped.is_empty() { "the rule has no target".to_string() } else { targets.skipped.join("; ") };
-        return Err(ApiError::no_target(&why));
+        // A prompt that no model can hold, or a request that no target can take, is permanent.
+        return Err(match (targets.too_long(), targets.retryable()) {
+            (true, _) => ApiError::context_length_exceeded(&why),
+            (false, false) => ApiError::no_capable_target(&why),
+            (false, true) => ApiError::no_target(&why),
+        });
     }
     let budget = admitted.key.and_then(|k| {
         let b = k.budget?;

@@ -294,6 +294,34 @@ async fn absurd_usage_is_bounded_by_the_context() {
     g.running.shutdown().await;
 }
 
+/// A request that no retry can fix is a 4xx that says why, with `x-should-retry: false`: a
+/// `max_tokens` larger than every model's context (it was a retryable 503, or with a budget a
+/// 402), `u64::MAX` included.
+#[tokio::test]
+async fn a_request_no_model_can_hold_is_a_permanent_400() {
+    let g = gateway_custom(POLICY, false, config).await;
+    for max_tokens in [json!(200_000), json!(u64::MAX)] {
+        for key in ["sk-plain", "sk-rich"] {
+            let mut body = msg("hello");
+            body["max_tokens"] = max_tokens.clone();
+            let r = g.chat(body, key, None).await;
+            let status = (r.status().as_u16(), header(&r, "x-should-retry"));
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(status, (400, "false".to_string()), "{key} {max_tokens} {v}");
+            assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("context of 100000 tokens"), "{v}");
+        }
+    }
+    // Tools offered, and no model of the plan takes them: permanent too.
+    let mut body = msg("hello");
+    body["tools"] = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    let r = g.chat(body, "sk-plain", None).await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-should-retry")), (400, "false".to_string()));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "no_capable_target", "{v}");
+    g.running.shutdown().await;
+}
+
 async fn key_info(g: &crate::gateway_support::Gateway, key: &str) -> Value {
     g.http.get(format!("{}/v1/key", g.url)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
 }

@@ -26,6 +26,39 @@ pub struct Step<'p> {
     /// A refusal: status and message.
     #[serde(skip)]
     pub deny: Option<(u16, &'p str)>,
+    /// Why the step is skipped, when it is.
+    #[serde(skip)]
+    pub skip: Option<Skip>,
+}
+
+/// Why a step is skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The model is already earlier in the plan.
+    Repeated,
+    /// The model serves another endpoint.
+    Endpoint,
+    /// The model is outside the rule's `only` set.
+    Outside,
+    /// The request offers tools, and the model has none.
+    Tools,
+    /// The request has images, and the model takes none.
+    Images,
+    /// The model's context cannot hold the prompt and `max_tokens`.
+    Context,
+    /// The client named a model that the catalog does not have (`requested`).
+    NotInCatalog,
+    /// The request names no model (`requested`).
+    NoModel,
+    /// The model's breaker is open.
+    Unhealthy,
+}
+
+impl Skip {
+    /// Whether the request could be served by trying again later (only a breaker closes by itself).
+    pub fn transient(self) -> bool {
+        self == Skip::Unhealthy
+    }
 }
 
 /// Expands a rule's target. `tokens` is the request's token count when already known; it is
@@ -74,6 +107,7 @@ impl<'p> Planner<'p, '_, '_> {
                     reason: "skipped: requested model is not in the catalog".into(),
                     with: NO_WITH,
                     deny: None,
+                    skip: Some(Skip::NotInCatalog),
                 }),
                 None => self.out.push(Step {
                     model: None,
@@ -82,6 +116,7 @@ impl<'p> Planner<'p, '_, '_> {
                     reason: "skipped: the request names no model".into(),
                     with: NO_WITH,
                     deny: None,
+                    skip: Some(Skip::NoModel),
                 }),
             },
             TargetIr::Pick { kind, set } => {
@@ -111,6 +146,7 @@ impl<'p> Planner<'p, '_, '_> {
                 reason: format!("deny {status}"),
                 with: NO_WITH,
                 deny: Some((*status, message)),
+                skip: None,
             }),
         }
     }
@@ -146,8 +182,8 @@ impl<'p> Planner<'p, '_, '_> {
         };
         let skip = self.skip_reason(m, with);
         let taken = skip.is_none();
-        let reason = match skip {
-            Some(r) => format!("skipped: {r}"),
+        let reason = match &skip {
+            Some((_, r)) => format!("skipped: {r}"),
             None => {
                 self.taken += 1;
                 let pos =
@@ -158,30 +194,31 @@ impl<'p> Planner<'p, '_, '_> {
                 }
             }
         };
-        self.out.push(Step { model: Some(m), name: model.name.clone(), taken, reason, with, deny: None });
+        let skip = skip.map(|(k, _)| k);
+        self.out.push(Step { model: Some(m), name: model.name.clone(), taken, reason, with, deny: None, skip });
     }
 
-    fn skip_reason(&mut self, m: ModelId, with: &[(String, serde_json::Value)]) -> Option<String> {
+    /// Why a model cannot take the request, if it cannot: what no retry changes first (the
+    /// endpoint, `only`, capabilities, the context), then its health.
+    fn skip_reason(&mut self, m: ModelId, with: &[(String, serde_json::Value)]) -> Option<(Skip, String)> {
         let model = self.catalog.get(m)?;
         if self.out.iter().any(|s| s.model == Some(m) && s.taken) {
-            return Some("already in the plan".into());
+            return Some((Skip::Repeated, "already in the plan".into()));
         }
         if model.endpoint != self.req.endpoint {
-            return Some(format!("serves {}, not {}", model.endpoint.as_str(), self.req.endpoint.as_str()));
+            let why = format!("serves {}, not {}", model.endpoint.as_str(), self.req.endpoint.as_str());
+            return Some((Skip::Endpoint, why));
         }
         if let Some(only) = &self.rule.options.only {
             if !only.models.contains(&m) {
-                return Some("outside the rule's `only` set".into());
+                return Some((Skip::Outside, "outside the rule's `only` set".into()));
             }
         }
-        if !self.ctx.health.healthy(m) {
-            return Some("unhealthy (breaker open)".into());
-        }
         if self.req.tools && !model.can(Capability::Tools) {
-            return Some("does not support tools".into());
+            return Some((Skip::Tools, "does not support tools".into()));
         }
         if self.req.images && !model.can(Capability::Images) {
-            return Some("does not support images".into());
+            return Some((Skip::Images, "does not support images".into()));
         }
         if let Some(ctx) = model.context {
             let out = max_tokens(self.req.max_tokens, with).unwrap_or(0);
@@ -191,9 +228,12 @@ impl<'p> Planner<'p, '_, '_> {
                     self.req.known_tokens.unwrap_or_else(|| crate::util::tokens::count(&self.req.prompt))
                 });
                 if tokens.saturating_add(out) > ctx {
-                    return Some(format!("context of {ctx} tokens cannot hold {tokens} + {out}"));
+                    return Some((Skip::Context, format!("context of {ctx} tokens cannot hold {tokens} + {out}")));
                 }
             }
+        }
+        if !self.ctx.health.healthy(m) {
+            return Some((Skip::Unhealthy, "unhealthy (breaker open)".into()));
         }
         None
     }
