@@ -289,6 +289,9 @@ pub struct ServerLimits {
     /// Largest stream event an upstream may send (a larger one ends the stream with an error).
     #[serde(default = "default_event", deserialize_with = "bytes_size")]
     pub max_event_bytes: usize,
+    /// The most client connections open at once (default: half the process's file limit).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerLimits {
@@ -297,6 +300,7 @@ impl Default for ServerLimits {
             max_body_bytes: default_body(),
             max_reply_bytes: default_reply(),
             max_event_bytes: default_event(),
+            max_connections: None,
         }
     }
 }

@@ -117,12 +117,19 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         log_written: l.log_stats().map_or(0, |s| s.written.load(Ordering::Relaxed)),
         log_dropped: l.log_stats().map_or(0, |s| s.dropped.load(Ordering::Relaxed)),
     });
-    let text = st.metrics.render(
+    let mut text = st.metrics.render(
         snap.version(),
         st.reloader.reloads_ok.load(Ordering::Relaxed),
         st.reloader.reloads_failed.load(Ordering::Relaxed),
         &breakers,
         ledger,
+    );
+    let c = &st.conns;
+    super::metrics::render_connections(
+        &mut text,
+        c.open.load(Ordering::Relaxed),
+        c.refused.load(Ordering::Relaxed),
+        c.idle_closed.load(Ordering::Relaxed),
     );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

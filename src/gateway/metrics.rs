@@ -60,6 +60,16 @@ struct ModelStats {
     retries: u64,
 }
 
+/// Appends the connections' figures: open now, refused at the cap, closed idle.
+pub fn render_connections(out: &mut String, open: u64, refused: u64, idle_closed: u64) {
+    out.push_str("# HELP yardmaster_connections Client connections open.\n# TYPE yardmaster_connections gauge\n");
+    let _ = writeln!(out, "yardmaster_connections {open}");
+    out.push_str("# HELP yardmaster_connections_refused_total Connections closed at once because `limits.max_connections` were open.\n# TYPE yardmaster_connections_refused_total counter\n");
+    let _ = writeln!(out, "yardmaster_connections_refused_total {refused}");
+    out.push_str("# HELP yardmaster_connections_idle_closed_total Connections closed after sending nothing for the header timeout.\n# TYPE yardmaster_connections_idle_closed_total counter\n");
+    let _ = writeln!(out, "yardmaster_connections_idle_closed_total {idle_closed}");
+}
+
 /// The ledger writer's counters, read when rendering.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LedgerFigures {

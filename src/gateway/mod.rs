@@ -12,6 +12,7 @@
 mod admin;
 mod admit;
 pub mod busy;
+pub mod conn;
 pub mod door;
 pub mod error;
 mod info;
@@ -31,9 +32,6 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::accounting::{ledger, Accounting, Ledger};
@@ -71,6 +69,10 @@ pub struct AppState {
     pub timeouts: Timeouts,
     /// Busy polling, when `serve --busy-poll` asks for it.
     pub busy: Option<Arc<busy::BusyPoll>>,
+    /// Open, refused and idle-closed connections.
+    pub conns: Arc<conn::ConnStats>,
+    /// Raised when a shutdown's drain times out: streams still running end with an error event.
+    pub cut: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Server timings.
@@ -87,6 +89,8 @@ pub struct Timeouts {
     /// How long after a request the runtime keeps polling for I/O instead of sleeping
     /// (`serve --busy-poll`; off by default, see [`busy`]).
     pub busy_poll: Option<Duration>,
+    /// How long a shutdown waits for the requests in flight.
+    pub drain: Duration,
 }
 
 impl Default for Timeouts {
@@ -97,6 +101,7 @@ impl Default for Timeouts {
             stream_idle: STREAM_IDLE_TIMEOUT,
             breaker_cooldown: crate::state::BREAKER_COOLDOWN,
             busy_poll: None,
+            drain: DRAIN_TIMEOUT,
         }
     }
 }
@@ -120,39 +125,19 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains requests in flight for up
-/// to [`DRAIN_TIMEOUT`]. With `busy`, one poller per runtime thread runs as long as the server.
+/// to the drain timeout ([`conn::run`]). With `busy`, one poller per runtime thread runs as long
+/// as the server.
 pub async fn run(
     listener: TcpListener,
     router: Router,
-    timeouts: Timeouts,
+    settings: conn::Settings,
+    stats: Arc<conn::ConnStats>,
+    cut: tokio::sync::watch::Sender<bool>,
     busy: Option<Arc<busy::BusyPoll>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let _pollers = busy.map(|b| b.spawn(tokio::runtime::Handle::current().metrics().num_workers()));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let svc = TowerToHyperService::new(router.clone());
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(TokioTimer::new()).header_read_timeout(timeouts.header_read);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let watched = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = watched.await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing the remaining connections"),
-    }
+    conn::run(listener, router, settings, stats, cut, shutdown).await;
 }
 
 /// A running server (for tests and embedding).
@@ -217,6 +202,13 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
     if watch {
         reloader.watch()?;
     }
+    let (cut_tx, cut) = tokio::sync::watch::channel(false);
+    let conns = Arc::new(conn::ConnStats::default());
+    let settings = conn::Settings {
+        idle: timeouts.header_read,
+        max: snap.config.config.limits.max_connections.unwrap_or_else(conn::default_max),
+        drain: timeouts.drain,
+    };
     let state = AppState {
         reloader,
         state,
@@ -226,11 +218,13 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         ready: Arc::new(AtomicBool::new(false)),
         timeouts,
         busy: timeouts.busy_poll.map(busy::BusyPoll::new),
+        conns: conns.clone(),
+        cut,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app(state.clone());
     state.ready.store(true, Ordering::SeqCst);
-    let task = tokio::spawn(run(listener, router, timeouts, state.busy.clone(), async move {
+    let task = tokio::spawn(run(listener, router, settings, conns, cut_tx, state.busy.clone(), async move {
         let _ = stopped.await;
     }));
     Ok(Running { addr, state, stop: Some(stop), task })

@@ -37,7 +37,7 @@ pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
             settle.record.status = 200;
             settle.record.headers(&mut resp_headers);
             let tally = Tally::new(settle, d.prompt, d.wants_usage);
-            let mut resp = relay(events, model, st.timeouts.stream_idle, tally);
+            let mut resp = relay(events, model, st.timeouts.stream_idle, st.cut.clone(), tally);
             resp.headers_mut().extend(resp_headers);
             resp
         }

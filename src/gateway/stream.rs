@@ -96,6 +96,7 @@ struct Relay {
     model: String,
     tally: Tally,
     done: bool,
+    cut: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Relay {
@@ -105,7 +106,17 @@ impl Relay {
             if self.done {
                 return None;
             }
-            match tokio::time::timeout(idle, self.events.next()).await {
+            let next = tokio::select! {
+                biased;
+                // A shutdown whose drain timed out: end with an error event, settled.
+                _ = self.cut.wait_for(|cut| *cut) => {
+                    self.done = true;
+                    self.tally.settle(503);
+                    return Some(error_frame("the gateway is shutting down"));
+                }
+                next = tokio::time::timeout(idle, self.events.next()) => next,
+            };
+            match next {
                 Err(_) => return Some(self.broken("the upstream stalled")),
                 // Every complete stream ends with `[DONE]` (translated ones included): one that
                 // just stops was cut short, and is an error, not a complete answer.
@@ -153,9 +164,15 @@ impl Relay {
     }
 }
 
-/// Relays `events` to the client as server-sent events.
-pub fn relay(events: EventStream, model: String, idle: Duration, tally: Tally) -> Response {
-    let relay = Relay { events, model, tally, done: false };
+/// Relays `events` to the client as server-sent events, until `cut` is raised.
+pub fn relay(
+    events: EventStream,
+    model: String,
+    idle: Duration,
+    cut: tokio::sync::watch::Receiver<bool>,
+    tally: Tally,
+) -> Response {
+    let relay = Relay { events, model, tally, done: false, cut };
     let out = futures_util::stream::unfold(relay, move |mut r| async move {
         let frame = r.next(idle).await?;
         Some((Ok::<_, std::io::Error>(frame), r))

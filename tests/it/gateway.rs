@@ -454,3 +454,136 @@ async fn a_stream_cut_short_or_too_large_is_an_error() {
         g.running.shutdown().await;
     }
 }
+
+/// Reads until the server closes the connection; how long that took (`None` past `limit`).
+async fn closed_within(sock: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(t.elapsed()), sock.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(t.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Connections that send nothing (a TCP connection that never sends a byte; an HTTP/2 one that
+/// sends its preface and goes quiet; an HTTP/1 one idle after a request) are closed after the
+/// header timeout (500 ms here). They used to be held for as long as the client liked.
+#[tokio::test]
+async fn connections_that_send_nothing_are_closed() {
+    let g = gateway("ok", false).await;
+    let mut silent = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    let mut h2 = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    for (what, sock) in [
+        ("a silent connection", &mut silent),
+        ("a quiet HTTP/2 connection", &mut h2),
+        ("an idle keep-alive", &mut idle),
+    ] {
+        let took = closed_within(sock, Duration::from_secs(5)).await;
+        assert!(took.is_some_and(|t| t < Duration::from_secs(3)), "{what}: {took:?}");
+    }
+    let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("yardmaster_connections_idle_closed_total 3"), "{metrics}");
+    g.running.shutdown().await;
+}
+
+/// The number of connections is capped (`limits.max_connections`, 8 here): past it a new
+/// connection is closed at once and counted, and the others are served.
+#[tokio::test]
+async fn the_number_of_connections_is_capped() {
+    let g = crate::gateway_support::gateway_custom(crate::gateway_support::POLICY, false, |addr| {
+        crate::gateway_support::config(addr, "ok")
+            .replace("max_event_bytes: 64KiB", "max_event_bytes: 64KiB, max_connections: 8")
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let s = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    let took = closed_within(&mut extra, Duration::from_secs(2)).await;
+    assert!(took.is_some_and(|t| t < Duration::from_millis(400)), "{took:?}");
+    drop(held);
+    // Once they are gone, connections are served again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("yardmaster_connections_refused_total 1"), "{metrics}");
+    assert!(metrics.contains("yardmaster_connections 1\n"), "{metrics}");
+    g.running.shutdown().await;
+}
+
+/// An answer sent before the request's body was read (401, 404, 405, 413, the admin 401) says
+/// `Connection: close`, so that a client that sends its headers and body in two writes knows the
+/// connection ends; an answer after the body was read keeps the connection.
+#[tokio::test]
+async fn early_answers_say_connection_close() {
+    let g = gateway("ok", false).await;
+    let body = "{\"model\": \"auto\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+    let cases = [
+        ("POST /v1/chat/completions", "Bearer sk-wrong", 401, true),
+        ("POST /v1/nowhere", "Bearer sk-wrong", 404, true),
+        ("PUT /v1/chat/completions", "Bearer sk-wrong", 405, true),
+        ("POST /admin/reload", "Bearer sk-wrong", 401, true),
+        ("POST /v1/chat/completions", "Bearer sk-plain", 200, false),
+    ];
+    for (line, auth, status, close) in cases {
+        let mut sock = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+        let head = format!("{line} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+        sock.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = sock.write_all(body.as_bytes()).await;
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(text.starts_with(&format!("http/1.1 {status}")), "{line}: {text}");
+        assert_eq!(text.contains("connection: close"), close, "{line}: {text}");
+    }
+    // 413: the body is larger than the limit and is not read to its end.
+    let mut sock = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-plain\r\nContent-Length: 20000000\r\n\r\n";
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let _ = sock.write_all(&vec![b'x'; 11 << 20]).await;
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 413") && text.contains("connection: close"), "{text}");
+    g.running.shutdown().await;
+}
+
+/// A shutdown whose drain times out ends the streams still running with an error event, and
+/// settles them: a ledger row with what was streamed (they used to get a protocol error and no
+/// row).
+#[tokio::test]
+async fn shutdown_settles_the_streams_it_cuts() {
+    let g = gateway("ok", false).await;
+    g.running.shutdown().await;
+    let timeouts =
+        yardmaster::gateway::Timeouts { drain: Duration::from_millis(300), ..crate::gateway_support::timeouts() };
+    let running = crate::gateway_support::start_with(g.dir.path(), false, timeouts).await;
+    let url = format!("http://{}", running.addr);
+    // The slow stream sends 20 chunks, one every 50 ms: it is still running when the drain ends.
+    let body = json!({"model": "streamer", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let r = g.http.post(format!("{url}/v1/chat/completions")).bearer_auth(P).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = header(&r, "x-request-id");
+    let reader = tokio::spawn(sse_events(r));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let ledger = running.state.accounting.ledger.clone();
+    running.shutdown().await;
+    let events: Vec<String> = reader.await.unwrap().into_iter().map(|(_, e)| e).collect();
+    assert!(events.last().is_some_and(|e| e.contains("shutting down")), "{events:?}");
+    assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
+    drop(ledger);
+    let rows = yardmaster::accounting::ledger::read_all(&g.dir.path().join("yardmaster.db")).unwrap();
+    let row = rows.iter().find(|r| r.id == id).expect("the cut stream has its ledger row");
+    assert_eq!(row.status, 503);
+    assert!(row.output_tokens > 0, "{row:?}");
+}

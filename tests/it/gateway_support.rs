@@ -392,13 +392,27 @@ pub async fn gateway_custom(policy: &str, watch: bool, config: impl FnOnce(Socke
 
 /// Starts (or restarts) a gateway on the config in `dir`.
 pub async fn start_in(dir: &std::path::Path, watch: bool) -> yardmaster::gateway::Running {
-    let timeouts = yardmaster::gateway::Timeouts {
+    start_with(dir, watch, timeouts()).await
+}
+
+/// The tests' timeouts: short, so that cut-offs show quickly.
+pub fn timeouts() -> yardmaster::gateway::Timeouts {
+    yardmaster::gateway::Timeouts {
         header_read: Duration::from_millis(500),
         body_read: Duration::from_millis(500),
         stream_idle: Duration::from_millis(500),
         breaker_cooldown: Duration::from_millis(300),
         busy_poll: None,
-    };
+        drain: Duration::from_secs(30),
+    }
+}
+
+/// Starts a gateway on the config in `dir` with these timeouts.
+pub async fn start_with(
+    dir: &std::path::Path,
+    watch: bool,
+    timeouts: yardmaster::gateway::Timeouts,
+) -> yardmaster::gateway::Running {
     yardmaster::gateway::start(
         yardmaster::config::load(&dir.join("yardmaster.yaml")).unwrap(),
         "127.0.0.1:0",
