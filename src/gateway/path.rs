@@ -42,8 +42,8 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     // The request's own headers, not a copy of them (as axum's `HeaderMap` extractor makes).
     let (parts, body) = req.into_parts();
     let dispatched = async {
-        let admitted = admit(&st, &snap, door, &parts.headers, body, &mut settle).await?;
-        let routing = route(&st, &snap, &admitted, &mut settle).await?;
+        let mut admitted = admit(&st, &snap, door, &parts.headers, body, &mut settle).await?;
+        let routing = route(&st, &snap, &mut admitted, &mut settle).await?;
         forward(&st, &snap, admitted, &routing, &mut settle).await
     };
     match dispatched.await {
@@ -105,7 +105,8 @@ async fn forward(
             let model = catalog.by_name(&success.model);
             settle.rate = Rate::of(model.and_then(|m| m.price));
             settle.context = model.and_then(|m| m.context);
-            Ok(Dispatched { success, prompt: inbound.facts.prompt, wants_usage: inbound.wants_usage })
+            let prompt_tokens = routing.tokens.or(inbound.facts.known_tokens);
+            Ok(Dispatched { success, prompt: inbound.facts.prompt, prompt_tokens, wants_usage: inbound.wants_usage })
         }
         Err(f) => Err(failure(f, settle)),
     }

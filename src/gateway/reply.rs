@@ -22,6 +22,8 @@ pub struct Dispatched {
     pub success: Success,
     /// The prompt text, to count tokens when the upstream reports none.
     pub prompt: String,
+    /// Its tokens, when routing counted them.
+    pub prompt_tokens: Option<u64>,
     /// Whether a streaming client asked for the usage chunk.
     pub wants_usage: bool,
 }
@@ -30,13 +32,13 @@ pub struct Dispatched {
 pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
     let model = d.success.model;
     match d.success.reply {
-        Reply::Json(v) => json_reply(&mut settle, v, &model, &d.prompt),
-        Reply::Raw(raw) => raw_reply(&mut settle, raw, &model, &d.prompt),
+        Reply::Json(v) => json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens),
+        Reply::Raw(raw) => raw_reply(&mut settle, raw, &model, &d.prompt, d.prompt_tokens),
         Reply::Stream(events) => {
             let mut resp_headers = axum::http::HeaderMap::new();
             settle.record.status = 200;
             settle.record.headers(&mut resp_headers);
-            let tally = Tally::new(settle, d.prompt, d.wants_usage);
+            let tally = Tally::new(settle, d.prompt, d.prompt_tokens, d.wants_usage);
             let mut resp = relay(events, model, st.timeouts.stream_idle, st.cut.clone(), tally);
             resp.headers_mut().extend(resp_headers);
             resp
@@ -46,11 +48,12 @@ pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
 
 /// A whole JSON reply: usage from the reply (or counted), settled, `model` set to the catalog
 /// name, `usage` (with its cost) added when missing.
-fn json_reply(settle: &mut Settle, mut v: Value, model: &str, prompt: &str) -> Response {
+fn json_reply(settle: &mut Settle, mut v: Value, model: &str, prompt: &str, prompt_tokens: Option<u64>) -> Response {
     let used = usage::reported(&v).unwrap_or_else(|| {
         let mut text = String::new();
         usage::completion_text(&v, &mut text);
-        Usage { input: crate::util::tokens::count(prompt), output: crate::util::tokens::count(&text), estimated: true }
+        let input = prompt_tokens.unwrap_or_else(|| crate::util::tokens::count(prompt));
+        Usage { input, output: crate::util::tokens::count(&text), estimated: true }
     });
     let cost = settle.finish(200, used);
     if let Some(obj) = v.as_object_mut() {
@@ -70,11 +73,11 @@ fn json_reply(settle: &mut Settle, mut v: Value, model: &str, prompt: &str) -> R
 
 /// A raw OpenAI reply, its members as they came, but `model` and `usage` (with its cost). One
 /// without a usable usage block is counted, as any other reply.
-fn raw_reply(settle: &mut Settle, raw: RawObject, model: &str, prompt: &str) -> Response {
+fn raw_reply(settle: &mut Settle, raw: RawObject, model: &str, prompt: &str, prompt_tokens: Option<u64>) -> Response {
     let reported = raw.get("usage").and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
     let Some((used, mut usage)) = reported.as_ref().and_then(usage::reported_usage).zip(reported) else {
         let v = raw.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(Value::Null)));
-        return json_reply(settle, Value::Object(v.collect()), model, prompt);
+        return json_reply(settle, Value::Object(v.collect()), model, prompt, prompt_tokens);
     };
     let cost = settle.finish(200, used);
     if let Some(u) = usage.as_object_mut() {

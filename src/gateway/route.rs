@@ -59,13 +59,19 @@ pub fn context<'a>(key: Option<&'a Key>, health: &'a HealthView<'a>, standing: S
 }
 
 /// Routes an admitted request; `settle`'s record learns the rule (and the request log's facts).
+/// A large prompt's tokens are counted first, on a blocking thread, so that neither a rule that
+/// reads `prompt.tokens` nor a context check counts them on the request threads.
 pub async fn route<'s>(
     st: &AppState,
     snap: &'s Snapshot,
-    admitted: &Admitted<'s>,
+    admitted: &mut Admitted<'s>,
     settle: &mut Settle,
 ) -> Result<Routing<'s>, ApiError> {
     let standing = standing(st, admitted.key).await?;
+    let facts = &mut admitted.inbound.facts;
+    if facts.known_tokens.is_none() && facts.prompt.len() >= crate::util::tokens::OFF_THREAD_BYTES {
+        facts.known_tokens = Some(crate::util::tokens::count_off_thread(facts.prompt.as_str().into()).await);
+    }
     let facts = &admitted.inbound.facts;
     let (routing, ctx_facts) = {
         // The context borrows the (non-Send) health view: keep it out of the await above.

@@ -33,6 +33,7 @@ fn error_frame(message: &str) -> bytes::Bytes {
 pub struct Tally {
     settle: Option<Settle>,
     prompt: String,
+    prompt_tokens: Option<u64>,
     client_wants_usage: bool,
     reported: Option<Usage>,
     text: String,
@@ -42,10 +43,11 @@ pub struct Tally {
 
 impl Tally {
     /// A tally for one streamed request.
-    pub fn new(settle: Settle, prompt: String, client_wants_usage: bool) -> Tally {
+    pub fn new(settle: Settle, prompt: String, prompt_tokens: Option<u64>, client_wants_usage: bool) -> Tally {
         Tally {
             settle: Some(settle),
             prompt,
+            prompt_tokens,
             client_wants_usage,
             reported: None,
             text: String::new(),
@@ -55,7 +57,7 @@ impl Tally {
 
     fn usage(&self) -> Usage {
         self.reported.unwrap_or_else(|| Usage {
-            input: crate::util::tokens::count(&self.prompt),
+            input: self.prompt_tokens.unwrap_or_else(|| crate::util::tokens::count(&self.prompt)),
             output: crate::util::tokens::count(&self.text),
             estimated: true,
         })

@@ -62,8 +62,9 @@ impl Mock {
     }
 }
 
-/// o200k tokens of the messages' text, as a real provider would report.
-fn prompt_tokens(body: &serde_json::Value) -> u64 {
+/// o200k tokens of the messages' text, as a real provider would report (a large text on a
+/// blocking thread).
+async fn prompt_tokens(body: &serde_json::Value) -> u64 {
     let mut text = String::new();
     for m in body.get("messages").and_then(serde_json::Value::as_array).into_iter().flatten() {
         match m.get("content") {
@@ -79,7 +80,7 @@ fn prompt_tokens(body: &serde_json::Value) -> u64 {
         }
         text.push('\n');
     }
-    bpe_openai::o200k_base().count(text.as_str()) as u64
+    crate::util::tokens::count_off_thread(text.into()).await
 }
 
 impl ProviderApi for Mock {
@@ -118,7 +119,7 @@ impl ProviderApi for Mock {
         let max = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(|m| m.as_u64());
         let n = max.map_or(WORDS.len(), |m| (m as usize).min(WORDS.len()).max(1));
         let words: Vec<&str> = WORDS.iter().copied().take(n).collect();
-        let input = prompt_tokens(&body);
+        let input = prompt_tokens(&body).await;
         let usage = serde_json::json!({"prompt_tokens": input, "completion_tokens": words.len(), "total_tokens": input + words.len() as u64});
         let finish = if max.is_some_and(|m| (m as usize) < WORDS.len()) { "length" } else { "stop" };
         if !call.stream {
