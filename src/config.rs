@@ -274,6 +274,10 @@ pub struct LogConfig {
     /// The server log's format: `text` (default) or `json` (`serve --log-format` overrides it).
     #[serde(default)]
     pub format: Option<String>,
+    /// The headers whose values the request log may keep (of those a policy reads). Without it,
+    /// every header a policy reads is kept except credentials (cookies, keys, tokens...).
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
 }
 
 /// Server limits.

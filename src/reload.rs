@@ -381,7 +381,9 @@ fn restart_notes(old: &Loaded, new: &Loaded) -> Vec<String> {
     if old.ledger_path() != new.ledger_path() {
         out.push("`storage` changed; it takes effect after a restart".into());
     }
-    let log = |l: &Loaded| (l.request_log_path(), l.config.log.prompts, l.config.log.format.clone());
+    let log = |l: &Loaded| {
+        (l.request_log_path(), l.config.log.prompts, l.config.log.format.clone(), l.config.log.headers.clone())
+    };
     if log(old) != log(new) {
         out.push("`log` changed; it takes effect after a restart".into());
     }

@@ -109,7 +109,7 @@ pub fn replay(label: &str, program: &Program, entries: &[Entry], mut progress: i
         let routing = program.route(&req, &ctx, &mut scratch);
         let unknown = |fact: &Fact| match fact {
             Fact::Prompt | Fact::PromptLast | Fact::PromptSystem => !f.has_text(),
-            Fact::Header(h) => !f.headers_read.contains(h),
+            Fact::Header(h) => !f.headers_read.contains(h) || f.headers_redacted.contains(h),
             _ => false,
         };
         let blind = program.checked.rules.iter().take(routing.index + 1).any(|r| r.cond.reads_any(&unknown));

@@ -21,4 +21,6 @@ pub struct Accounting {
     pub request_log: bool,
     /// Whether they keep the prompt text.
     pub log_prompts: bool,
+    /// The headers whose values they may keep (lowercased), when the config lists them.
+    pub log_headers: Option<Vec<String>>,
 }

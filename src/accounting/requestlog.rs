@@ -104,9 +104,14 @@ pub struct Facts {
     /// The headers the policy read, those the request had.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// The names of the headers the policy read (a name here that is not in `headers` was absent).
+    /// The names of the headers the policy read (a name here that is not in `headers` was absent,
+    /// unless it is in `headers_redacted`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers_read: Vec<String>,
+    /// The headers the request had whose values the log does not keep (credentials, or headers
+    /// outside `log: { headers }`): a rule that reads one cannot be replayed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers_redacted: Vec<String>,
     /// `metadata`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -123,6 +128,17 @@ pub struct Facts {
     /// writer), when the log does not keep it.
     #[serde(skip)]
     pub uncounted: Option<String>,
+}
+
+/// Whether a header's value is a credential, which the request log never keeps unless the config
+/// lists it: `authorization`, cookies, and names that speak of keys, tokens, secrets, sessions,
+/// passwords, signatures or credentials.
+pub fn is_credential(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(n.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie")
+        || ["key", "token", "secret", "auth", "password", "passwd", "session", "signature", "credential"]
+            .iter()
+            .any(|w| n.contains(w))
 }
 
 impl Facts {

@@ -82,7 +82,8 @@ pub async fn route<'s>(
     };
     settle.record.rule = Some(routing.rule.to_string());
     if st.accounting.request_log {
-        let mut f = log_facts(facts, &snap.program.info.headers, st.accounting.log_prompts);
+        let keep = st.accounting.log_headers.as_deref();
+        let mut f = log_facts(facts, &snap.program.info.headers, keep, st.accounting.log_prompts);
         f.prompt_tokens = routing.tokens;
         f.tier = admitted.key.and_then(|k| k.tier.clone());
         f.budget_usd = admitted.key.and_then(|k| k.budget.map(|b| b.usd));
@@ -98,10 +99,19 @@ pub async fn route<'s>(
     Ok(routing)
 }
 
-/// The facts of a request as the request log keeps them. `headers` are the ones the policy reads
-/// (never `authorization`); `prompts` keeps the text. The token count is taken later, off the
-/// request path, when no rule needed it.
-fn log_facts(req: &RequestFacts, headers: &[String], prompts: bool) -> Facts {
+/// The facts of a request as the request log keeps them. `headers` are the ones the policy reads:
+/// their values are kept when `keep` lists them, or, without `keep`, when they are not
+/// credentials (`authorization` never); the others are listed as redacted. `prompts` keeps the
+/// text. The token count is taken later, off the request path, when no rule needed it.
+fn log_facts(req: &RequestFacts, headers: &[String], keep: Option<&[String]>, prompts: bool) -> Facts {
+    let kept = |name: &str| {
+        name != "authorization"
+            && match keep {
+                Some(list) => list.iter().any(|k| k == name),
+                None => !crate::accounting::requestlog::is_credential(name),
+            }
+    };
+    let present = req.headers.iter().filter(|(k, _)| headers.contains(k));
     Facts {
         endpoint: req.endpoint,
         model: req.model.clone(),
@@ -115,17 +125,42 @@ fn log_facts(req: &RequestFacts, headers: &[String], prompts: bool) -> Facts {
         prompt_tokens: None,
         uncounted: (!prompts).then(|| req.prompt.clone()),
         user_id: req.user_id.clone(),
-        headers: req
-            .headers
-            .iter()
-            .filter(|(k, _)| k != "authorization" && headers.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        headers: present.clone().filter(|(k, _)| kept(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        headers_redacted: present.filter(|(k, _)| !kept(k)).map(|(k, _)| k.clone()).collect(),
         headers_read: headers.iter().filter(|h| *h != "authorization").cloned().collect(),
         metadata: req.metadata.iter().cloned().collect(),
         prompt: prompts.then(|| req.prompt.clone()),
         prompt_last: prompts.then(|| req.prompt_last().to_string()),
         prompt_system: prompts.then(|| req.prompt_system().to_string()),
         ..Facts::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RequestFacts {
+        let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+        RequestFacts::from_chat(&body).unwrap().with_headers([
+            ("Cookie", "session=abc123"),
+            ("X-Api-Key", "k-123"),
+            ("X-Team", "search"),
+            ("Authorization", "Bearer sk-x"),
+        ])
+    }
+
+    /// The request log keeps the headers a policy reads, but not credentials (cookies and
+    /// `x-api-key` values were once kept), unless the config lists them.
+    #[test]
+    fn the_request_log_keeps_no_credential_unless_listed() {
+        let read: Vec<String> = ["cookie", "x-api-key", "x-team", "authorization"].map(String::from).into();
+        let f = log_facts(&request(), &read, None, false);
+        assert_eq!(f.headers.into_iter().collect::<Vec<_>>(), [("x-team".to_string(), "search".to_string())]);
+        assert_eq!(f.headers_redacted, ["cookie", "x-api-key", "authorization"]);
+        let keep = ["x-api-key".to_string()];
+        let f = log_facts(&request(), &read, Some(&keep), false);
+        assert_eq!(f.headers.keys().collect::<Vec<_>>(), ["x-api-key"]);
+        assert_eq!(f.headers_redacted, ["cookie", "x-team", "authorization"]);
     }
 }
