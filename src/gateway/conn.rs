@@ -110,10 +110,64 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that records when bytes move.
+/// A socket that records when bytes move, and gives hyper's own rejections a body.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    /// Bytes still to write in place of what hyper wrote (see [`with_error_body`]).
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+/// hyper answers what it cannot parse itself (400, 431), with an empty body. Such a response
+/// (`connection: close`, `content-length: 0`, nothing after the head; the gateway's own errors
+/// always have a body) gets OpenAI's error shape instead.
+fn with_error_body(head: &[u8]) -> Option<Vec<u8>> {
+    const EMPTY: &[u8] = b"\r\nconnection: close\r\ncontent-length: 0\r\n";
+    if !head.starts_with(b"HTTP/1.1 4")
+        || !head.ends_with(b"\r\n\r\n")
+        || !head.windows(EMPTY.len()).any(|w| w == EMPTY)
+    {
+        return None;
+    }
+    let line_end = head.windows(2).position(|w| w == b"\r\n")?;
+    let code: u16 = std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()?;
+    let reason = String::from_utf8_lossy(head.get(13..line_end)?).to_ascii_lowercase();
+    let message = match code {
+        431 => "the request's headers are too large".to_string(),
+        _ => format!("the request could not be read as HTTP ({reason})"),
+    };
+    let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "code": "bad_http", "param": null}})
+        .to_string();
+    let mut out = Vec::with_capacity(head.len() + body.len() + 64);
+    let at = head.windows(EMPTY.len()).position(|w| w == EMPTY)?;
+    out.extend_from_slice(head.get(..at)?);
+    out.extend_from_slice(
+        format!("\r\nconnection: close\r\ncontent-type: application/json\r\nx-should-retry: false\r\ncontent-length: {}\r\n", body.len())
+            .as_bytes(),
+    );
+    out.extend_from_slice(head.get(at + EMPTY.len()..)?);
+    out.extend_from_slice(body.as_bytes());
+    Some(out)
+}
+
+impl Watched {
+    /// Writes what is pending; ready once nothing is.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((buf, done)) = &mut self.pending {
+            match Pin::new(&mut self.inner).poll_write(cx, buf.get(*done..).unwrap_or(&[])) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    *done += n;
+                    if *done >= buf.len() {
+                        self.pending = None;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -129,6 +183,18 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|()| 0)),
+        }
+        if let Some(out) = with_error_body(b) {
+            self.pending = Some((out, 0));
+            self.activity.touch();
+            if let Poll::Ready(Err(e)) = self.poll_pending(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(b.len()));
+        }
         let r = Pin::new(&mut self.inner).poll_write(cx, b);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -141,6 +207,18 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|()| 0)),
+        }
+        // A rejection's head is short: look at it whole when it is one.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total < 512 && bufs.first().is_some_and(|b| b.starts_with(b"HTTP/1.1 4")) {
+            let whole: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if with_error_body(&whole).is_some() {
+                return self.poll_write(cx, &whole);
+            }
+        }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -153,11 +231,17 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_flush(cx),
+            other => other,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
 }
 
@@ -253,7 +337,7 @@ async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
+    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone(), pending: None });
     let svc = {
         let activity = activity.clone();
         tower::service_fn(move |req| handle(router.clone(), activity.clone(), req))
@@ -350,5 +434,27 @@ struct Open(Arc<ConnStats>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypers_empty_rejections_get_a_body_and_others_are_left_alone() {
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 07:58:27 GMT\r\n\r\n";
+        let out = String::from_utf8(with_error_body(head).unwrap()).unwrap();
+        let (h, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(h.starts_with("HTTP/1.1 431 ") && h.contains("content-type: application/json"), "{h}");
+        assert!(h.contains(&format!("content-length: {}", body.len())) && h.contains("x-should-retry: false"), "{h}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["message"], "the request's headers are too large");
+        // The gateway's own answers have bodies; a 200 is never touched.
+        assert!(with_error_body(
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 90\r\n\r\n"
+        )
+        .is_none());
+        assert!(with_error_body(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").is_none());
     }
 }

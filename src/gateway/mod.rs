@@ -195,7 +195,13 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
     let accounting = Arc::new(Accounting {
         request_log: ledger.is_some() && snap.config.config.log.requests.is_some(),
         log_prompts: snap.config.config.log.prompts,
-        log_headers: snap.config.config.log.headers.as_ref().map(|h| h.iter().map(|n| n.to_ascii_lowercase()).collect()),
+        log_headers: snap
+            .config
+            .config
+            .log
+            .headers
+            .as_ref()
+            .map(|h| h.iter().map(|n| n.to_ascii_lowercase()).collect()),
         ledger,
     });
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;

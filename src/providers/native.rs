@@ -125,11 +125,16 @@ impl Upstream {
         }
     }
 
-    /// Reads a whole JSON object reply without building its values.
+    /// Reads a whole JSON object reply without building its values. A reply nested deeper than
+    /// serde_json parses values ([`MAX_DEPTH`]) is malformed here, where the attempt can still fall
+    /// through (raw members skip that limit, and one of them would later fail to become a value).
     pub async fn raw_reply(&self, resp: reqwest::Response, limits: Limits) -> Result<RawObject, UpstreamError> {
         let bytes = self.body(resp, limits).await?;
         if !bytes.trim_ascii_start().starts_with(b"{") {
             return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
+        }
+        if nesting(&bytes) > MAX_DEPTH {
+            return Err(UpstreamError::Malformed(format!("the reply is nested deeper than {MAX_DEPTH} levels")));
         }
         serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
     }
@@ -175,6 +180,35 @@ impl Upstream {
         }
         req
     }
+}
+
+/// The deepest nesting that serde_json builds values for.
+pub const MAX_DEPTH: usize = 127;
+
+/// The deepest nesting of arrays and objects in a JSON text (strings skipped).
+fn nesting(json: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Why a body was cut short, with what had come.

@@ -94,7 +94,7 @@ async fn falls_back(primary: &str, test: &str) {
 
 #[tokio::test]
 async fn falls_through_on_500_503_auth_errors_refused_connections_and_malformed_json() {
-    for primary in ["fail500", "fail503", "unauthorized", "malformed", "not-object", "refused", "r429huge"] {
+    for primary in ["fail500", "fail503", "unauthorized", "malformed", "not-object", "refused", "r429huge", "deep"] {
         falls_back(primary, "fb-x").await;
     }
 }
@@ -612,5 +612,25 @@ async fn a_large_prompt_is_counted_off_the_request_threads() {
     assert_eq!(small.status(), 200);
     assert!(!big.is_finished(), "the small request waited for the large one's counting");
     assert_eq!(big.await.unwrap(), 200);
+    g.running.shutdown().await;
+}
+
+/// What hyper rejects by itself (headers too large: 431; a request line that is not HTTP: 400)
+/// comes back in OpenAI's error shape, not with an empty body.
+#[tokio::test]
+async fn rejections_by_the_http_layer_have_an_error_body() {
+    let g = gateway("ok", false).await;
+    let big = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(500_000));
+    for (request, status) in [(big.as_str(), 431), ("GARBAGE\r\n\r\n", 400)] {
+        let mut sock = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+        let _ = sock.write_all(request.as_bytes()).await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), sock.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{text}");
+    }
     g.running.shutdown().await;
 }

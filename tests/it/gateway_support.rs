@@ -157,6 +157,11 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
             let body = format!("{}data: {{\"id\": \"{}", chunk(&model, "hello "), "x".repeat(2 << 20));
             Response::builder().header("content-type", "text/event-stream").body(Body::from(body)).unwrap()
         }
+        // A reply nested 100,000 deep (it once came back as `choices: null` with a 200).
+        "deep" => {
+            let body = format!("{{\"id\": \"up-1\", \"choices\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+            (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+        }
         // A stream that ends without `[DONE]`.
         "nodone" => {
             let body = format!("{}{}", chunk(&model, "hello "), chunk(&model, "world"));
