@@ -343,7 +343,9 @@ async fn serve(
         tower::service_fn(move |req| handle(router.clone(), activity.clone(), req))
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.idle);
+    // hyper's own header timeout is the backstop for headers that trickle in; it is longer than
+    // ours so that a connection that sends nothing is closed (and counted) by the watch below.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.idle.saturating_mul(2));
     let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(svc));
     tokio::pin!(conn);
     let mut tick = tokio::time::interval((settings.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));

@@ -129,14 +129,7 @@ impl Upstream {
     /// serde_json parses values ([`MAX_DEPTH`]) is malformed here, where the attempt can still fall
     /// through (raw members skip that limit, and one of them would later fail to become a value).
     pub async fn raw_reply(&self, resp: reqwest::Response, limits: Limits) -> Result<RawObject, UpstreamError> {
-        let bytes = self.body(resp, limits).await?;
-        if !bytes.trim_ascii_start().starts_with(b"{") {
-            return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
-        }
-        if nesting(&bytes) > MAX_DEPTH {
-            return Err(UpstreamError::Malformed(format!("the reply is nested deeper than {MAX_DEPTH} levels")));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
+        parse_raw(&self.body(resp, limits).await?)
     }
 
     /// Reads a whole JSON reply.
@@ -180,6 +173,17 @@ impl Upstream {
         }
         req
     }
+}
+
+/// A reply's bytes as a [`RawObject`]: one JSON object, nested at most [`MAX_DEPTH`] levels.
+pub fn parse_raw(bytes: &[u8]) -> Result<RawObject, UpstreamError> {
+    if !bytes.trim_ascii_start().starts_with(b"{") {
+        return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
+    }
+    if nesting(bytes) > MAX_DEPTH {
+        return Err(UpstreamError::Malformed(format!("the reply is nested deeper than {MAX_DEPTH} levels")));
+    }
+    serde_json::from_slice(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
 }
 
 /// The deepest nesting that serde_json builds values for.

@@ -225,3 +225,63 @@ fn out_of_descriptors_the_accept_loop_backs_off() {
     let _ = child.wait();
     assert!(spent < 0.5, "the gateway spent {spent} s of CPU in 2 s with its descriptors exhausted");
 }
+
+/// SIGTERM with 50 streams open: the gateway stops taking connections, lets every stream finish
+/// (each ends with `[DONE]`), writes a ledger row for each and exits 0.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigterm_drains_and_settles_every_open_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "listen: 127.0.0.1:{port}\npolicy: p.route\nproviders:\n  m: {{ kind: mock, tokens_per_second: 20 }}\n\
+         models:\n  a: {{ provider: m, price: {{ input: 1, output: 1 }} }}\n"
+    );
+    std::fs::write(dir.path().join("y.yaml"), config).unwrap();
+    std::fs::write(dir.path().join("p.route"), "default { then a }\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_yardmaster"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("y.yaml"))
+        .env("YARDMASTER_LOG", "error")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (ids, ends) = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        while http.get(format!("{url}/healthz")).send().await.is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "the gateway did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let body = serde_json::json!({"model": "auto", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+        let mut ids = Vec::new();
+        let mut readers = Vec::new();
+        for _ in 0..50 {
+            let r = http.post(format!("{url}/v1/chat/completions")).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            ids.push(r.headers()["x-request-id"].to_str().unwrap().to_string());
+            readers.push(tokio::spawn(async move { r.text().await.unwrap() }));
+        }
+        let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(term.success());
+        let mut ends = Vec::new();
+        for r in readers {
+            ends.push(r.await.unwrap());
+        }
+        (ids, ends)
+    });
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    for text in &ends {
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    }
+    let rows = yardmaster::accounting::ledger::read_all(&dir.path().join("yardmaster.db")).unwrap();
+    for id in &ids {
+        let row = rows.iter().find(|r| &r.id == id).unwrap_or_else(|| panic!("no ledger row for {id}"));
+        assert_eq!(row.status, 200, "{row:?}");
+        assert!(row.output_tokens > 0, "{row:?}");
+    }
+    assert_eq!(rows.len(), 50);
+}

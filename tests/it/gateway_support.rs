@@ -118,6 +118,19 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
         }
         "malformed" => (StatusCode::OK, [("content-type", "application/json")], "{not json").into_response(),
         "not-object" => (StatusCode::OK, [("content-type", "application/json")], "[1, 2]").into_response(),
+        // A gzip body the gateway never asked for, an HTML error page with a 200, and a reply
+        // cut by a connection reset.
+        "gzip" => (StatusCode::OK, [("content-type", "application/json"), ("content-encoding", "gzip")],
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xab\x56\xca\x4c\x51\xb2\x52\x00\x00".to_vec()).into_response(),
+        "html" => (StatusCode::OK, [("content-type", "text/html")], "<html><body><h1>502 Bad Gateway</h1></body></html>").into_response(),
+        "reset" => {
+            let s = futures_util::stream::iter([
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"id\": \"up-1\", \"choices\": [")),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")),
+            ]);
+            Response::builder().header("content-type", "application/json").body(Body::from_stream(s)).unwrap()
+        }
+
         "verbatim" => (StatusCode::OK, [("content-type", "application/json")], VERBATIM).into_response(),
         // Upstreams that echo the request's `Authorization` header back (a provider key must never
         // reach the client), in every place a reply can carry it.

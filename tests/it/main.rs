@@ -15,6 +15,7 @@ mod docs;
 mod eval;
 mod eval_corpus;
 mod fmt_corpus;
+mod front_door;
 mod gateway;
 mod gateway_support;
 mod lint;
