@@ -1,8 +1,9 @@
 //! A fast fake OpenAI-compatible upstream for load benchmarks (`bench/load.sh`): answers
-//! `POST /v1/chat/completions` at once with a fixed completion, or, for `"stream": true`, with 64
-//! chunks 20 ms apart. Loopback only.
+//! `POST /v1/chat/completions` at once with a fixed completion, or, for `"stream": true`, with
+//! `max_tokens` chunks (64 when the request has none), `--gap-ms` apart (20 by default; 0 sends
+//! them as fast as the connection takes them). Loopback only.
 //!
-//! Usage: `fake-upstream 127.0.0.1:18081`
+//! Usage: `fake-upstream 127.0.0.1:18081 [--gap-ms N]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark tool fails loudly")]
 
@@ -17,7 +18,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 const COMPLETION: &str = r#"{"id":"bench","object":"chat.completion","created":1,"model":"fast","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
 
-async fn handle(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+/// The number after `"max_tokens":` in a compact JSON body.
+fn max_tokens(body: &[u8]) -> Option<u32> {
+    const KEY: &[u8] = b"\"max_tokens\":";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits: Vec<u8> =
+        body[at..].iter().copied().skip_while(|b| *b == b' ').take_while(u8::is_ascii_digit).collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+async fn handle(req: Request<Incoming>, gap: Duration) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let stream = body.windows(13).any(|w| w == b"\"stream\":true");
     if !stream {
@@ -26,16 +36,17 @@ async fn handle(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, Infall
     }
     // Like OpenAI, a usage chunk before [DONE] when `stream_options.include_usage` is set.
     let usage = body.windows(20).any(|w| w == b"\"include_usage\":true");
+    let count = max_tokens(&body).unwrap_or(64);
     let chunks = futures_util::stream::unfold(0u32, move |i| async move {
-        if i > 64 {
+        if i > count {
             return None;
         }
-        if i > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if i > 0 && !gap.is_zero() {
+            tokio::time::sleep(gap).await;
         }
-        let data = if i == 64 && usage {
-            "data: {\"id\":\"bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"fast\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":64,\"total_tokens\":69}}\n\ndata: [DONE]\n\n".to_string()
-        } else if i == 64 {
+        let data = if i == count && usage {
+            format!("data: {{\"id\":\"bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"fast\",\"choices\":[],\"usage\":{{\"prompt_tokens\":5,\"completion_tokens\":{count},\"total_tokens\":{}}}}}\n\ndata: [DONE]\n\n", count + 5)
+        } else if i == count {
             "data: [DONE]\n\n".to_string()
         } else {
             format!("data: {{\"id\":\"bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"fast\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}},\"finish_reason\":null}}]}}\n\n")
@@ -48,14 +59,21 @@ async fn handle(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, Infall
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18081".into());
+    let args: Vec<String> = std::env::args().collect();
+    let addr = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:18081".into());
+    let gap = args
+        .iter()
+        .position(|a| a == "--gap-ms")
+        .and_then(|i| args.get(i + 1))
+        .map_or(20, |g| g.parse().expect("--gap-ms N"));
+    let gap = Duration::from_millis(gap);
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(move |r| handle(r, gap)))
                 .await;
         });
     }

@@ -2,7 +2,8 @@
 //! single-threaded tokio runtime that forwards each POST body unchanged to the upstream through
 //! one pooled client and returns the reply's bytes: no JSON, no policy, no accounting, no headers
 //! of its own. What it costs is what the stack costs; what the gateway costs beyond it is
-//! Yardmaster's own work. Loopback only.
+//! Yardmaster's own work. A reply of type `text/event-stream` is relayed as it arrives, chunk by
+//! chunk and unchanged: the streaming floor. Loopback only.
 //!
 //! The server and the client can each be swapped, to split the stack's cost between its layers:
 //! `--server axum` (the gateway's: axum's router on hyper) or `--server hyper` (hyper's HTTP/1
@@ -35,40 +36,69 @@ enum Client {
 }
 
 impl Client {
-    /// Forwards `body`; the upstream's status and reply bytes, or `None` when the call failed.
-    async fn forward(&self, body: Bytes) -> Option<(u16, Bytes)> {
-        match self {
+    /// Forwards `body`; the upstream's reply (streamed through when it is an event stream), or
+    /// 502 when the call failed.
+    async fn forward(&self, body: Bytes) -> Response {
+        let forwarded = match self {
             Client::Reqwest(http, url) => {
-                let resp =
-                    http.post(url.clone()).header("content-type", "application/json").body(body).send().await.ok()?;
-                let status = resp.status().as_u16();
-                Some((status, resp.bytes().await.ok()?))
+                match http.post(url.clone()).header("content-type", "application/json").body(body).send().await {
+                    Ok(resp) if is_stream(resp.headers()) => {
+                        let status = resp.status().as_u16();
+                        Some((status, EVENTS, axum::body::Body::from_stream(resp.bytes_stream())))
+                    }
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        resp.bytes().await.ok().map(|b| (status, JSON, axum::body::Body::from(b)))
+                    }
+                    Err(_) => None,
+                }
             }
             Client::Hyper(http, uri) => {
-                let req = hyper::Request::post(uri.clone())
-                    .header("content-type", "application/json")
-                    .body(Full::new(body))
-                    .ok()?;
-                let resp = http.request(req).await.ok()?;
-                let status = resp.status().as_u16();
-                Some((status, resp.into_body().collect().await.ok()?.to_bytes()))
+                let req =
+                    hyper::Request::post(uri.clone()).header("content-type", "application/json").body(Full::new(body));
+                match req {
+                    Ok(req) => match http.request(req).await {
+                        Ok(resp) if is_stream(resp.headers()) => {
+                            let status = resp.status().as_u16();
+                            Some((status, EVENTS, axum::body::Body::new(resp.into_body())))
+                        }
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            resp.into_body()
+                                .collect()
+                                .await
+                                .ok()
+                                .map(|b| (status, JSON, axum::body::Body::from(b.to_bytes())))
+                        }
+                        Err(_) => None,
+                    },
+                    Err(_) => None,
+                }
             }
-        }
+        };
+        reply(forwarded)
     }
 }
 
-fn reply(forwarded: Option<(u16, Bytes)>) -> Response {
+fn is_stream(headers: &axum::http::HeaderMap) -> bool {
+    headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+const JSON: &str = "application/json";
+const EVENTS: &str = "text/event-stream";
+
+fn reply(forwarded: Option<(u16, &'static str, axum::body::Body)>) -> Response {
     match forwarded {
-        Some((status, b)) => {
+        Some((status, kind, b)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            (status, [("content-type", "application/json")], b).into_response()
+            (status, [("content-type", kind)], b).into_response()
         }
         None => StatusCode::BAD_GATEWAY.into_response(),
     }
 }
 
 async fn forward(State(client): State<Arc<Client>>, body: Bytes) -> Response {
-    reply(client.forward(body).await)
+    client.forward(body).await
 }
 
 fn fail(message: &str) -> ! {
@@ -126,7 +156,7 @@ async fn main() {
                 let client = client.clone();
                 async move {
                     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    Ok::<_, Infallible>(reply(client.forward(body).await))
+                    Ok::<_, Infallible>(client.forward(body).await)
                 }
             });
             tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));

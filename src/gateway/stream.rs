@@ -1,5 +1,8 @@
-//! The streaming relay: upstream events are parsed one by one, `model` is rewritten to the
-//! catalog name, and each event is flushed as soon as it is complete. The usage chunk that the
+//! The streaming relay: upstream events are read one by one, `model` is rewritten to the
+//! catalog name, and each event is flushed as soon as it is complete (events that are ready
+//! together go out in one write). An event without usage is not parsed into a value: the members
+//! the relay needs are borrowed from its text and `model` is spliced in place, so the rest passes
+//! on byte for byte. The usage chunk that the
 //! gateway asked for is read (and given `usage.cost`), and dropped when the client did not ask for
 //! it; when the upstream reports no usage, the tokens are counted. A stream that breaks (an
 //! upstream error, a reset, an event over the size limit, no chunk within the idle timeout, or an
@@ -93,54 +96,179 @@ impl Drop for Tally {
     }
 }
 
+/// The members of a chunk that the relay reads, borrowed from the event's text. Everything else
+/// is skipped (and passed on as written).
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    usage: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<Choice<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    message: Option<Delta<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow, default)]
+    function: Option<Function<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Function<'a> {
+    #[serde(borrow, default)]
+    arguments: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// An event without usage, relayed without building a value: its text is gathered from the
+/// borrowed members and `model` is spliced in place. `None` when the event needs the full parse
+/// (it carries usage, or a member has a shape the borrowed types do not take).
+fn fast_frame(data: &str, model_json: &str, text: &mut String) -> Option<bytes::Bytes> {
+    let peek: Peek = serde_json::from_str(data).ok()?;
+    if peek.usage.is_some_and(|u| u.get() != "null") {
+        return None;
+    }
+    for c in peek.choices.iter().flatten() {
+        for part in [&c.delta, &c.message].into_iter().flatten() {
+            text.push_str(part.content.as_deref().unwrap_or(""));
+            for call in part.tool_calls.iter().flatten() {
+                text.push_str(call.function.as_ref().and_then(|f| f.arguments.as_deref()).unwrap_or(""));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(data.len() + model_json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    match peek.model {
+        Some(m) => {
+            // `m` borrows from `data`, so its place in the text is where its bytes are.
+            let at = (m.get().as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+            let (before, after) = (data.get(..at)?, data.get(at + m.get().len()..)?);
+            out.extend_from_slice(before.as_bytes());
+            out.extend_from_slice(model_json.as_bytes());
+            out.extend_from_slice(after.as_bytes());
+        }
+        None => out.extend_from_slice(data.as_bytes()),
+    }
+    out.extend_from_slice(b"\n\n");
+    Some(bytes::Bytes::from(out))
+}
+
+/// Frames already waiting are sent together, up to this many bytes in one write.
+const COALESCE_BYTES: usize = 32 << 10;
+
 struct Relay {
     events: EventStream,
     model: String,
+    /// `model` as a JSON string, spliced into each event.
+    model_json: String,
     tally: Tally,
     done: bool,
     cut: tokio::sync::watch::Receiver<bool>,
+    idle: Duration,
+    /// When the last event came; the stall timer below is moved only when it fires, so an event
+    /// costs a clock read rather than a timer.
+    last: tokio::time::Instant,
+    stall: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Relay {
+    fn new(
+        events: EventStream,
+        model: String,
+        idle: Duration,
+        cut: tokio::sync::watch::Receiver<bool>,
+        tally: Tally,
+    ) -> Relay {
+        let now = tokio::time::Instant::now();
+        let model_json = Value::String(model.clone()).to_string();
+        Relay {
+            events,
+            model,
+            model_json,
+            tally,
+            done: false,
+            cut,
+            idle,
+            last: now,
+            stall: Box::pin(tokio::time::sleep_until(now + idle)),
+        }
+    }
+
+    /// The frames to send in one write: the next one, and those that are ready with it.
+    async fn batch(&mut self) -> Option<bytes::Bytes> {
+        use futures_util::FutureExt;
+        let first = self.next().await?;
+        if self.done {
+            return Some(first);
+        }
+        let mut out: Option<bytes::BytesMut> = None;
+        while !self.done && out.as_ref().map_or(first.len(), bytes::BytesMut::len) < COALESCE_BYTES {
+            let Some(Some(more)) = self.next().now_or_never() else { break };
+            out.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&more);
+        }
+        Some(out.map_or(first, bytes::BytesMut::freeze))
+    }
+
     /// The next frame to send, or `None` at the end.
-    async fn next(&mut self, idle: Duration) -> Option<bytes::Bytes> {
+    async fn next(&mut self) -> Option<bytes::Bytes> {
         loop {
             if self.done {
                 return None;
             }
+            // `None`: the shutdown cut the stream; `Some(None)`: the stall timer fired.
             let next = tokio::select! {
                 biased;
                 // A shutdown whose drain timed out: end with an error event, settled.
-                _ = self.cut.wait_for(|cut| *cut) => {
+                _ = self.cut.wait_for(|cut| *cut) => None,
+                next = self.events.next() => Some(Some(next)),
+                () = &mut self.stall => Some(None),
+            };
+            let next = match next {
+                None => {
                     self.done = true;
                     self.tally.settle(503);
                     return Some(error_frame("the gateway is shutting down"));
                 }
-                next = tokio::time::timeout(idle, self.events.next()) => next,
+                Some(None) => {
+                    let deadline = self.last + self.idle;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Some(self.broken("the upstream stalled"));
+                    }
+                    self.stall.as_mut().reset(deadline);
+                    continue;
+                }
+                Some(Some(next)) => next,
             };
+            self.last = tokio::time::Instant::now();
             match next {
-                Err(_) => return Some(self.broken("the upstream stalled")),
                 // Every complete stream ends with `[DONE]` (translated ones included): one that
                 // just stops was cut short, and is an error, not a complete answer.
-                Ok(None) => return Some(self.broken("the upstream stream ended without [DONE]")),
-                Ok(Some(Err(e))) => {
+                None => return Some(self.broken("the upstream stream ended without [DONE]")),
+                Some(Err(e)) => {
                     return Some(self.broken(&format!("the upstream stream broke: {}", e.describe())));
                 }
-                Ok(Some(Ok(data))) => {
+                Some(Ok(data)) => {
                     if data.trim() == "[DONE]" {
-                        self.done = true;
-                        let wanted = self.tally.client_wants_usage && !self.tally.usage_sent;
-                        let settled = self.tally.settle(200);
-                        let mut out = Vec::new();
-                        if let (true, Some((u, cost))) = (wanted, settled) {
-                            // The upstream reported no usage: the counted one, as OpenAI shapes it.
-                            let chunk = serde_json::json!({"object": "chat.completion.chunk", "model": self.model,
-                                "choices": [], "usage": {"prompt_tokens": u.input, "completion_tokens": u.output,
-                                "total_tokens": u.input + u.output, "cost": usage::usd(cost)}});
-                            out.extend_from_slice(&frame(&chunk.to_string()));
-                        }
-                        out.extend_from_slice(&frame("[DONE]"));
-                        return Some(bytes::Bytes::from(out));
+                        return Some(self.finish());
+                    }
+                    if let Some(frame) = fast_frame(&data, &self.model_json, &mut self.tally.text) {
+                        return Some(frame);
                     }
                     let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
                         return Some(self.broken("the upstream sent an event that is not JSON"));
@@ -159,6 +287,24 @@ impl Relay {
         }
     }
 
+    /// `[DONE]`: settled as a success, with the counted usage chunk first when the client asked
+    /// for usage and the upstream reported none.
+    fn finish(&mut self) -> bytes::Bytes {
+        self.done = true;
+        let wanted = self.tally.client_wants_usage && !self.tally.usage_sent;
+        let settled = self.tally.settle(200);
+        let mut out = Vec::new();
+        if let (true, Some((u, cost))) = (wanted, settled) {
+            // The upstream reported no usage: the counted one, as OpenAI shapes it.
+            let chunk = serde_json::json!({"object": "chat.completion.chunk", "model": self.model,
+                "choices": [], "usage": {"prompt_tokens": u.input, "completion_tokens": u.output,
+                "total_tokens": u.input + u.output, "cost": usage::usd(cost)}});
+            out.extend_from_slice(&frame(&chunk.to_string()));
+        }
+        out.extend_from_slice(&frame("[DONE]"));
+        bytes::Bytes::from(out)
+    }
+
     fn broken(&mut self, message: &str) -> bytes::Bytes {
         self.done = true;
         self.tally.settle(502);
@@ -174,9 +320,9 @@ pub fn relay(
     cut: tokio::sync::watch::Receiver<bool>,
     tally: Tally,
 ) -> Response {
-    let relay = Relay { events, model, tally, done: false, cut };
+    let relay = Relay::new(events, model, idle, cut, tally);
     let out = futures_util::stream::unfold(relay, move |mut r| async move {
-        let frame = r.next(idle).await?;
+        let frame = r.batch().await?;
         Some((Ok::<_, std::io::Error>(frame), r))
     });
     (
@@ -189,4 +335,47 @@ pub fn relay(
         Body::from_stream(out),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the full parse makes of an event: its text, and the frame with `model` replaced.
+    fn slow(data: &str, model: &str) -> (String, Value) {
+        let mut v: Value = serde_json::from_str(data).unwrap();
+        let mut text = String::new();
+        usage::completion_text(&v, &mut text);
+        if let Some(obj) = v.as_object_mut().filter(|o| o.contains_key("model")) {
+            obj.insert("model".into(), Value::String(model.into()));
+        }
+        (text, v)
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_parse_and_keeps_the_bytes() {
+        let model_json = Value::String("gpt \"4o\"".into()).to_string();
+        let events = [
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"up-x","choices":[{"index":0,"delta":{"content":"Hel\nlo \u00e9"},"finish_reason":null}],"usage":null}"#,
+            r#"{"model" : "up", "choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}}], "x": 1.50}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":null}}],"system_fingerprint":"fp"}"#,
+            r#"{"choices":[],"model":"m","mod\u0065l2":3}"#,
+        ];
+        for data in events {
+            let mut text = String::new();
+            let frame = fast_frame(data, &model_json, &mut text).expect(data);
+            let frame = std::str::from_utf8(&frame).unwrap();
+            let body = frame.strip_prefix("data: ").and_then(|f| f.strip_suffix("\n\n")).unwrap();
+            let (want_text, want) = slow(data, "gpt \"4o\"");
+            assert_eq!(text, want_text, "{data}");
+            assert_eq!(serde_json::from_str::<Value>(body).unwrap(), want, "{data}");
+            // Only `model` changed: the rest is byte for byte what the upstream sent.
+            let from = data.find("\"model\"").map_or(data.len(), |i| i);
+            assert!(body.starts_with(&data[..from]), "{body}");
+        }
+        assert!(fast_frame(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, &model_json, &mut String::new()).is_none());
+        assert!(fast_frame(r#"{"choices":[{"delta":{"content":["odd"]}}]}"#, &model_json, &mut String::new()).is_none());
+        assert!(fast_frame(r#"{"model":"a","model":"b"}"#, &model_json, &mut String::new()).is_none());
+        assert!(fast_frame("not json", &model_json, &mut String::new()).is_none());
+    }
 }

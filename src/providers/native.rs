@@ -258,6 +258,8 @@ where
 {
     struct Parser {
         buf: Vec<u8>,
+        /// Where the unread part of `buf` starts (lines before it are consumed).
+        pos: usize,
         event: String,
         data: String,
         has_data: bool,
@@ -265,13 +267,12 @@ where
     impl Parser {
         /// The next complete event in the buffer.
         fn next_event(&mut self) -> Option<(String, String)> {
-            while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
+            while let Some(off) = memchr::memchr(b'\n', &self.buf[self.pos..]) {
+                let mut line = &self.buf[self.pos..self.pos + off];
+                self.pos += off + 1;
+                if let [rest @ .., b'\r'] = line {
+                    line = rest;
                 }
-                let line = String::from_utf8_lossy(&line);
                 if line.is_empty() {
                     if self.has_data {
                         self.has_data = false;
@@ -280,6 +281,7 @@ where
                     self.event.clear();
                     continue;
                 }
+                let line = String::from_utf8_lossy(line);
                 let (field, value) =
                     line.split_once(':').map_or((&*line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
                 match field {
@@ -294,11 +296,18 @@ where
                     _ => {}
                 }
             }
+            // Everything before `pos` is read: keep only the unfinished line.
+            self.buf.drain(..self.pos);
+            self.pos = 0;
             None
+        }
+        fn waiting(&self) -> usize {
+            self.buf.len() - self.pos + self.data.len()
         }
     }
     let body = Box::pin(body);
-    let state = (body, Parser { buf: Vec::new(), event: String::new(), data: String::new(), has_data: false }, false);
+    let state =
+        (body, Parser { buf: Vec::new(), pos: 0, event: String::new(), data: String::new(), has_data: false }, false);
     futures_util::stream::unfold(state, move |(mut body, mut p, done)| async move {
         if done {
             return None;
@@ -307,7 +316,7 @@ where
             if let Some(ev) = p.next_event() {
                 return Some((Ok(ev), (body, p, false)));
             }
-            if p.buf.len() + p.data.len() > max_event {
+            if p.waiting() > max_event {
                 let e = UpstreamError::Malformed(format!(
                     "an event larger than {max_event} bytes (`limits: {{ max_event_bytes }}`)"
                 ));
