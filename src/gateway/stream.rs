@@ -1,6 +1,7 @@
 //! The streaming relay: upstream events are read one by one, `model` is rewritten to the
 //! catalog name, and each event is flushed as soon as it is complete (events that are ready
-//! together go out in one write). An event without usage is not parsed into a value: the members
+//! together go out in one write: the upstream is read ahead by a task of its own, up to
+//! `READ_AHEAD` frames). An event without usage is not parsed into a value: the members
 //! the relay needs are borrowed from its text and `model` is spliced in place, so the rest passes
 //! on byte for byte. The usage chunk that the
 //! gateway asked for is read (and given `usage.cost`), and dropped when the client did not ask for
@@ -169,7 +170,7 @@ fn fast_frame(data: &str, model_json: &str, text: &mut String) -> Option<bytes::
     Some(bytes::Bytes::from(out))
 }
 
-/// Frames already waiting are sent together, up to this many bytes in one write.
+/// Frames queued together are sent together, up to about this many bytes in one write.
 const COALESCE_BYTES: usize = 32 << 10;
 
 struct Relay {
@@ -184,6 +185,8 @@ struct Relay {
     /// When the last event came; the stall timer below is moved only when it fires, so an event
     /// costs a clock read rather than a timer.
     last: tokio::time::Instant,
+    /// The last event came within `BURST` of the one before it.
+    burst: bool,
     stall: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -206,23 +209,9 @@ impl Relay {
             cut,
             idle,
             last: now,
+            burst: false,
             stall: Box::pin(tokio::time::sleep_until(now + idle)),
         }
-    }
-
-    /// The frames to send in one write: the next one, and those that are ready with it.
-    async fn batch(&mut self) -> Option<bytes::Bytes> {
-        use futures_util::FutureExt;
-        let first = self.next().await?;
-        if self.done {
-            return Some(first);
-        }
-        let mut out: Option<bytes::BytesMut> = None;
-        while !self.done && out.as_ref().map_or(first.len(), bytes::BytesMut::len) < COALESCE_BYTES {
-            let Some(Some(more)) = self.next().now_or_never() else { break };
-            out.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&more);
-        }
-        Some(out.map_or(first, bytes::BytesMut::freeze))
     }
 
     /// The next frame to send, or `None` at the end.
@@ -231,13 +220,19 @@ impl Relay {
             if self.done {
                 return None;
             }
-            // `None`: the shutdown cut the stream; `Some(None)`: the stall timer fired.
-            let next = tokio::select! {
-                biased;
-                // A shutdown whose drain timed out: end with an error event, settled.
-                _ = self.cut.wait_for(|cut| *cut) => None,
-                next = self.events.next() => Some(Some(next)),
-                () = &mut self.stall => Some(None),
+            // `None`: the shutdown cut the stream; `Some(None)`: the stall timer fired. An event
+            // that is ready is taken before the other two are polled (each poll of them registers
+            // a waker), so the cut is also read here, which a stream that never waits would miss.
+            let next = if *self.cut.borrow() {
+                None
+            } else {
+                tokio::select! {
+                    biased;
+                    next = self.events.next() => Some(Some(next)),
+                    // A shutdown whose drain timed out: end with an error event, settled.
+                    _ = self.cut.wait_for(|cut| *cut) => None,
+                    () = &mut self.stall => Some(None),
+                }
             };
             let next = match next {
                 None => {
@@ -255,7 +250,9 @@ impl Relay {
                 }
                 Some(Some(next)) => next,
             };
-            self.last = tokio::time::Instant::now();
+            let now = tokio::time::Instant::now();
+            self.burst = now.duration_since(self.last) < BURST;
+            self.last = now;
             match next {
                 // Every complete stream ends with `[DONE]` (translated ones included): one that
                 // just stops was cut short, and is an error, not a complete answer.
@@ -312,7 +309,53 @@ impl Relay {
     }
 }
 
+/// `first` and the frames queued after it, up to `COALESCE_BYTES`: those already queued, and in a
+/// burst those that come within `GATHER_TURNS` turns of the scheduler.
+async fn gather(
+    rx: &mut tokio::sync::mpsc::Receiver<(bytes::Bytes, bool)>,
+    first: bytes::Bytes,
+    burst: bool,
+) -> bytes::Bytes {
+    use tokio::sync::mpsc::error::TryRecvError;
+    let mut out: Option<bytes::BytesMut> = None;
+    let mut turns = if burst { GATHER_TURNS } else { 0 };
+    loop {
+        let len = out.as_ref().map_or(first.len(), bytes::BytesMut::len);
+        if len >= COALESCE_BYTES {
+            break;
+        }
+        match rx.try_recv() {
+            Ok((more, _)) => out.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&more),
+            Err(TryRecvError::Empty) if turns > 0 => {
+                turns -= 1;
+                tokio::task::yield_now().await;
+            }
+            Err(_) => break,
+        }
+    }
+    out.map_or(first, bytes::BytesMut::freeze)
+}
+
+/// Frames read ahead of the client: the reader waits when this many are queued (a slow client
+/// slows the upstream down, as it would without the queue).
+const READ_AHEAD: usize = 32;
+
+/// Events closer together than this are a burst (an upstream that sends faster than it
+/// generates: a cached or replayed answer, a fast local model), worth gathering into one write.
+/// A model generating tokens sends them milliseconds apart, and each goes out at once.
+const BURST: Duration = Duration::from_millis(1);
+
+/// How many turns of the scheduler a write in a burst waits for more frames.
+const GATHER_TURNS: usize = 8;
+
 /// Relays `events` to the client as server-sent events, until `cut` is raised.
+///
+/// The upstream is read by a task of its own, which queues the frames it makes. The HTTP client
+/// hands a body over one chunk (one event) per turn of its connection task, so the events of one
+/// read from the upstream are queued a few turns apart: in a burst, the response body waits up to
+/// `GATHER_TURNS` turns and sends what has been queued in one write, instead of one write per
+/// event. When the client goes away, the queue closes and the reader stops, dropping the upstream
+/// request and settling what was streamed.
 pub fn relay(
     events: EventStream,
     model: String,
@@ -320,10 +363,24 @@ pub fn relay(
     cut: tokio::sync::watch::Receiver<bool>,
     tally: Tally,
 ) -> Response {
-    let relay = Relay::new(events, model, idle, cut, tally);
-    let out = futures_util::stream::unfold(relay, move |mut r| async move {
-        let frame = r.batch().await?;
-        Some((Ok::<_, std::io::Error>(frame), r))
+    let mut relay = Relay::new(events, model, idle, cut, tally);
+    let (tx, rx) = tokio::sync::mpsc::channel::<(bytes::Bytes, bool)>(READ_AHEAD);
+    tokio::spawn(async move {
+        loop {
+            let frame = tokio::select! {
+                biased;
+                frame = relay.next() => frame,
+                () = tx.closed() => None,
+            };
+            let Some(frame) = frame else { break };
+            if tx.send((frame, relay.burst)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let out = futures_util::stream::unfold(rx, |mut rx| async move {
+        let (first, burst) = rx.recv().await?;
+        Some((Ok::<_, std::io::Error>(gather(&mut rx, first, burst).await), rx))
     });
     (
         StatusCode::OK,
@@ -377,5 +434,51 @@ mod tests {
         assert!(fast_frame(r#"{"choices":[{"delta":{"content":["odd"]}}]}"#, &model_json, &mut String::new()).is_none());
         assert!(fast_frame(r#"{"model":"a","model":"b"}"#, &model_json, &mut String::new()).is_none());
         assert!(fast_frame("not json", &model_json, &mut String::new()).is_none());
+    }
+
+    /// A reader that queues `n` frames, each a few scheduler turns after the last, as the HTTP
+    /// client's chunk-by-chunk hand-over does.
+    fn reader(n: usize, turns: usize) -> tokio::sync::mpsc::Receiver<(bytes::Bytes, bool)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        tokio::spawn(async move {
+            for i in 0..n {
+                for _ in 0..turns {
+                    tokio::task::yield_now().await;
+                }
+                let _ = tx.send((bytes::Bytes::from(format!("<{i}>")), true)).await;
+            }
+        });
+        rx
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_burst_goes_out_in_one_write_and_a_lone_event_at_once() {
+        // In a burst, the frames that come within the gathering turns join the first.
+        let mut rx = reader(5, 1);
+        let (first, _) = rx.recv().await.unwrap();
+        let out = gather(&mut rx, first, true).await;
+        assert_eq!(&out[..], b"<0><1><2><3><4>");
+        assert!(rx.recv().await.is_none());
+
+        // Not in a burst: only what is queued already, without waiting for the rest.
+        let mut rx = reader(3, 1);
+        let (first, _) = rx.recv().await.unwrap();
+        assert_eq!(&gather(&mut rx, first, false).await[..], b"<0>");
+        let (next, _) = rx.recv().await.unwrap();
+        assert_eq!(&next[..], b"<1>");
+
+        // A burst whose next event is further away than the gathering turns is not held for it.
+        let mut rx = reader(2, GATHER_TURNS * 4);
+        let (first, _) = rx.recv().await.unwrap();
+        assert_eq!(&gather(&mut rx, first, true).await[..], b"<0>");
+
+        // A write stops growing at the size limit.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        for _ in 0..READ_AHEAD {
+            tx.send((bytes::Bytes::from(vec![b'x'; 4 << 10]), true)).await.unwrap();
+        }
+        let (first, _) = rx.recv().await.unwrap();
+        let out = gather(&mut rx, first, true).await;
+        assert_eq!(out.len(), COALESCE_BYTES);
     }
 }
