@@ -128,7 +128,7 @@ for events in ("64", "500"):
     f, g = ("floor-axum-reqwest", events), ("gateway", events)
     print(f"{events:>3} events: streams/s floor {statistics.mean(rate[f]):.0f}, gateway {statistics.mean(rate[g]):.0f} "
           f"({statistics.mean(rate[g]) / statistics.mean(rate[f]):.2f}); CPU per event floor {statistics.mean(cpu[f]):.2f} us, "
-          f"gateway {statistics.mean(cpu[g]):.2f} us (+{statistics.mean(cpu[g]) - statistics.mean(cpu[f]):.2f})")
+          f"gateway {statistics.mean(cpu[g]):.2f} us ({statistics.mean(cpu[g]) - statistics.mean(cpu[f]):+.2f})")
 PY
 echo "--- time to first byte, 200 streams of 64 events started 5 ms apart (us)"
 BODY64='{"model":"auto","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"Write a long story."}]}'
