@@ -10,9 +10,10 @@ use serde::{Deserialize, Deserializer};
 
 use crate::catalog::{Capability, Catalog, Endpoint, Model, Price};
 
-/// A config that could not be loaded.
+/// A config that could not be loaded: its first mistake, and the others found with it (every
+/// check after parsing runs, so that one run reports every mistake it can see).
 #[derive(Debug, thiserror::Error)]
-#[error("{path}:{line}:{column}: {message}")]
+#[error("{path}:{line}:{column}: {message}{}", self.others.iter().map(|e| format!("\n{e}")).collect::<String>())]
 pub struct ConfigError {
     /// The file.
     pub path: String,
@@ -22,6 +23,8 @@ pub struct ConfigError {
     pub column: usize,
     /// What is wrong.
     pub message: String,
+    /// The file's other mistakes.
+    pub others: Vec<ConfigError>,
 }
 
 /// The whole file.
@@ -425,6 +428,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         line: 1,
         column: 1,
         message: format!("cannot read the config: {e}"),
+        others: Vec::new(),
     })?;
     parse(path, &text)
 }
@@ -437,22 +441,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     } else {
         serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            ConfigError { path: shown.clone(), line, column, message: e.to_string() }
+            ConfigError { path: shown.clone(), line, column, message: e.to_string(), others: Vec::new() }
         })?
     };
-    let err = |needle: &str, message: String| {
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut err = |needle: &str, message: String| {
         let line = line_of(text, needle);
-        ConfigError { path: shown.clone(), line, column: 1, message }
+        errors.push(ConfigError { path: shown.clone(), line, column: 1, message, others: Vec::new() });
     };
+    if let Err(why) = check_listen(&config.listen) {
+        err("listen", why);
+    }
     let mut warnings = Vec::new();
     for (name, p) in &config.providers {
         if let Some(rate) = p.fail_rate {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(err(name, format!("provider `{name}`: fail_rate must be between 0 and 1")));
+                err(name, format!("provider `{name}`: fail_rate must be between 0 and 1"));
             }
         }
         if p.kind == ProviderKind::Openai && p.base_url.is_none() {
-            return Err(err(name, format!("provider `{name}`: an `openai` provider needs a `base_url`")));
+            err(name, format!("provider `{name}`: an `openai` provider needs a `base_url`"));
         }
         if let Some(env) = &p.api_key_env {
             if std::env::var_os(env).is_none() {
@@ -463,34 +471,34 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     for (name, m) in &config.models {
         if !config.providers.contains_key(&m.provider) {
             let help = crate::util::fuzzy::did_you_mean(&m.provider, config.providers.keys().map(String::as_str));
-            return Err(err(
+            err(
                 name,
                 format!(
                     "model `{name}` names provider `{}`, which is not in `providers`{}",
                     m.provider,
                     help.map(|h| format!(" (did you mean `{h}`?)")).unwrap_or_default()
                 ),
-            ));
+            );
         }
         if m.endpoint == Some(Endpoint::Embeddings)
             && config.providers.get(&m.provider).is_some_and(|p| p.kind == ProviderKind::Anthropic)
         {
-            return Err(err(name, format!("model `{name}`: Anthropic offers no embeddings endpoint")));
+            err(name, format!("model `{name}`: Anthropic offers no embeddings endpoint"));
         }
         if let Some(p) = m.price {
             if p.input < 0.0 || p.output < 0.0 || !p.input.is_finite() || !p.output.is_finite() {
-                return Err(err(name, format!("model `{name}`: prices cannot be negative")));
+                err(name, format!("model `{name}`: prices cannot be negative"));
             }
         }
     }
     let mut seen = std::collections::HashSet::new();
     for k in &config.keys {
         if !seen.insert(k.name.as_str()) {
-            return Err(err(&k.name, format!("key `{}` is defined twice", k.name)));
+            err(&k.name, format!("key `{}` is defined twice", k.name));
         }
         match (&k.key_env, &k.key_sha256) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(err(&k.name, format!("key `{}` needs exactly one of `key_env` and `key_sha256`", k.name)))
+                err(&k.name, format!("key `{}` needs exactly one of `key_env` and `key_sha256`", k.name));
             }
             (Some(env), None) => {
                 if std::env::var_os(env).is_none() {
@@ -499,24 +507,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             }
             (None, Some(h)) => {
                 if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(err(&k.name, format!("key `{}`: key_sha256 must be 64 hex digits", k.name)));
+                    err(&k.name, format!("key `{}`: key_sha256 must be 64 hex digits", k.name));
                 }
             }
         }
         for m in k.models.iter().flatten() {
             if !config.models.contains_key(m) {
-                return Err(err(&k.name, format!("key `{}` allows model `{m}`, which is not in `models`", k.name)));
+                err(&k.name, format!("key `{}` allows model `{m}`, which is not in `models`", k.name));
             }
         }
         if let Some(b) = k.budget {
             if !(b.usd >= 0.0 && b.usd.is_finite()) {
-                return Err(err(&k.name, format!("key `{}`: a budget must be a non-negative amount", k.name)));
+                err(&k.name, format!("key `{}`: a budget must be a non-negative amount", k.name));
             }
         }
     }
     if let Some(f) = &config.log.format {
         if f != "text" && f != "json" {
-            return Err(err("format", format!("log.format must be `text` or `json`, not `{f}`")));
+            err("format", format!("log.format must be `text` or `json`, not `{f}`"));
         }
     }
     if let Some(admin) = &config.admin {
@@ -526,7 +534,31 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
+    if !errors.is_empty() {
+        let mut first = errors.remove(0);
+        first.others = errors;
+        return Err(first);
+    }
     Ok(Loaded { config, path: path.to_path_buf(), warnings })
+}
+
+/// A `listen` value: `HOST:PORT`, the host an address or a name (`localhost`, resolved at start),
+/// an IPv6 address in brackets.
+fn check_listen(listen: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!("listen: `{listen}` {why} (write HOST:PORT, such as 127.0.0.1:8080 or localhost:8080)"))
+    };
+    let Some((host, port)) = listen.rsplit_once(':') else { return bad("has no port") };
+    if port.parse::<u16>().is_err() {
+        return bad("has no valid port");
+    }
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let name_like = !host.is_empty()
+        && host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if host.parse::<std::net::IpAddr>().is_err() && !name_like {
+        return bad("has no valid host");
+    }
+    Ok(())
 }
 
 /// The first line on which `needle` appears as a word (1 when it does not).
@@ -576,6 +608,29 @@ storage: { sqlite: yardmaster.db }          # later also: { redis: redis://127.0
         assert_eq!(cat.by_name("claude-sonnet").unwrap().upstream_id, "claude-sonnet-4-5");
         assert_eq!(l.policy_path().unwrap(), Path::new("x/rules/main.route"));
         assert_eq!(l.config.keys[0].budget.unwrap().per, Period::Month);
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_line() {
+        let text = "listen: 127.0.0.1\nproviders:\n  p: { kind: mock, fail_rate: 3 }\nmodels:\n  a: { provider: q }\n";
+        let e = parse(Path::new("y.yaml"), text).unwrap_err();
+        let all: Vec<(usize, &str)> =
+            std::iter::once(&e).chain(&e.others).map(|e| (e.line, e.message.as_str())).collect();
+        assert_eq!(all.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 3, 5], "{e}");
+        assert!(all[0].1.contains("has no port"), "{e}");
+        // All three are in the message a user sees.
+        assert_eq!(e.to_string().lines().count(), 3, "{e}");
+        assert!(e.to_string().lines().all(|l| l.starts_with("y.yaml:")), "{e}");
+    }
+
+    #[test]
+    fn listen_takes_names_and_addresses() {
+        for ok in ["localhost:8090", "127.0.0.1:0", "[::1]:8080", "gateway.internal:80", "0.0.0.0:443"] {
+            assert!(check_listen(ok).is_ok(), "{ok}");
+        }
+        for bad in ["8080", "localhost", "localhost:http", "127.0.0.1:99999", ":80", "a b:80", "host..x:80"] {
+            assert!(check_listen(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

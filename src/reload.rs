@@ -241,16 +241,22 @@ impl Reloader {
         }
     }
 
-    /// Brings back the previous good snapshot.
-    pub async fn rollback(&self) -> Result<String, String> {
+    /// Brings back the previous good snapshot: its version, and `true` when that version is the
+    /// one already live (then nothing changes, and the previous one is kept).
+    pub async fn rollback(&self) -> Result<(String, bool), String> {
         let _guard = self.lock.lock().await;
-        let prev =
-            lock(&self.previous).take().ok_or_else(|| "there is no previous version to roll back to".to_string())?;
+        let mut previous = lock(&self.previous);
+        let prev = previous.as_ref().ok_or_else(|| "there is no previous version to roll back to".to_string())?;
+        if prev.version() == self.snapshot().version() {
+            return Ok((prev.version().to_string(), true));
+        }
+        let prev = previous.take().ok_or_else(|| "there is no previous version to roll back to".to_string())?;
+        drop(previous);
         let version = prev.version().to_string();
         let old = self.live.swap(prev);
         *lock(&self.previous) = Some(old);
         tracing::info!(version = %version, "rolled back");
-        Ok(version)
+        Ok((version, false))
     }
 
     /// The state `/admin/policy` shows.

@@ -3,7 +3,6 @@
 //! trace; this file reads the arguments).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{build, keys_of, load_config, try_exit, Exit, Format};
@@ -111,8 +110,27 @@ pub fn run(args: Args) -> Exit {
     let catalog = loaded.as_ref().map(Loaded::catalog);
     let program = try_exit!(build(&entry, catalog.as_ref()));
     let format = args.format;
+    let keys = keys_of(loaded.as_ref());
+    if let Some(name) = &args.key {
+        if !keys.iter().any(|k| k.name == *name) {
+            let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+            match (loaded.is_some(), crate::util::fuzzy::did_you_mean(name, names.iter().copied())) {
+                (false, _) => eprintln!("error: --key `{name}` needs a config with `keys:` (--config)"),
+                (true, Some(close)) => {
+                    eprintln!("error: the config has no key named `{name}`; did you mean `{close}`?")
+                }
+                (true, None) if names.is_empty() => {
+                    eprintln!("error: the config has no key named `{name}` (it has no `keys:`)")
+                }
+                (true, None) => {
+                    eprintln!("error: the config has no key named `{name}` (its keys: {})", names.join(", "))
+                }
+            }
+            return Exit::CannotRun;
+        }
+    }
     let case = try_exit!(case(args, request));
-    let inputs = match testing::case_inputs(&program, &case, &keys_of(loaded.as_ref())) {
+    let inputs = match testing::case_inputs(&program, &case, &keys) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
@@ -124,6 +142,6 @@ pub fn run(args: Args) -> Exit {
         Format::Json => serde_json::to_string_pretty(&trace).unwrap_or_default() + "\n",
         Format::Human => render(&trace, &inputs.req, &entry.display().to_string()),
     };
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    out!("{out}");
     Exit::Ok
 }

@@ -67,12 +67,12 @@ pub fn run(args: Args) -> Exit {
             Ok(out) => {
                 changed += 1;
                 if args.check {
-                    println!("would reformat {}", f.display());
+                    outln!("would reformat {}", f.display());
                 } else if let Err(e) = std::fs::write(f, out) {
                     eprintln!("error: cannot write {}: {e}", f.display());
                     return Exit::CannotRun;
                 } else {
-                    println!("formatted {}", f.display());
+                    outln!("formatted {}", f.display());
                 }
             }
             Err(policy::fmt::FmtError::Parse(diags)) => {

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use super::{expand, load_config, print_diagnostics, try_exit, Exit, Format};
 use crate::config::Loaded;
-use crate::policy::diagnostic::codes::Code;
 use crate::policy::{self, load, CheckOptions, Severity};
 
 /// `lint`'s arguments.
@@ -31,6 +30,10 @@ pub struct Args {
 pub fn run(args: Args) -> Exit {
     let loaded = try_exit!(load_config(args.config.as_deref()));
     let catalog = loaded.as_ref().map(Loaded::catalog);
+    // What serve would warn of: provider and key variables that are unset.
+    for w in loaded.iter().flat_map(|l| &l.warnings) {
+        eprintln!("warning: {}: {w}", l_path(loaded.as_ref()));
+    }
     let paths: Vec<PathBuf> = if args.paths.is_empty() {
         match loaded.as_ref().and_then(Loaded::policy_path) {
             Some(p) => vec![p],
@@ -51,6 +54,7 @@ pub fn run(args: Args) -> Exit {
     let mut cannot_run = false;
     for entry in &entries {
         let source = load::load(entry, &load::Fs);
+        cannot_run |= source.unreadable;
         let outcome = policy::check(source, catalog.as_ref(), CheckOptions { costs: args.costs });
         for d in &outcome.diagnostics {
             match d.severity() {
@@ -58,18 +62,15 @@ pub fn run(args: Args) -> Exit {
                 Severity::Warning => warnings += 1,
                 Severity::Advice => {}
             }
-            if d.code == Code::UnreadableFile && outcome.sources.files().len() <= 1 {
-                cannot_run = true;
-            }
         }
         print_diagnostics(&outcome.diagnostics, &outcome.sources, args.format);
         json.extend(outcome.diagnostics.iter().map(|d| d.to_json(&outcome.sources)));
     }
     if args.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_else(|_| "[]".into()));
+        outln!("{}", serde_json::to_string_pretty(&json).unwrap_or_else(|_| "[]".into()));
     } else {
         let files = entries.len();
-        println!(
+        outln!(
             "{} {} checked: {errors} error{}, {warnings} warning{}",
             files,
             if files == 1 { "policy" } else { "policies" },
@@ -84,4 +85,9 @@ pub fn run(args: Args) -> Exit {
     } else {
         Exit::Ok
     }
+}
+
+/// The config's path, as warnings name it.
+fn l_path(loaded: Option<&Loaded>) -> String {
+    loaded.map(|l| l.path.display().to_string()).unwrap_or_default()
 }

@@ -3,6 +3,18 @@
 //! 2 cannot run). This module holds what the commands share: the config and policy loading, and
 //! the printing of diagnostics.
 
+/// `print!` that ends the process quietly when the reader has gone away (`yardmaster explain |
+/// head`), where `print!` would panic on the broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*)) };
+}
+
+/// `println!`, as [`out!`].
+macro_rules! outln {
+    () => { $crate::cli::write_out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod explain;
 mod fmt;
 mod lint;
@@ -20,6 +32,17 @@ use crate::config::{self, Loaded};
 use crate::policy::syntax::span::SourceMap;
 use crate::policy::testing::KeyInfo;
 use crate::policy::{self, load, Diagnostic, Program};
+
+/// Writes to standard output; a closed pipe ends the process with success, quietly (as `head`'s
+/// writer expects), and any other error is ignored, as `print!` would have panicked on it.
+fn write_out(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
 
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,8 +147,8 @@ fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap, format: Format) 
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if format == Format::Human {
         for d in diags {
-            print!("{}", d.render(sources, 100, color));
-            println!();
+            out!("{}", d.render(sources, 100, color));
+            outln!();
         }
     }
 }

@@ -39,7 +39,9 @@ fn init_logging(format: Format) {
     // logged at `trace`, which must be asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_env("YARDMASTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal (and never with NO_COLOR): a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if format == Format::Json {
         builder.json().init();
     } else {

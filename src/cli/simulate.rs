@@ -82,9 +82,9 @@ pub fn run(args: Args) -> Exit {
     match args.format {
         Format::Json => {
             let out = serde_json::json!({"columns": columns, "skipped_lines": t.skipped});
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
-        Format::Human => print!("{}", crate::simulate::render(&columns, t.skipped.len())),
+        Format::Human => out!("{}", crate::simulate::render(&columns, t.skipped.len())),
     }
     Exit::Ok
 }

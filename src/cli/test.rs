@@ -38,6 +38,12 @@ pub fn run(args: Args) -> Exit {
         .unwrap_or_else(|| PathBuf::from("rules"));
     let entries = try_exit!(expand(std::slice::from_ref(&dir)));
     let catalog = loaded.as_ref().map(Loaded::catalog);
+    if catalog.is_none() {
+        eprintln!(
+            "note: no config (./yardmaster.yaml or --config), so tests run without a catalog: model names are not \
+             checked, and cases that depend on prices, contexts or capabilities may not decide as they would in serve"
+        );
+    }
     let keys = keys_of(loaded.as_ref());
     let mut tally = Tally::default();
     let mut any = false;
@@ -49,7 +55,7 @@ pub fn run(args: Args) -> Exit {
         any = true;
         let program = try_exit!(build(entry, catalog.as_ref()));
         let cases = try_exit!(read_cases(&tests));
-        println!("running {} test{} from {}", cases.len(), if cases.len() == 1 { "" } else { "s" }, tests.display());
+        outln!("running {} test{} from {}", cases.len(), if cases.len() == 1 { "" } else { "s" }, tests.display());
         run_cases(&program, &cases, &keys, args.coverage, &mut tally);
     }
     if !any {
@@ -57,8 +63,8 @@ pub fn run(args: Args) -> Exit {
         return Exit::CannotRun;
     }
     let Tally { passed, failed } = tally;
-    println!("test result: {}. {passed} passed; {failed} failed", if failed == 0 { "ok" } else { "FAILED" });
-    println!("{passed} passed, {failed} failed");
+    outln!("test result: {}. {passed} passed; {failed} failed", if failed == 0 { "ok" } else { "FAILED" });
+    outln!("{passed} passed, {failed} failed");
     if failed > 0 {
         Exit::Findings
     } else {
@@ -85,25 +91,25 @@ fn run_cases(program: &Program, cases: &[Case], keys: &[KeyInfo], coverage: bool
         match &r.failure {
             None => {
                 tally.passed += 1;
-                println!("test {} ... ok", r.name);
+                outln!("test {} ... ok", r.name);
             }
             Some(f) => {
                 tally.failed += 1;
-                println!("test {} ... FAILED", r.name);
+                outln!("test {} ... FAILED", r.name);
                 failures.push((r.name.clone(), f.clone()));
             }
         }
     }
     if !failures.is_empty() {
-        println!("\nfailures:");
+        outln!("\nfailures:");
         for (n, f) in &failures {
-            println!("    {n}: {f}");
+            outln!("    {n}: {f}");
         }
     }
     if coverage {
         print_coverage(program, &results);
     }
-    println!();
+    outln!();
 }
 
 fn print_coverage(program: &Program, results: &[CaseResult]) {
@@ -129,11 +135,11 @@ fn print_coverage(program: &Program, results: &[CaseResult]) {
         }
     }
     if lines.is_empty() {
-        println!("\ncoverage: every rule and target is reached by a test");
+        outln!("\ncoverage: every rule and target is reached by a test");
     } else {
-        println!("\ncoverage: not reached by any test:");
+        outln!("\ncoverage: not reached by any test:");
         for l in lines {
-            println!("{l}");
+            outln!("{l}");
         }
     }
 }

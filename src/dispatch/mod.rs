@@ -93,8 +93,8 @@ pub enum Outcome {
     BreakerOpen,
     /// Skipped: its provider cannot be used (why).
     Unavailable(String),
-    /// Skipped: its worst-case cost does not fit the key's remaining budget.
-    OverBudget,
+    /// Skipped: its worst-case cost (micro-USD) does not fit the key's remaining budget.
+    OverBudget(u64),
     /// Called, and it failed.
     Failed(UpstreamError),
 }
@@ -111,7 +111,7 @@ impl Outcome {
             Outcome::Answered => "ok".into(),
             Outcome::BreakerOpen => "skipped: breaker open".into(),
             Outcome::Unavailable(why) => format!("skipped: provider unavailable ({why})"),
-            Outcome::OverBudget => "skipped: its worst-case cost does not fit the remaining budget".into(),
+            Outcome::OverBudget(_) => "skipped: its worst-case cost does not fit the remaining budget".into(),
             Outcome::Failed(e) => e.describe(),
         }
     }
@@ -182,10 +182,19 @@ impl Failure {
         }
     }
 
-    /// Whether the budget excluded every target (and nothing else did).
-    pub fn over_budget(&self) -> bool {
+    /// When the budget excluded every target (and nothing else did): the smallest worst-case
+    /// cost among them, micro-USD.
+    pub fn over_budget(&self) -> Option<u64> {
         let a = self.attempts();
-        matches!(self, Failure::NoneTried(_)) && !a.is_empty() && a.iter().all(|a| a.outcome == Outcome::OverBudget)
+        if !matches!(self, Failure::NoneTried(_)) {
+            return None;
+        }
+        a.iter()
+            .map(|a| match a.outcome {
+                Outcome::OverBudget(micros) => Some(micros),
+                _ => None,
+            })
+            .try_fold(None, |min: Option<u64>, m| m.map(|m| Some(min.map_or(m, |x| x.min(m)))))?
     }
 }
 
@@ -284,7 +293,7 @@ async fn try_target(
             match d.state.reserve(key, budget, t.reserve_micros).await {
                 Ok(Some(r)) => holds.budget = Some(r),
                 Ok(None) => {
-                    attempts.push(Attempt::new(t, Outcome::OverBudget));
+                    attempts.push(Attempt::new(t, Outcome::OverBudget(t.reserve_micros)));
                     return Ok(None);
                 }
                 Err(e) => return Err(Failure::State(e, std::mem::take(attempts))),
@@ -427,8 +436,8 @@ mod tests {
         let budget = Budget { limit: 500, per: Period::Day };
         let mut holds = Holds::default();
         let f = dispatch(&state, &latency, &targets, budget, &mut holds).await.unwrap_err();
-        assert!(f.over_budget(), "{f:?}");
-        assert!(f.attempts().iter().all(|a| a.outcome == Outcome::OverBudget && !a.outcome.called()));
+        assert!(f.over_budget().is_some(), "{f:?}");
+        assert!(f.attempts().iter().all(|a| matches!(a.outcome, Outcome::OverBudget(_)) && !a.outcome.called()));
         assert!(holds.budget.is_none());
         // A breaker that is open is another reason: no longer "over budget" alone.
         for _ in 0..5 {
@@ -436,7 +445,7 @@ mod tests {
         }
         let f = dispatch(&state, &latency, &targets, budget, &mut holds).await.unwrap_err();
         assert_eq!(f.attempts()[0].outcome, Outcome::BreakerOpen);
-        assert!(!f.over_budget());
+        assert!(f.over_budget().is_none());
     }
 
     /// A half-open breaker's probe that is cancelled (the client went away mid-call) is given back,

@@ -58,7 +58,10 @@ pub async fn rollback(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Re
     let result = match admin(&snap, &headers) {
         Err(e) => Err(e),
         Ok(()) => match st.reloader.rollback().await {
-            Ok(v) => Ok(axum::Json(json!({"rolled_back": true, "version": v})).into_response()),
+            Ok((v, false)) => Ok(axum::Json(json!({"rolled_back": true, "version": v})).into_response()),
+            Ok((v, true)) => Ok(axum::Json(json!({"rolled_back": false, "version": v,
+                "message": format!("the previous version is {v}, the one already live: nothing changed")}))
+            .into_response()),
             Err(e) => Err(ApiError::no_previous_version(e)),
         },
     };

@@ -17,7 +17,7 @@ pub struct ApiError {
     /// OpenAI's `code`.
     pub code: Option<&'static str>,
     /// OpenAI's `param`.
-    pub param: Option<&'static str>,
+    pub param: Option<Box<str>>,
     /// `Retry-After` in seconds.
     pub retry_after: Option<u64>,
     /// A raw upstream body to pass through instead of ours (the upstream's own client errors).
@@ -52,8 +52,8 @@ impl ApiError {
     }
 
     /// Sets `param`.
-    pub fn param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn param(mut self, param: impl Into<Box<str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 
@@ -135,12 +135,12 @@ impl ApiError {
             .param("model")
     }
 
-    /// 402: the key's budget excluded every target.
-    pub fn budget_exceeded() -> ApiError {
+    /// 402: the key's budget excluded every target (`why`: what it needed and what remains).
+    pub fn budget_exceeded(why: &str) -> ApiError {
         let mut e = ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "budget_exceeded",
-            "the key's budget for this period is spent: no target's worst-case cost fits what remains",
+            format!("the key's budget cannot cover this request: {why}"),
         );
         e.refusal = Some("budget");
         e
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn statuses_map_to_openai_types_once() {
         assert_eq!(error_type(StatusCode::NOT_FOUND), "not_found_error");
-        assert_eq!(ApiError::budget_exceeded().kind(), "insufficient_quota");
+        assert_eq!(ApiError::budget_exceeded("x").kind(), "insufficient_quota");
         assert_eq!(ApiError::upstream_refused(422, "{}".into()).kind(), "invalid_request_error");
         assert_eq!(ApiError::no_target("x").kind(), "api_error");
         assert!(!ApiError::bad_request("x").should_retry());

@@ -22,20 +22,53 @@ use crate::accounting::{budget, usage};
 use crate::reload::Key;
 use crate::state::{BreakerState, StateStore};
 
-/// `GET /v1/models`: `auto` and the catalog.
+/// One catalog model as `/v1/models` lists it.
+fn model_entry(m: &crate::catalog::Model) -> serde_json::Value {
+    json!({
+        "id": m.name, "object": "model", "created": 0, "owned_by": m.provider,
+        "context_length": m.context, "endpoint": m.endpoint.as_str(), "tags": m.tags,
+        "pricing": m.price.map(|p| json!({"input": p.input, "output": p.output, "unit": "USD per million tokens"})),
+    })
+}
+
+/// `auto` as a model.
+fn auto_entry() -> serde_json::Value {
+    json!({"id": "auto", "object": "model", "created": 0, "owned_by": "yardmaster"})
+}
+
+/// The catalog models a key may name (all of them for a key without `models`, or when open).
+fn visible<'a>(
+    snap: &'a crate::reload::Snapshot,
+    key: Option<&Key>,
+) -> impl Iterator<Item = &'a crate::catalog::Model> {
+    let allowed = key.and_then(|k| k.models.clone());
+    snap.program.catalog().models().iter().filter(move |m| allowed.as_ref().is_none_or(|a| a.contains(&m.name)))
+}
+
+/// `GET /v1/models`: `auto` and the catalog models the calling key may name.
 pub async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let record = Record::new(snap.version());
-    let result = authenticate(&snap, &headers).map(|_| {
-        let mut data = vec![json!({"id": "auto", "object": "model", "created": 0, "owned_by": "yardmaster"})];
-        for m in snap.program.catalog().models() {
-            data.push(json!({
-                "id": m.name, "object": "model", "created": 0, "owned_by": m.provider,
-                "context_length": m.context, "endpoint": m.endpoint.as_str(), "tags": m.tags,
-                "pricing": m.price.map(|p| json!({"input": p.input, "output": p.output, "unit": "USD per million tokens"})),
-            }));
-        }
+    let result = authenticate(&snap, &headers).map(|key| {
+        let data: Vec<serde_json::Value> =
+            std::iter::once(auto_entry()).chain(visible(&snap, key).map(model_entry)).collect();
         axum::Json(json!({"object": "list", "data": data})).into_response()
+    });
+    answer(&st, record, result)
+}
+
+/// `GET /v1/models/{id}`: one model, as the list shows it (404 for one the key may not name).
+pub async fn model(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = st.reloader.snapshot();
+    let record = Record::new(snap.version());
+    let result = authenticate(&snap, &headers).and_then(|key| {
+        let entry =
+            if id == "auto" { Some(auto_entry()) } else { visible(&snap, key).find(|m| m.name == id).map(model_entry) };
+        entry.map(|e| axum::Json(e).into_response()).ok_or_else(|| ApiError::model_not_found(&id))
     });
     answer(&st, record, result)
 }
@@ -83,13 +116,29 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 once a policy is loaded and the listener is up.
+/// `GET /readyz`: 200 once a policy is loaded, the listener is up and at least one model's
+/// provider can be called; 503 otherwise, saying why (a provider whose key variable is unset
+/// cannot serve anything).
 pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
-    if st.ready.load(Ordering::SeqCst) {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !st.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
+    let snap = st.reloader.snapshot();
+    let mut why: Vec<String> = Vec::new();
+    for m in snap.program.catalog().models() {
+        match snap.providers.get(&m.provider) {
+            Some(crate::providers::Provider::Unavailable(reason)) => {
+                let line = format!("{}: {reason}", m.provider);
+                if !why.contains(&line) {
+                    why.push(line);
+                }
+            }
+            Some(_) => return "ready\n".into_response(),
+            None => {}
+        }
+    }
+    let why = if why.is_empty() { "the catalog has no models".to_string() } else { why.join("; ") };
+    (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: no provider can serve a model ({why})\n")).into_response()
 }
 
 /// `GET /metrics`.

@@ -112,6 +112,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/chat/completions", post(path::chat))
         .route("/v1/embeddings", post(path::embeddings))
         .route("/v1/models", get(info::models))
+        .route("/v1/models/{id}", get(info::model))
+        // Some clients are configured with a base URL without `/v1`.
+        .route("/chat/completions", post(path::chat))
+        .route("/embeddings", post(path::embeddings))
+        .route("/models", get(info::models))
+        .route("/models/{id}", get(info::model))
         .route("/v1/key", get(info::key))
         .route("/healthz", get(info::healthz))
         .route("/readyz", get(info::readyz))
@@ -172,7 +178,22 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         .map_err(|e| e.to_string())?;
     let reloader = Arc::new(Reloader::start(config, http)?);
     let snap = reloader.snapshot();
-    let addr: SocketAddr = listen.parse().map_err(|e| format!("`{listen}` is not an address: {e}"))?;
+    // A name (`localhost:8090`) is resolved, and listened on at its first IPv4 address (else its
+    // first address).
+    let addr: SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+                .await
+                .map_err(|e| format!("listen: `{listen}` cannot be resolved: {e}"))?
+                .collect();
+            all.iter()
+                .find(|a| a.is_ipv4())
+                .or(all.first())
+                .copied()
+                .ok_or_else(|| format!("listen: `{listen}` resolves to no address"))?
+        }
+    };
     if snap.config.config.keys.is_empty() {
         if !addr.ip().is_loopback() && !snap.config.config.allow_open {
             return Err(format!(

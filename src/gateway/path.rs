@@ -97,6 +97,7 @@ async fn forward(
         budget,
     };
     let d = Dispatcher { state: &st.state, latency: &st.latency };
+    let max_tokens = inbound.facts.max_tokens;
     match dispatch::run(d, &targets.list, request, &mut settle.holds).await {
         Ok(mut success) => {
             settle.record.attempted(std::mem::take(&mut success.attempts));
@@ -106,22 +107,66 @@ async fn forward(
             settle.rate = Rate::of(model.and_then(|m| m.price));
             settle.context = model.and_then(|m| m.context);
             let prompt_tokens = routing.tokens.or(inbound.facts.known_tokens);
-            Ok(Dispatched { success, prompt: inbound.facts.prompt, prompt_tokens, wants_usage: inbound.wants_usage })
+            let base64 = inbound.endpoint == crate::catalog::Endpoint::Embeddings
+                && inbound.body.get("encoding_format").and_then(serde_json::Value::as_str) == Some("base64");
+            Ok(Dispatched {
+                success,
+                prompt: inbound.facts.prompt,
+                prompt_tokens,
+                wants_usage: inbound.wants_usage,
+                base64,
+            })
         }
-        Err(f) => Err(failure(f, settle)),
+        Err(f) => {
+            let refused = match (f.over_budget(), budget) {
+                (Some(worst), Some((key, b))) => Some(over_budget(st, key, b, worst, max_tokens).await),
+                _ => None,
+            };
+            Err(refused.unwrap_or_else(|| failure(f, settle)))
+        }
     }
+}
+
+/// The 402 for a budget that excluded every target, saying what the cheapest target would have
+/// reserved, what remains, and (without `max_tokens`) how to reserve less.
+async fn over_budget(st: &AppState, key: &str, budget: Budget, worst: u64, max_tokens: Option<u64>) -> ApiError {
+    use crate::accounting::usage::usd;
+    use crate::state::StateStore;
+    let per = match budget.per {
+        crate::config::Period::Day => "today",
+        crate::config::Period::Month => "this month",
+        crate::config::Period::Total => "in all",
+    };
+    let mut why = format!("this request needs ${:.6} reserved (its cheapest target's worst-case cost)", usd(worst));
+    if let Ok(s) = st.state.standing(key, budget.per).await {
+        let left = budget.limit.saturating_sub(s.spent).saturating_sub(s.reserved);
+        why.push_str(&format!(
+            ", and ${:.6} of the key's ${:.2} budget remains {per} (${:.6} spent, ${:.6} reserved by requests in flight)",
+            usd(left),
+            usd(budget.limit),
+            usd(s.spent),
+            usd(s.reserved)
+        ));
+    }
+    if max_tokens.is_none() {
+        why.push_str(
+            "; without `max_tokens` the reservation assumes the longest answer the model can give: \
+             setting `max_tokens` lowers it",
+        );
+    }
+    ApiError::budget_exceeded(&why)
 }
 
 /// Why no reply came back, as the client's error.
 fn failure(f: Failure, settle: &mut Settle) -> ApiError {
-    let over_budget = f.over_budget();
+    let over_budget = f.over_budget().is_some();
     let list = f
         .attempts()
         .iter()
         .map(|a| format!("{} via {}: {}", a.model, a.provider, a.outcome.describe()))
         .collect::<Vec<_>>();
     let e = match &f {
-        _ if over_budget => ApiError::budget_exceeded(),
+        _ if over_budget => ApiError::budget_exceeded("no target's worst-case cost fits what remains"),
         Failure::Client { status, body, .. } => ApiError::upstream_refused(*status, body.clone()),
         Failure::AllFailed(_) => ApiError::upstream_failed(&list.join("; ")),
         Failure::NoneTried(_) => ApiError::no_target(&list.join("; ")),

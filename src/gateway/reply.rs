@@ -26,13 +26,29 @@ pub struct Dispatched {
     pub prompt_tokens: Option<u64>,
     /// Whether a streaming client asked for the usage chunk.
     pub wants_usage: bool,
+    /// Embeddings asked for as base64 (`encoding_format: "base64"`, the `openai` npm package's
+    /// default): vectors that came back as numbers are encoded here.
+    pub base64: bool,
 }
 
 /// The response to a dispatched request.
 pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
     let model = d.success.model;
     match d.success.reply {
-        Reply::Json(v) => json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens),
+        Reply::Json(mut v) => {
+            if d.base64 {
+                embeddings_as_base64(&mut v);
+            }
+            json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens)
+        }
+        Reply::Raw(raw) if d.base64 => {
+            // An OpenAI-compatible server that ignored `encoding_format` sent numbers.
+            let mut v = Value::Object(
+                raw.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(Value::Null))).collect(),
+            );
+            embeddings_as_base64(&mut v);
+            json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens)
+        }
         Reply::Raw(raw) => raw_reply(&mut settle, raw, &model, &d.prompt, d.prompt_tokens),
         Reply::Stream(events) => {
             let mut resp_headers = axum::http::HeaderMap::new();
@@ -43,6 +59,21 @@ pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
             resp.headers_mut().extend(resp_headers);
             resp
         }
+    }
+}
+
+/// Each `data[].embedding` that is a list of numbers becomes OpenAI's base64 form: the vector as
+/// little-endian `float32`, base64-encoded. Vectors already in that form are left as they are.
+pub fn embeddings_as_base64(v: &mut Value) {
+    use base64::Engine;
+    for item in v.get_mut("data").and_then(Value::as_array_mut).into_iter().flatten() {
+        let Some(e) = item.get_mut("embedding") else { continue };
+        let Some(numbers) = e.as_array() else { continue };
+        let mut bytes = Vec::with_capacity(numbers.len() * 4);
+        for n in numbers {
+            bytes.extend_from_slice(&(n.as_f64().unwrap_or(0.0) as f32).to_le_bytes());
+        }
+        *e = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
 }
 
@@ -113,5 +144,23 @@ impl serde::Serialize for RawOut<'_> {
             m.serialize_entry("model", self.model)?;
         }
         m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_become_little_endian_float32_in_base64() {
+        use base64::Engine;
+        let mut v = json!({"data": [{"embedding": [1.0, -0.5]}, {"embedding": "AACAPw=="}]});
+        embeddings_as_base64(&mut v);
+        let first = v["data"][0]["embedding"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(first).unwrap();
+        let floats: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(floats, [1.0, -0.5]);
+        // Already encoded: unchanged.
+        assert_eq!(v["data"][1]["embedding"], "AACAPw==");
     }
 }

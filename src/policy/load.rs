@@ -22,6 +22,9 @@ pub struct Source {
     pub diagnostics: Vec<Diagnostic>,
     /// The policy version.
     pub version: String,
+    /// The entry file itself could not be read (a file that is there but not UTF-8 is a
+    /// diagnostic like any other, not this).
+    pub unreadable: bool,
 }
 
 /// How files are read (the filesystem, or a map in tests).
@@ -91,6 +94,7 @@ fn load_file(
         Ok(b) => b,
         Err(e) => {
             let id = out.sources.add(path, "");
+            out.unreadable |= from.is_none();
             let span = if from.is_some() { at } else { Span::new(id, 0, 0) };
             out.diagnostics.push(
                 Diagnostic::new(Code::UnreadableFile, span, format!("cannot read `{}`: {e}", path.display()))

@@ -31,8 +31,9 @@ const TAKEN: &[&str] = &[
     "stream",
     "stream_options",
 ];
-/// The OpenAI embeddings fields that the translation uses.
-const TAKEN_EMBEDDINGS: &[&str] = &["model", "input", "dimensions"];
+/// The OpenAI embeddings fields that the translation uses (`encoding_format` is honoured by the
+/// gateway's reply stage, which encodes the vectors as base64 when asked).
+const TAKEN_EMBEDDINGS: &[&str] = &["model", "input", "dimensions", "encoding_format"];
 
 /// A Gemini upstream.
 #[derive(Clone, Debug)]

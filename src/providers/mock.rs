@@ -105,27 +105,30 @@ impl ProviderApi for Mock {
         let id = format!("mock-{}", uuid::Uuid::new_v4().simple());
         let created = chrono::Utc::now().timestamp();
         if call.endpoint == Endpoint::Embeddings {
-            let inputs = match body.get("input") {
-                Some(serde_json::Value::Array(a)) => a.len().max(1),
-                _ => 1,
-            };
-            let data: Vec<serde_json::Value> = (0..inputs)
-                .map(|i| serde_json::json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}))
-                .collect();
-            return Ok(Reply::Json(serde_json::json!({
-                "object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 4 * inputs, "total_tokens": 4 * inputs}
-            })));
+            return embeddings(&body, &model).map(Reply::Json);
         }
         let max = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(|m| m.as_u64());
         let n = max.map_or(WORDS.len(), |m| (m as usize).min(WORDS.len()).max(1));
         let words: Vec<&str> = WORDS.iter().copied().take(n).collect();
+        let choices = body.get("n").and_then(serde_json::Value::as_u64).unwrap_or(1).clamp(1, 16) as usize;
         let input = prompt_tokens(&body).await;
-        let usage = serde_json::json!({"prompt_tokens": input, "completion_tokens": words.len(), "total_tokens": input + words.len() as u64});
-        let finish = if max.is_some_and(|m| (m as usize) < WORDS.len()) { "length" } else { "stop" };
+        let answer = match tool_call(&body) {
+            Some(call) => Answer::Tool(call),
+            None => Answer::Text {
+                words,
+                finish: if max.is_some_and(|m| (m as usize) < WORDS.len()) { "length" } else { "stop" },
+            },
+        };
+        let output = answer.tokens() * choices as u64;
+        let usage =
+            serde_json::json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
         if !call.stream {
+            let choices: Vec<serde_json::Value> = (0..choices)
+                .map(|i| serde_json::json!({"index": i, "message": answer.message(), "finish_reason": answer.finish()}))
+                .collect();
             return Ok(Reply::Json(serde_json::json!({
                 "id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" ")}, "finish_reason": finish}],
+                "choices": choices,
                 "usage": usage,
                 "system_fingerprint": format!("yardmaster-mock-{}", self.name),
             })));
@@ -137,23 +140,24 @@ impl ProviderApi for Mock {
         } else {
             Duration::ZERO
         };
-        let chunk = move |delta: serde_json::Value, finish: Option<&str>| {
+        let chunk = move |index: usize, delta: serde_json::Value, finish: Option<&str>| {
             serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
         };
-        let mut events: Vec<String> =
-            vec![chunk(serde_json::json!({"role": "assistant", "content": ""}), None).to_string()];
-        for (i, w) in words.iter().enumerate() {
-            let text = if i == 0 { (*w).to_string() } else { format!(" {w}") };
-            events.push(chunk(serde_json::json!({"content": text}), None).to_string());
+        let mut events: Vec<String> = Vec::new();
+        // Each delta goes out once per choice, the choices interleaved as OpenAI sends them.
+        for delta in answer.deltas() {
+            events.extend((0..choices).map(|i| chunk(i, delta.clone(), None).to_string()));
         }
-        let mut last = chunk(serde_json::json!({}), Some(finish));
+        let mut lasts: Vec<serde_json::Value> =
+            (0..choices).map(|i| chunk(i, serde_json::json!({}), Some(answer.finish()))).collect();
         if include_usage {
-            events.push(last.to_string());
-            last = serde_json::json!({"id": last["id"], "object": "chat.completion.chunk", "created": created,
-                "model": last["model"], "choices": [], "usage": usage});
+            let first = &lasts[0];
+            let usage_chunk = serde_json::json!({"id": first["id"], "object": "chat.completion.chunk",
+                "created": created, "model": first["model"], "choices": [], "usage": usage});
+            lasts.push(usage_chunk);
         }
-        events.push(last.to_string());
+        events.extend(lasts.iter().map(serde_json::Value::to_string));
         events.push("[DONE]".into());
         let stream = futures_util::stream::iter(events.into_iter().enumerate()).then(move |(i, e)| async move {
             if i > 0 && !pause.is_zero() {
@@ -162,5 +166,249 @@ impl ProviderApi for Mock {
             Ok(e)
         });
         Ok(Reply::Stream(Box::pin(stream)))
+    }
+}
+
+/// What the mock answers: its words, or a call of one of the request's tools.
+enum Answer<'a> {
+    Text { words: Vec<&'a str>, finish: &'static str },
+    Tool(ToolCall),
+}
+
+/// A tool call the mock makes.
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl Answer<'_> {
+    fn finish(&self) -> &'static str {
+        match self {
+            Answer::Text { finish, .. } => finish,
+            Answer::Tool(_) => "tool_calls",
+        }
+    }
+
+    /// Completion tokens of one choice: a word each, or the arguments' o200k tokens.
+    fn tokens(&self) -> u64 {
+        match self {
+            Answer::Text { words, .. } => words.len() as u64,
+            Answer::Tool(call) => crate::util::tokens::count(&call.arguments).max(1),
+        }
+    }
+
+    fn message(&self) -> serde_json::Value {
+        match self {
+            Answer::Text { words, .. } => serde_json::json!({"role": "assistant", "content": words.join(" ")}),
+            Answer::Tool(call) => serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]}),
+        }
+    }
+
+    /// The stream's deltas: the role, then a word at a time, or the call and its arguments in
+    /// pieces.
+    fn deltas(&self) -> Vec<serde_json::Value> {
+        match self {
+            Answer::Text { words, .. } => {
+                let mut out = vec![serde_json::json!({"role": "assistant", "content": ""})];
+                for (i, w) in words.iter().enumerate() {
+                    let text = if i == 0 { (*w).to_string() } else { format!(" {w}") };
+                    out.push(serde_json::json!({"content": text}));
+                }
+                out
+            }
+            Answer::Tool(call) => {
+                let mut out = vec![serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"index": 0, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}]})];
+                let chars: Vec<char> = call.arguments.chars().collect();
+                for piece in chars.chunks(8) {
+                    let piece: String = piece.iter().collect();
+                    out.push(serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The tool call the mock makes, if any: when the request offers tools and `tool_choice` allows
+/// one (`required` or a named function always; `auto`, or none given, unless the last message is
+/// a tool's result, which the mock answers in words so that an agent's loop ends). The call is to
+/// the named function or the first tool, with arguments made from its parameters' schema.
+fn tool_call(body: &serde_json::Value) -> Option<ToolCall> {
+    let tools = body.get("tools")?.as_array().filter(|t| !t.is_empty())?;
+    let choice = body.get("tool_choice");
+    let named = choice.and_then(|c| c.pointer("/function/name")).and_then(serde_json::Value::as_str);
+    match choice.and_then(serde_json::Value::as_str) {
+        Some("none") => return None,
+        Some("required") => {}
+        _ if named.is_some() => {}
+        _ => {
+            let last = body.get("messages").and_then(serde_json::Value::as_array).and_then(|m| m.last());
+            if last.and_then(|m| m.get("role")).and_then(serde_json::Value::as_str) == Some("tool") {
+                return None;
+            }
+        }
+    }
+    let function = |t: &serde_json::Value| t.get("function").cloned();
+    let f = match named {
+        Some(name) => {
+            tools.iter().filter_map(function).find(|f| f.get("name").and_then(|n| n.as_str()) == Some(name))?
+        }
+        None => tools.iter().find_map(function)?,
+    };
+    let name = f.get("name")?.as_str()?.to_string();
+    let arguments = example(f.get("parameters").unwrap_or(&serde_json::json!({"type": "object"}))).to_string();
+    let id = format!("call_{:016x}", fnv(format!("{name}{arguments}").as_bytes()));
+    Some(ToolCall { id, name, arguments })
+}
+
+/// A value that fits a JSON schema: the first of an `enum`, `const`, `anyOf` or `oneOf`; a
+/// string, 1, true, a one-item array; an object with its required properties (all of them when
+/// none are listed).
+fn example(schema: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    if let Some(v) = schema.get("const") {
+        return v.clone();
+    }
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema.get(key).and_then(Value::as_array).and_then(|e| e.first()) {
+            return example(first);
+        }
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match kind {
+        "object" => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let required: Option<Vec<&str>> =
+                schema.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect());
+            let mut out = serde_json::Map::new();
+            for (k, v) in props.into_iter().flatten() {
+                if required.as_ref().is_none_or(|r| r.contains(&k.as_str())) {
+                    out.insert(k.clone(), example(v));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => schema.get("items").map_or(json!([]), |i| json!([example(i)])),
+        "integer" | "number" => schema.get("minimum").cloned().unwrap_or(json!(1)),
+        "boolean" => json!(true),
+        "null" => Value::Null,
+        _ => json!("example"),
+    }
+}
+
+/// FNV-1a: a stable seed from text.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Embeddings: one unit vector per input, the same for the same text, of `dimensions` numbers
+/// (8 when not given; 1 to 8,192).
+fn embeddings(body: &serde_json::Value, model: &str) -> Result<serde_json::Value, UpstreamError> {
+    use serde_json::Value;
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) => vec![Value::Array(a.clone()).to_string()],
+        Some(Value::Array(a)) => a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect(),
+        Some(v) => vec![v.to_string()],
+        None => vec![String::new()],
+    };
+    let dims = match body.get("dimensions") {
+        None | Some(Value::Null) => 8,
+        Some(d) => match d.as_u64().filter(|d| (1..=8192).contains(d)) {
+            Some(d) => d as usize,
+            None => {
+                return Err(UpstreamError::Status {
+                    status: 400,
+                    body: r#"{"error":{"message":"dimensions must be an integer from 1 to 8192","type":"invalid_request_error","code":"invalid_value","param":"dimensions"}}"#.into(),
+                    retry_after: None,
+                })
+            }
+        },
+    };
+    let mut tokens = 0;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            tokens += crate::util::tokens::count(text).max(1);
+            serde_json::json!({"object": "embedding", "index": i, "embedding": vector(text, dims)})
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+    }))
+}
+
+/// A unit vector of `dims` numbers seeded by `text` (xorshift).
+fn vector(text: &str, dims: usize) -> Vec<f32> {
+    let mut x = fnv(text.as_bytes()) | 1;
+    let mut v: Vec<f32> = (0..dims)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|a| *a /= norm);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tool_calls_fit_the_schema_and_follow_tool_choice() {
+        let weather = json!({"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]},
+            "days": {"type": "integer", "minimum": 1}, "note": {"type": "string"}}, "required": ["city", "unit", "days"]}}});
+        let other = json!({"type": "function", "function": {"name": "other"}});
+        let user = json!([{"role": "user", "content": "weather?"}]);
+        let call = tool_call(&json!({"messages": user, "tools": [weather, other]})).unwrap();
+        assert_eq!(call.name, "get_weather");
+        let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(args, json!({"city": "example", "unit": "c", "days": 1}));
+        // Named, none, and a tool's result to answer.
+        let named = json!({"type": "function", "function": {"name": "other"}});
+        assert_eq!(
+            tool_call(&json!({"messages": user, "tools": [weather, other], "tool_choice": named})).unwrap().name,
+            "other"
+        );
+        assert!(tool_call(&json!({"messages": user, "tools": [weather], "tool_choice": "none"})).is_none());
+        let answered =
+            json!([{"role": "user", "content": "w"}, {"role": "tool", "tool_call_id": "x", "content": "sunny"}]);
+        assert!(tool_call(&json!({"messages": answered, "tools": [weather]})).is_none());
+        assert!(tool_call(&json!({"messages": answered, "tools": [weather], "tool_choice": "required"})).is_some());
+        assert!(tool_call(&json!({"messages": user})).is_none());
+    }
+
+    #[test]
+    fn embeddings_have_their_dimensions_and_depend_on_the_text() {
+        let v = embeddings(&json!({"input": ["a", "b", "a"], "dimensions": 3}), "m").unwrap();
+        let e: Vec<&serde_json::Value> = v["data"].as_array().unwrap().iter().map(|d| &d["embedding"]).collect();
+        assert_eq!(e[0].as_array().unwrap().len(), 3);
+        assert_eq!(e[0], e[2]);
+        assert_ne!(e[0], e[1]);
+        let norm: f64 = e[0].as_array().unwrap().iter().map(|x| x.as_f64().unwrap().powi(2)).sum();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+        assert!(embeddings(&json!({"input": "a", "dimensions": 0}), "m").is_err());
+        assert_eq!(
+            embeddings(&json!({"input": "a"}), "m").unwrap()["data"][0]["embedding"].as_array().unwrap().len(),
+            8
+        );
     }
 }

@@ -45,6 +45,83 @@ fn lint_exit_codes() {
 }
 
 #[test]
+fn what_a_newcomer_runs_into_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    // A policy that is not UTF-8 is a finding (exit 1, "1 error"); a file that is not there
+    // cannot run (exit 2).
+    std::fs::write(path("bin.route"), b"default { then \xff }\n").unwrap();
+    let (code, out, _) = ym(&["lint", &path("bin.route")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not valid UTF-8") && out.contains("1 error"), "{out}");
+    assert_eq!(ym(&["lint", &path("missing.route")]).0, 2);
+    // Junk that nests deep further down gets its first syntax error.
+    std::fs::write(path("junk.route"), format!("rule \"a\" {{ when prompt ==== 3 then x }}\n{}", "(".repeat(100)))
+        .unwrap();
+    let (code, out, _) = ym(&["lint", &path("junk.route")]);
+    assert_eq!(code, 1);
+    assert!(out.contains("E0101") && !out.contains("nested too deeply"), "{out}");
+    // A misspelt pick is an unknown function, with the pick it meant.
+    std::fs::write(path("pick.route"), "default { then cheapset(tagged(\"cheap\")) }\n").unwrap();
+    let (code, out, _) = ym(&["lint", &path("pick.route")]);
+    assert_eq!(code, 1);
+    assert!(out.contains("unknown function `cheapset`") && out.contains("did you mean `cheapest`?"), "{out}");
+    // `test` without a config says what it runs without.
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::copy("rules/main.route", rules.join("main.route")).unwrap();
+    std::fs::copy("rules/main.tests.yaml", rules.join("main.tests.yaml")).unwrap();
+    let (_, _, err) = ym(&["test", rules.to_str().unwrap()]);
+    assert!(err.contains("without a catalog"), "{err}");
+    // `explain --key` with a key the config does not have is an error.
+    let req = path("req.json");
+    std::fs::write(&req, r#"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#).unwrap();
+    let (code, _, err) = ym(&["explain", "--config", QUICKSTART, "--request", &req, "--key", "nobody"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no key named `nobody`"), "{err}");
+    // A config with several mistakes names each, with its line.
+    std::fs::write(
+        path("y.yaml"),
+        "listen: localhost\nproviders:\n  p: { kind: mock, fail_rate: 2 }\nmodels:\n  m: { provider: q }\n",
+    )
+    .unwrap();
+    let (code, _, err) = ym(&["lint", "rules/", "--config", &path("y.yaml")]);
+    assert_eq!(code, 2);
+    for line in [":1:", ":3:", ":5:"] {
+        assert!(err.contains(&format!("y.yaml{line}")), "{err}");
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::io::{Read, Write};
+    let request = br#"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let commands: [&[&str]; 3] = [
+        &["explain", "--config", QUICKSTART, "--request", "-", "--format", "json"],
+        &["lint", "rules/", "tests/lint/", "--config", "tests/lint/catalog.yaml", "--format", "json"],
+        &["lint", "tests/lint/", "--config", "tests/lint/catalog.yaml"],
+    ];
+    for args in commands {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_yardmaster"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader closes before the output is written.
+        drop(child.stdout.take());
+        let _ = child.stdin.take().unwrap().write_all(request);
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(status.code().is_some(), "{args:?}: killed by a signal");
+    }
+}
+
+#[test]
 fn lint_json_is_a_flat_array() {
     let (code, out, _) = ym(&[
         "lint",
@@ -284,4 +361,43 @@ fn sigterm_drains_and_settles_every_open_stream() {
         assert!(row.output_tokens > 0, "{row:?}");
     }
     assert_eq!(rows.len(), 50);
+}
+
+#[test]
+fn serve_listens_on_a_host_name_and_logs_without_colour_to_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "listen: localhost:{port}\npolicy: p.route\nproviders:\n  m: {{ kind: mock }}\nmodels:\n  a: {{ provider: m }}\n"
+    );
+    std::fs::write(dir.path().join("y.yaml"), config).unwrap();
+    std::fs::write(dir.path().join("p.route"), "default { then a }\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_yardmaster"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("y.yaml"))
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let ready = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            break out;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the gateway did not start on localhost");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    child.wait().unwrap();
+    // The open gateway's warning is there, in plain text.
+    assert!(log.contains("WARN") && log.contains("no `keys` are configured"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a piped log: {log:?}");
 }

@@ -76,3 +76,28 @@ fn readme_policy_lints() {
         assert_eq!(errors(&r), Vec::<String>::new(), "{r}");
     }
 }
+
+#[test]
+fn the_readmes_lint_output_is_what_lint_prints() {
+    let md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let shown = md.split("examples/mistakes/typo.route --config examples/quickstart.yaml` prints:").nth(1).unwrap();
+    let shown = shown.split("```text\n").nth(1).unwrap().split("```").next().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yardmaster"))
+        .args(["lint", "examples/mistakes/typo.route", "--config", "examples/quickstart.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), shown.trim_end());
+    // Every file the README's commands name is in the repo.
+    for word in md.split(|c: char| c.is_whitespace() || c == '`' || c == '(' || c == ')' || c == '[' || c == ']') {
+        let path = word.split(':').next().unwrap_or_default().trim_end_matches([',', '.', ';']);
+        let local = (path.starts_with("examples/") || path.starts_with("rules/") || path.starts_with("docs/"))
+            && path.rsplit('/').next().is_some_and(|f| f.contains('.'));
+        if local {
+            assert!(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(path).exists(),
+                "the README names {path}, which is missing"
+            );
+        }
+    }
+}

@@ -222,7 +222,7 @@ async fn auth_body_limit_and_parsing_errors() {
     assert_eq!(r.status(), 400);
     assert_eq!(json_of(r).await["error"]["param"], "model");
     // The key's allowlist: 403.
-    let r = g.chat(json!({"model": "code-model", "messages": []}), B, None).await;
+    let r = g.chat(json!({"model": "code-model", "messages": [{"role": "user", "content": "x"}]}), B, None).await;
     assert_eq!(r.status(), 403);
     assert_eq!(json_of(r).await["error"]["code"], "model_not_allowed");
     let r = g.http.get(format!("{}/v1/nope", g.url)).send().await.unwrap();

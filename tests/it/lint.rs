@@ -234,6 +234,8 @@ fn valid_policies_lint_clean() {
     // The example of SPEC §2, exactly as written there.
     all.extend(routes("tests/spec"));
     assert!(!all.is_empty());
+    // examples/mistakes/ holds the README's deliberate mistakes (checked by the docs tests).
+    all.retain(|p| !p.components().any(|c| c.as_os_str() == "mistakes"));
     for path in all {
         // A policy with a config of its own beside it (examples/failover.*) is checked against
         // that config's catalog; the others against the quickstart's.
@@ -269,4 +271,41 @@ fn target_errors_are_reported_with_the_other_errors() {
     let outcome = check(load::load_text(Path::new("mixed.route"), text), Some(&cat), CheckOptions::default());
     let codes: Vec<&str> = outcome.diagnostics.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, ["E0406", "E0408", "E0201"]);
+}
+
+#[test]
+fn a_default_whose_target_has_an_error_is_not_reported_missing() {
+    let cat = catalog(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lint/catalog.yaml"));
+    let policy = "default { then gpt-4o-mini -> nosuch }\n";
+    let r = report(load::load_text(Path::new("p.route"), policy), &cat, false);
+    assert_eq!(r.codes, ["E0201"], "{}", r.text);
+}
+
+#[test]
+fn every_fixed_example_in_the_diagnostics_docs_lints_clean() {
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnostics.md")).unwrap();
+    let quickstart = catalog(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml"));
+    let mut checked = 0;
+    let mut dirty = Vec::new();
+    for section in docs.split("\n## ").skip(1) {
+        let code = section.lines().next().unwrap_or_default().trim().to_string();
+        let Some(fixed) = section.split("\nFixed:").nth(1) else { continue };
+        let Some(block) = fixed.split("```").nth(1) else { continue };
+        let text = block.trim_start_matches(|c: char| c.is_alphanumeric()).trim_start_matches('\n');
+        // An include names files of its own; those examples are shown, not linted.
+        if text.contains("include ") {
+            continue;
+        }
+        let r = report(load::load_text(Path::new("fixed.route"), text), &quickstart, false);
+        checked += 1;
+        if !r.codes.is_empty() {
+            dirty.push(format!("{code}: {:?}\n{}", r.codes, r.text));
+        }
+    }
+    assert!(checked >= 30, "only {checked} fixed examples found");
+    assert!(
+        dirty.is_empty(),
+        "fixed examples that do not lint clean against the quickstart catalog:\n{}",
+        dirty.join("\n")
+    );
 }

@@ -21,6 +21,7 @@ mod gateway_support;
 mod lint;
 mod malformed;
 mod native;
+mod newcomer;
 mod presets;
 mod properties;
 mod providers;

@@ -213,6 +213,9 @@ impl Checker {
         self.resolve_unused_lets();
         match default {
             Some((d, _)) => rules.push(d),
+            // A `default` whose target has an error of its own: that error is reported, not a
+            // missing default.
+            None if items.iter().any(|i| matches!(i, Item::Default(_))) => return None,
             None => {
                 let end = items.last().map(Item::span).map(|s| Span { start: s.end, ..s }).unwrap_or_default();
                 self.push(

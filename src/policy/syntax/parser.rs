@@ -30,6 +30,19 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
             .help(format!("policy files are limited to {} MiB; split it with `include`", MAX_FILE_BYTES >> 20))]);
     }
     if let Some(at) = too_deep(text) {
+        // Junk that nests deep somewhere gets its first syntax error, when one comes before the
+        // line where the nesting passes the limit (the text up to there is shallow enough to
+        // parse; its end, cut mid-way, fails there, which is not an error of its own).
+        let line_start = text.get(..at).and_then(|t| t.rfind('\n')).map_or(0, |i| i + 1);
+        if let Err(e) = PestParser::parse(Rule::policy, text.get(..at).unwrap_or("")) {
+            let pos = match e.location {
+                InputLocation::Pos(p) | InputLocation::Span((p, _)) => p,
+            };
+            if pos < line_start {
+                let detailed = detailed_error(text.get(..at).unwrap_or(""));
+                return Err(vec![syntax_error(file, text, detailed.as_ref().unwrap_or(&e))]);
+            }
+        }
         return Err(vec![Diagnostic::new(
             Code::TooComplex,
             Span::new(file, at, at + 1),
@@ -41,6 +54,9 @@ pub fn parse(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnost
     let mut pairs = match PestParser::parse(Rule::policy, text) {
         Ok(p) => p,
         Err(e) => {
+            if let Some(d) = unknown_pick(file, text, &e) {
+                return Err(vec![d]);
+            }
             let detailed = detailed_error(text);
             return Err(vec![syntax_error(file, text, detailed.as_ref().unwrap_or(&e))]);
         }
@@ -189,6 +205,35 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::with_field | Rule::field_name => "a request field",
         _ => return None,
     })
+}
+
+/// A syntax error at the `(` after a name where a target goes (`then cheapset(...)`): a pick
+/// whose name is misspelt, reported as an unknown function, with the closest pick.
+fn unknown_pick(file: FileId, text: &str, e: &pest::error::Error<Rule>) -> Option<Diagnostic> {
+    const PICKS: [&str; 2] = ["cheapest", "fastest"];
+    let at = match e.location {
+        InputLocation::Pos(p) | InputLocation::Span((p, _)) => p,
+    };
+    if !text.get(at..)?.starts_with('(') {
+        return None;
+    }
+    let before = text.get(..at)?;
+    let start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+    let name = before.get(start..)?;
+    // Only where a target goes: after `then`, or after `->`.
+    let lead = before.get(..start)?.trim_end();
+    if name.is_empty() || PICKS.contains(&name) || !(lead.ends_with("then") || lead.ends_with("->")) {
+        return None;
+    }
+    let help = match crate::util::fuzzy::did_you_mean(name, PICKS) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => "a target can call `cheapest(...)` or `fastest(...)`".to_string(),
+    };
+    Some(
+        Diagnostic::new(Code::UnknownFunction, Span::new(file, start, at), format!("unknown function `{name}`"))
+            .label("not a pick")
+            .help(help),
+    )
 }
 
 fn syntax_error(file: FileId, text: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
