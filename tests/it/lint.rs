@@ -309,3 +309,37 @@ fn every_fixed_example_in_the_diagnostics_docs_lints_clean() {
         dirty.join("\n")
     );
 }
+
+/// The corpus of realistic mistakes (`tests/lint/mistakes/`): each file says what lint should
+/// report (`# expect: CODE -- what the author got wrong`), or `none` for a mistake no static check
+/// can see. Every expected code must be reported, nothing may be reported for the others, and the
+/// share caught is printed (`cargo test mistakes -- --nocapture`).
+#[test]
+fn the_corpus_of_realistic_mistakes_is_caught() {
+    let cat = catalog(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lint/catalog.yaml"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lint/mistakes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let (mut caught, mut beyond, mut wrong) = (0, Vec::new(), Vec::new());
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let header = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("an `# expect:` line");
+        let (code, why) = header.split_once(" -- ").unwrap_or((header, ""));
+        let r = report(load::load_text(path, &text), &cat, false);
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        match code {
+            "none" if r.codes.is_empty() => beyond.push(format!("{name}: {why}")),
+            "none" => wrong.push(format!("{name}: expected nothing, got {:?}", r.codes)),
+            _ if r.codes.iter().any(|c| c == code) => caught += 1,
+            _ => wrong.push(format!("{name}: expected {code}, got {:?}\n{}", r.codes, r.text)),
+        }
+    }
+    assert!(files.len() >= 30, "the corpus has {} mistakes", files.len());
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    println!(
+        "lint catches {caught} of {} realistic mistakes ({:.0}%); beyond a static check:\n  {}",
+        files.len(),
+        100.0 * f64::from(caught) / files.len() as f64,
+        beyond.join("\n  ")
+    );
+}

@@ -205,6 +205,18 @@ impl Checker {
                 return None;
             }
         }
+        if let (Operand::Fact(Fact::TimeHour), Operand::Lit(Lit::Num(n)))
+        | (Operand::Lit(Lit::Num(n)), Operand::Fact(Fact::TimeHour)) = (&lo, &ro)
+        {
+            if matches!(op, CmpOp::Eq | CmpOp::Ne) && !is_hour(*n) {
+                self.push(
+                    Diagnostic::new(Code::BadValue, c.rhs.span, format!("`{n}` is not an hour"))
+                        .label("never equals `time.hour`")
+                        .help("`time.hour` is a whole number from 0 to 23 (UTC)"),
+                );
+                return None;
+            }
+        }
         let rel = match op {
             CmpOp::Eq => Rel::Eq,
             CmpOp::Ne => Rel::Ne,
@@ -236,6 +248,21 @@ impl Checker {
                         format!("type mismatch: the list holds {}, the fact is {}", t.describe(), ty.describe()),
                     )
                     .label("this item"),
+                );
+                return None;
+            }
+            let bad = match (fact, &lit) {
+                (Fact::TimeWeekday, Lit::Str(d)) if !names::WEEKDAYS.contains(&d.as_str()) => {
+                    Some(format!("`{d}` is not a weekday"))
+                }
+                (Fact::TimeHour, Lit::Num(n)) if !is_hour(*n) => Some(format!("`{n}` is not an hour")),
+                _ => None,
+            };
+            if let Some(why) = bad {
+                self.push(
+                    Diagnostic::new(Code::BadValue, sp, why)
+                        .label("no request has this value")
+                        .help("weekdays are \"mon\" to \"sun\"; hours are whole numbers from 0 to 23 (UTC)"),
                 );
                 return None;
             }
@@ -329,4 +356,9 @@ pub(super) fn fold_cmp(lhs: Operand, rel: Rel, rhs: Operand, label: String) -> C
         }
         _ => Cond::Cmp { lhs, rel, rhs, label },
     }
+}
+
+/// A value `time.hour` can have.
+fn is_hour(n: f64) -> bool {
+    (0.0..=23.0).contains(&n) && n.fract() == 0.0
 }

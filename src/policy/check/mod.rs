@@ -9,6 +9,7 @@ mod options;
 pub mod ranges;
 mod targets;
 mod types;
+pub mod values;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -109,8 +109,20 @@ pub fn bounds(conjuncts: &[&Cond]) -> Vec<(Fact, Interval)> {
     out
 }
 
-/// The value a condition always has, when constant folding, ranges or string domains show one.
+/// Whether a regex matches every text: one that can match the empty string where a search
+/// starts (an empty alternative, `.*`, `x?`) matches at the start of any text, unless an anchor
+/// stops it; probing texts of each kind tells the two apart.
+pub fn matches_everything(pattern: &str) -> bool {
+    let Ok(re) = regex::Regex::new(pattern) else { return false };
+    ["", "a", "Z9", " ", "\n", "\u{e9}\u{4e2d}", "x\ny"].iter().all(|t| re.find(t).is_some_and(|m| m.start() == 0))
+}
+
+/// The value a condition always has, when constant folding, ranges or sets of values
+/// ([`super::values`]) show one.
 pub fn constant(c: &Cond) -> Option<bool> {
+    if let Some(v) = super::values::constant(c) {
+        return Some(v);
+    }
     match c {
         Cond::Const(b) => Some(*b),
         Cond::Named(_, c) => constant(c),
@@ -134,11 +146,15 @@ pub fn constant(c: &Cond) -> Option<bool> {
             if bounds(&cs).iter().any(|(f, i)| i.is_empty(integral(f))) {
                 return Some(false);
             }
+            if super::values::bounds(&cs).iter().any(|(f, v)| v.is_empty(f)) {
+                return Some(false);
+            }
             if vals.iter().all(|v| *v == Some(true)) {
                 return Some(true);
             }
             None
         }
+        Cond::Regex { pattern, .. } => matches_everything(pattern).then_some(true),
         Cond::Cmp { lhs, rel, rhs, .. } => {
             if let Some((f, i)) = atom(c) {
                 let d = Interval::domain(&f);

@@ -75,10 +75,11 @@ impl Checker {
                     return None;
                 }
                 let model = self.model(&name.node, name.span);
-                let with = self.overrides(with);
+                let context = model.and_then(|m| self.catalog.get(m)).filter(|_| !self.open).and_then(|m| m.context);
+                let with = self.overrides(with, context.map(|c| (name.node.as_str(), c)));
                 Some(TargetIr::Model { model: model?, with: with? })
             }
-            Target::Requested { with } => Some(TargetIr::Requested { with: self.overrides(with)? }),
+            Target::Requested { with } => Some(TargetIr::Requested { with: self.overrides(with, None)? }),
             Target::Pick { kind, set } => {
                 let set = self.set(set)?;
                 if set.models.is_empty() {
@@ -243,7 +244,10 @@ impl Checker {
         ok.then_some(models)
     }
 
-    pub(super) fn overrides(&mut self, fields: &[ast::WithField]) -> Option<Overrides> {
+    /// `with (...)` fields: known names, values of their type and within their domain
+    /// (`temperature` 0 to 2, `top_p` 0 to 1, `max_tokens` at least 1 and, for a model target,
+    /// `context` = (model, its window), within the window, `reasoning_effort` from its list).
+    pub(super) fn overrides(&mut self, fields: &[ast::WithField], context: Option<(&str, u64)>) -> Option<Overrides> {
         let mut out = Vec::new();
         let mut ok = true;
         for f in fields {
@@ -298,6 +302,15 @@ impl Checker {
                     continue;
                 }
             };
+            if let Some(why) = out_of_domain(name, &json, context) {
+                self.push(
+                    Diagnostic::new(Code::BadValue, f.value.span, format!("`{name}` {why}"))
+                        .label("out of range")
+                        .help("the provider would refuse the request (400), on every call"),
+                );
+                ok = false;
+                continue;
+            }
             out.push((name.to_string(), json));
         }
         ok.then_some(out)
@@ -360,4 +373,31 @@ fn pinned_endpoint(cond: &Cond) -> Option<Endpoint> {
         },
         _ => None,
     })
+}
+
+/// Why a `with` value is outside what its field takes, if it is.
+fn out_of_domain(name: &str, v: &serde_json::Value, context: Option<(&str, u64)>) -> Option<String> {
+    let num = v.as_f64();
+    let range = |lo: f64, hi: f64| num.filter(|n| !(lo..=hi).contains(n)).map(|_| format!("must be from {lo} to {hi}"));
+    let one_of = |list: &[&str]| {
+        v.as_str().filter(|s| !list.contains(s)).map(|s| format!("is `{s}`, which is not one of {}", list.join(", ")))
+    };
+    match name {
+        "temperature" => range(0.0, 2.0),
+        "top_p" => range(0.0, 1.0),
+        "presence_penalty" | "frequency_penalty" => range(-2.0, 2.0),
+        "top_logprobs" => range(0.0, 20.0),
+        "n" => range(1.0, 128.0),
+        "max_tokens" | "max_completion_tokens" => match (v.as_u64(), context) {
+            (Some(0), _) => Some("must be at least 1".into()),
+            (Some(n), Some((model, ctx))) if n > ctx => {
+                Some(format!("is {n}, more than the {ctx}-token context of `{model}`, which receives it"))
+            }
+            _ => None,
+        },
+        "reasoning_effort" => one_of(&["minimal", "low", "medium", "high"]),
+        "verbosity" => one_of(&["low", "medium", "high"]),
+        "service_tier" => one_of(&["auto", "default", "flex", "priority"]),
+        _ => None,
+    }
 }

@@ -218,6 +218,19 @@ impl Checker {
                     return None;
                 }
                 match args.first().map(|a| &a.node) {
+                    // An HTTP field name is a token: letters, digits and `!#$%&'*+-.^_`|~`.
+                    Some(Value::Str(h))
+                        if h.is_empty()
+                            || !h.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)) =>
+                    {
+                        let sp = args.first().map_or(span, |a| a.span);
+                        self.push(
+                            Diagnostic::new(Code::BadValue, sp, format!("`{h}` is not a header name"))
+                                .label("no request can carry this header")
+                                .help("header names are letters, digits and `-` (no spaces or `:`), as in \"x-team\""),
+                        );
+                        None
+                    }
                     Some(Value::Str(h)) => Some(Typed::Fact(Fact::Header(h.to_ascii_lowercase()), Ty::Str)),
                     _ => {
                         let sp = args.first().map_or(span, |a| a.span);

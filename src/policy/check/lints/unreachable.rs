@@ -1,11 +1,13 @@
 //! W0101: a rule that an earlier rule always catches.
 //!
-//! Detects: an earlier condition that always holds, and syntactic subsumption: every conjunct of
-//! the earlier condition appears in the later one, is implied by the later one's range on the same
-//! fact (`prompt.tokens > 100k` catches `prompt.tokens > 200k`), or is an `or` with a term that
-//! appears in the later one.
+//! Detects: an earlier condition that always holds, and subsumption: every conjunct of the
+//! earlier condition appears in the later one, is implied by the later one's range on the same
+//! fact (`prompt.tokens > 100k` catches `prompt.tokens > 200k`) or by its set of values on the
+//! same fact (`user.tier in ["a", "b"]` catches `user.tier == "a"`, `user.tier != "free"` catches
+//! `user.tier == "pro"`), or is an `or` with a term that appears in the later one.
 //! Ignores: rules whose own condition never holds (W0105 reports them).
-//! Cannot see: subsumption through different facts or through negation.
+//! Cannot see: subsumption through different facts (`prompt.tokens` against `prompt.chars`), or
+//! through text operators (`contains "a"` does not catch `contains "ab"`).
 //!
 //! Cost: candidate pairs come from an index on one "pivot" conjunct per rule, so a policy of
 //! thousands of unrelated rules is not compared pair by pair.
@@ -13,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::policy::check::ranges::{atom, bounds, constant, Interval};
+use crate::policy::check::values::{self, Values};
 use crate::policy::diagnostic::codes::Code;
 use crate::policy::diagnostic::Diagnostic;
 use crate::policy::ir::{Checked, Cond, Fact};
@@ -21,6 +24,7 @@ struct Shape<'a> {
     conjuncts: Vec<&'a Cond>,
     keys: HashSet<String>,
     bounds: Vec<(Fact, Interval)>,
+    values: Vec<(Fact, Values)>,
     constant: Option<bool>,
 }
 
@@ -32,6 +36,10 @@ fn range_key(f: &Fact) -> String {
     format!("range {f:?}")
 }
 
+fn values_key(f: &Fact) -> String {
+    format!("values {f:?}")
+}
+
 pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
     let shapes: Vec<Shape> = checked
         .rules
@@ -41,6 +49,7 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
             Shape {
                 keys: conjuncts.iter().map(|c| key(c)).collect(),
                 bounds: bounds(&conjuncts),
+                values: values::bounds(&conjuncts),
                 constant: constant(&r.cond),
                 conjuncts,
             }
@@ -60,9 +69,10 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
         let pivot = s
             .conjuncts
             .iter()
-            .find(|c| atom(c).is_none() && !matches!(c, Cond::Or(_) | Cond::Named(..)))
+            .find(|c| atom(c).is_none() && values::atom(c).is_none() && !matches!(c, Cond::Or(_) | Cond::Named(..)))
             .map(|c| key(c))
-            .or_else(|| s.conjuncts.iter().find_map(|c| atom(c)).map(|(f, _)| range_key(&f)));
+            .or_else(|| s.conjuncts.iter().find_map(|c| atom(c)).map(|(f, _)| range_key(&f)))
+            .or_else(|| s.conjuncts.iter().find_map(|c| values::atom(c)).map(|(f, _)| values_key(&f)));
         match pivot {
             Some(p) => index.entry(p).or_default().push(i),
             None => everywhere.push(i),
@@ -75,7 +85,8 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
         }
         let mut candidates: Vec<usize> = everywhere.iter().copied().filter(|i| *i < j).collect();
         if !later.is_default {
-            for k in sj.keys.iter().cloned().chain(sj.bounds.iter().map(|(f, _)| range_key(f))) {
+            let ranges = sj.bounds.iter().map(|(f, _)| range_key(f));
+            for k in sj.keys.iter().cloned().chain(ranges).chain(sj.values.iter().map(|(f, _)| values_key(f))) {
                 if let Some(list) = index.get(&k) {
                     candidates.extend(list.iter().copied().filter(|i| *i < j));
                 }
@@ -116,6 +127,11 @@ fn implied(a: &Cond, later: &Shape) -> bool {
     }
     if let Some((f, i)) = atom(a) {
         return later.bounds.iter().any(|(g, j)| *g == f && j.within(i));
+    }
+    if let Some((f, v)) = values::atom(a) {
+        if later.values.iter().any(|(g, w)| *g == f && w.within(&v, &f)) {
+            return true;
+        }
     }
     match a {
         Cond::Or(terms) => terms.iter().any(|t| implied(t, later)),
