@@ -79,6 +79,18 @@ fn what_a_newcomer_runs_into_is_explained() {
     let (code, _, err) = ym(&["explain", "--config", QUICKSTART, "--request", &req, "--key", "nobody"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no key named `nobody`"), "{err}");
+    // Without a config, `healthy` and tags are unknown, not empty.
+    let (code, out, _) = ym(&["lint", "examples/presets/any.route", "examples/cost-aware.route"]);
+    assert_eq!(code, 0, "{out}");
+    // `lint --config` warns of provider key variables that are unset, as serve would.
+    std::fs::write(
+        path("keys.yaml"),
+        "providers:\n  o: { kind: openai, base_url: \"http://127.0.0.1:9/v1\", api_key_env: YM_TEST_UNSET_VAR_4F2 }\nmodels:\n  gpt-4o-mini: { provider: o }\n",
+    )
+    .unwrap();
+    std::fs::write(path("k.route"), "default { then gpt-4o-mini }\n").unwrap();
+    let (_, _, err) = ym(&["lint", &path("k.route"), "--config", &path("keys.yaml")]);
+    assert!(err.contains("warning:") && err.contains("$YM_TEST_UNSET_VAR_4F2 is not set"), "{err}");
     // A config with several mistakes names each, with its line.
     std::fs::write(
         path("y.yaml"),

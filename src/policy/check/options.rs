@@ -96,7 +96,7 @@ impl Checker {
     /// `only SET`: a set with at least one model (E0407 for `only []`, which leaves nothing).
     fn only(&mut self, values: &[Spanned<Value>], span: crate::policy::syntax::span::Span) -> Option<SetIr> {
         let set = self.set(values)?;
-        if set.models.is_empty() {
+        if set.models.is_empty() && !(self.open && set.kind != SetKind::List) {
             self.push(
                 Diagnostic::new(Code::EmptySet, span, "`only` holds no model: nothing may be tried")
                     .label("an empty set")

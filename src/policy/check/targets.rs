@@ -82,7 +82,8 @@ impl Checker {
             Target::Requested { with } => Some(TargetIr::Requested { with: self.overrides(with, None)? }),
             Target::Pick { kind, set } => {
                 let set = self.set(set)?;
-                if set.models.is_empty() {
+                // Without a catalog, `healthy` and tags are unknown: such a set is not known to be empty.
+                if set.models.is_empty() && !(self.open && set.kind != SetKind::List) {
                     self.push(
                         Diagnostic::new(Code::EmptySet, t.span, format!("`{}` picks from an empty set", kind.as_str()))
                             .label("no model is in this set")
