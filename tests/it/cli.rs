@@ -413,3 +413,25 @@ fn serve_listens_on_a_host_name_and_logs_without_colour_to_a_pipe() {
     assert!(log.contains("WARN") && log.contains("no `keys` are configured"), "{log}");
     assert!(!log.contains('\u{1b}'), "colour codes in a piped log: {log:?}");
 }
+
+#[test]
+fn explain_shows_the_matched_rules_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.route");
+    std::fs::write(
+        &policy,
+        "rule \"support\" {\n  when header(\"x-app\") == \"support\"\n  then claude-haiku\n  cache 24h similar 95% using embed-small\n}\n\ndefault { then gpt-4o-mini\n  cache 1h shared\n}\n",
+    )
+    .unwrap();
+    let req = dir.path().join("r.json");
+    std::fs::write(&req, r#"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#).unwrap();
+    let p = policy.to_str().unwrap();
+    let r = req.to_str().unwrap();
+    let (code, out, err) =
+        ym(&["explain", "--config", QUICKSTART, "--policy", p, "--request", r, "--header", "x-app=support"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cache: semantic, 86400s, per key, similar 95% using embed-small"), "{out}");
+    let (_, out, _) = ym(&["explain", "--config", QUICKSTART, "--policy", p, "--request", r, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["cache"], serde_json::json!({"kind": "exact", "ttl_s": 3600.0, "scope": "tier"}), "{out}");
+}

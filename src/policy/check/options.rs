@@ -27,6 +27,15 @@ impl Checker {
                 continue;
             }
             seen.push(name);
+            if let (Some(m), false) = (&o.node.mode, name == "cache") {
+                self.push(
+                    Diagnostic::new(Code::BadValue, m.span, format!("`{name}` takes no `shared` or `similar`"))
+                        .label("only `cache` takes this")
+                        .help("write `cache 1h shared` or `cache 24h similar 95% using MODEL`"),
+                );
+                ok = false;
+                continue;
+            }
             let one = match o.node.values.as_slice() {
                 [v] => Some(&v.node),
                 _ => None,
@@ -49,16 +58,20 @@ impl Checker {
                         ok = false;
                     }
                 },
-                "timeout" | "cache" => match one {
-                    Some(Value::Duration(ms, _)) if *ms > 0 => {
-                        if name == "timeout" {
-                            out.timeout_ms = Some(*ms);
-                        } else {
-                            out.cache_ms = Some(*ms);
-                        }
-                    }
+                "timeout" => match one {
+                    Some(Value::Duration(ms, _)) if *ms > 0 => out.timeout_ms = Some(*ms),
                     _ => {
                         bad(self, "a duration such as `20s`");
+                        ok = false;
+                    }
+                },
+                "cache" => match one {
+                    Some(Value::Duration(ms, _)) if *ms > 0 => match self.cache_mode(*ms, o.node.mode.as_ref()) {
+                        Some(c) => out.cache = Some(c),
+                        None => ok = false,
+                    },
+                    _ => {
+                        bad(self, "a duration such as `1h`");
                         ok = false;
                     }
                 },
@@ -91,6 +104,43 @@ impl Checker {
             }
         }
         ok.then_some(out)
+    }
+
+    /// `cache DURATION [shared | similar PCT using MODEL]`: E0304 for a threshold over 100%, E0408
+    /// for a `similar` model that does not serve embeddings.
+    fn cache_mode(&mut self, ttl_ms: u64, mode: Option<&Spanned<ast::CacheMode>>) -> Option<CacheIr> {
+        let mut c = CacheIr { ttl_ms, shared: false, similar: None };
+        match mode.map(|m| (&m.node, m.span)) {
+            None => {}
+            Some((ast::CacheMode::Shared, _)) => c.shared = true,
+            Some((ast::CacheMode::Similar { threshold, raw, model }, span)) => {
+                if !(*threshold > 0.0 && *threshold <= 1.0) {
+                    self.push(
+                        Diagnostic::new(Code::BadValue, span, format!("a similarity of {raw} cannot be reached"))
+                            .label("out of range")
+                            .help("a similarity is above 0% and at most 100%, as in `similar 95%`"),
+                    );
+                    return None;
+                }
+                let id = self.model(&model.node, model.span)?;
+                if let Some(m) =
+                    self.catalog.get(id).filter(|m| !self.open && m.endpoint != crate::catalog::Endpoint::Embeddings)
+                {
+                    self.push(
+                        Diagnostic::new(
+                            Code::WrongEndpoint,
+                            model.span,
+                            format!("`similar` needs an embeddings model, and `{}` serves chat", m.name),
+                        )
+                        .label("not an embeddings model")
+                        .help("name a model with `endpoint: embeddings` in the catalog"),
+                    );
+                    return None;
+                }
+                c.similar = Some(SimilarIr { threshold: *threshold, model: id });
+            }
+        }
+        Some(c)
     }
 
     /// `only SET`: a set with at least one model (E0407 for `only []`, which leaves nothing).

@@ -326,6 +326,22 @@ impl Checker {
     /// `request.endpoint == "..."`). `requested` is the client's choice and is checked at request
     /// time.
     pub(super) fn rule_targets(&mut self, r: &RuleIr) {
+        let denies = match &r.target {
+            TargetIr::Deny { .. } => true,
+            TargetIr::Chain(steps) => matches!(steps.first(), Some(TargetIr::Deny { .. })),
+            _ => false,
+        };
+        if denies && r.options.cache.is_some() {
+            self.push(
+                Diagnostic::new(
+                    Code::CacheOnDeny,
+                    r.target_span,
+                    format!("`{}` denies, and a denial is never cached", r.name),
+                )
+                .label("a `deny`")
+                .help("remove `cache`: a refusal costs nothing to repeat"),
+            );
+        }
         let mut named = Vec::new();
         r.target.explicit_models(&mut |m| named.push(m));
         let name =

@@ -87,6 +87,8 @@ codes! {
     E0407 EmptySet = 407, "empty_set";
     /// A model that cannot serve the rule's endpoint (a chat rule naming an embedding model).
     E0408 WrongEndpoint = 408, "wrong_endpoint";
+    /// `cache` on a rule that answers with a `deny`.
+    E0409 CacheOnDeny = 409, "cache_on_deny";
     /// A rule that an earlier rule always catches.
     W0101 UnreachableRule = 10101, "unreachable_rule";
     /// A catalog model that no rule can route to.
@@ -105,6 +107,10 @@ codes! {
     W0108 MissingCapability = 10108, "missing_capability";
     /// A `let` that nothing uses.
     W0109 UnusedLet = 10109, "unused_let";
+    /// A semantic cache whose threshold is under 80% (false hits).
+    W0110 LowSimilarity = 10110, "low_similarity";
+    /// `cache` on a rule with a `split` (a cached arm skews the experiment).
+    W0111 CacheWithSplit = 10111, "cache_with_split";
     /// The worst-case cost of a rule (`lint --costs`).
     A0101 WorstCaseCost = 20101, "worst_case_cost";
 }

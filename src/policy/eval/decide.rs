@@ -67,6 +67,8 @@ pub struct Routing<'p> {
     pub retries: u32,
     /// `timeout` of the rule, in ms.
     pub timeout_ms: Option<u64>,
+    /// `cache` of the rule.
+    pub cache: Option<&'p crate::policy::ir::CacheIr>,
     /// The plan: every target in order, taken or skipped with its reason.
     pub steps: Vec<Step<'p>>,
     /// The name the client asked for, when the rule's whole target is `requested` and the catalog
@@ -210,6 +212,7 @@ impl Program {
             rule: rule.map_or("", |r| r.name.as_str()),
             retries: rule.map_or(0, |r| r.options.retries),
             timeout_ms: rule.and_then(|r| r.options.timeout_ms),
+            cache: rule.and_then(|r| r.options.cache.as_ref()),
             steps,
             unknown_requested,
             tokens: d.tokens,

@@ -62,6 +62,40 @@ pub struct Trace<'p> {
     pub tokens: Option<u64>,
     /// Notes (estimates and the like).
     pub notes: Vec<String>,
+    /// The matched rule's cache, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheTrace>,
+}
+
+/// How the matched rule caches, as `explain` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CacheTrace {
+    /// `exact` or `semantic`.
+    pub kind: &'static str,
+    /// The lifetime, in seconds.
+    pub ttl_s: f64,
+    /// `key` (each key its own) or `tier` (`shared`).
+    pub scope: &'static str,
+    /// The similarity threshold (semantic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// The embeddings model (semantic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl CacheTrace {
+    fn of(c: &crate::policy::ir::CacheIr, catalog: &crate::catalog::Catalog) -> CacheTrace {
+        #[expect(clippy::cast_precision_loss, reason = "lifetimes are far below 2^52 ms")]
+        let ttl_s = c.ttl_ms as f64 / 1000.0;
+        CacheTrace {
+            kind: if c.similar.is_some() { "semantic" } else { "exact" },
+            ttl_s,
+            scope: if c.shared { "tier" } else { "key" },
+            threshold: c.similar.as_ref().map(|s| s.threshold),
+            model: c.similar.as_ref().and_then(|s| catalog.get(s.model)).map(|m| m.name.clone()),
+        }
+    }
 }
 
 impl Program {
@@ -94,6 +128,7 @@ impl Program {
             plan: steps,
             tokens: d.tokens,
             notes,
+            cache: self.rule(d.rule).and_then(|r| r.options.cache.as_ref()).map(|c| CacheTrace::of(c, self.catalog())),
         }
     }
 
@@ -228,6 +263,15 @@ pub fn render(trace: &Trace<'_>, req: &RequestFacts, source: &str) -> String {
         match s.deny {
             Some((status, msg)) => _ = writeln!(out, "    {}. deny {status} {msg:?}", i + 1),
             None => _ = writeln!(out, "    {}. {:<20} {}", i + 1, s.name, s.reason),
+        }
+    }
+    if let Some(c) = &trace.cache {
+        let scope = if c.scope == "tier" { "shared by the tier" } else { "per key" };
+        match (&c.model, c.threshold) {
+            (Some(m), Some(t)) => {
+                _ = writeln!(out, "\ncache: semantic, {}s, {scope}, similar {:.0}% using {m}", c.ttl_s, t * 100.0);
+            }
+            _ => _ = writeln!(out, "\ncache: exact, {}s, {scope}", c.ttl_s),
         }
     }
     for n in &trace.notes {

@@ -264,7 +264,20 @@ pub fn target(t: &Target) -> String {
 }
 
 fn option(o: &RuleOption) -> String {
-    format!("{} {}", o.name.node, o.values.iter().map(|v| value(&v.node)).collect::<Vec<_>>().join(", "))
+    let mut s = format!("{} {}", o.name.node, o.values.iter().map(|v| value(&v.node)).collect::<Vec<_>>().join(", "));
+    match o.mode.as_ref().map(|m| &m.node) {
+        Some(CacheMode::Shared) => s.push_str(" shared"),
+        Some(CacheMode::Similar { raw, model, .. }) => {
+            let model = if model.node.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) {
+                model.node.clone()
+            } else {
+                string(&model.node)
+            };
+            s.push_str(&format!(" similar {raw} using {model}"));
+        }
+        None => {}
+    }
+    s
 }
 
 #[cfg(test)]

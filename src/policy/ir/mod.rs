@@ -54,12 +54,32 @@ pub struct RuleOptions {
     pub retries: u32,
     /// Timeout to the first byte, per attempt.
     pub timeout_ms: Option<u64>,
-    /// Response cache lifetime.
-    pub cache_ms: Option<u64>,
+    /// `cache`: the response cache of the rule.
+    pub cache: Option<CacheIr>,
     /// Metrics label.
     pub tag: Option<String>,
     /// Every target tried must be in this set.
     pub only: Option<SetIr>,
+}
+
+/// A rule's `cache` option (SPEC §10).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CacheIr {
+    /// How long an entry lives, in ms.
+    pub ttl_ms: u64,
+    /// `shared`: entries are shared by the keys of one tier (else each key has its own).
+    pub shared: bool,
+    /// `similar PCT using MODEL`: a semantic cache.
+    pub similar: Option<SimilarIr>,
+}
+
+/// `similar PCT using MODEL`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SimilarIr {
+    /// The cosine similarity from which an entry is a hit (a fraction).
+    pub threshold: f64,
+    /// The embeddings model.
+    pub model: ModelId,
 }
 
 /// A fact a condition can read.

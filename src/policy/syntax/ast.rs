@@ -82,6 +82,24 @@ pub struct RuleOption {
     pub name: Spanned<String>,
     /// Its values.
     pub values: Vec<Spanned<Value>>,
+    /// `cache`'s `shared` or `similar PCT using MODEL`.
+    pub mode: Option<Spanned<CacheMode>>,
+}
+
+/// How `cache` matches and shares.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CacheMode {
+    /// `shared`: between the keys of the same tier.
+    Shared,
+    /// `similar PCT using MODEL`: a close enough last user message.
+    Similar {
+        /// The cosine similarity threshold, as a fraction.
+        threshold: f64,
+        /// The percentage as written (`95%`).
+        raw: String,
+        /// The embeddings model.
+        model: Spanned<String>,
+    },
 }
 
 /// A condition.

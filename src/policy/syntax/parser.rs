@@ -404,7 +404,32 @@ impl Lower<'_> {
         let name = self.next(&mut it, &pair)?;
         let values = self.next(&mut it, &pair)?;
         let values = inner(values).map(|v| self.value(v)).collect::<Result<Vec<_>>>()?;
-        Ok(Spanned::new(RuleOption { name: Spanned::new(name.as_str().to_string(), self.span(&name)), values }, sp))
+        let mode = match it.next() {
+            Some(m) => Some(self.cache_mode(m)?),
+            None => None,
+        };
+        Ok(Spanned::new(
+            RuleOption { name: Spanned::new(name.as_str().to_string(), self.span(&name)), values, mode },
+            sp,
+        ))
+    }
+
+    fn cache_mode(&mut self, pair: Pair<Rule>) -> Result<Spanned<CacheMode>> {
+        let sp = self.span(&pair);
+        let m = self.next(&mut inner(pair.clone()), &pair)?;
+        if m.as_rule() == Rule::cache_shared {
+            return Ok(Spanned::new(CacheMode::Shared, sp));
+        }
+        let mut it = inner(m.clone()).filter(|p| !matches!(p.as_rule(), Rule::kw_similar | Rule::kw_using));
+        let pct = self.next(&mut it, &m)?;
+        let raw = pct.as_str().to_string();
+        let threshold = self.number(&pct, raw.trim_end_matches('%'))? / 100.0;
+        let model = self.next(&mut it, &m)?;
+        let model = match model.as_rule() {
+            Rule::string => self.string(model)?,
+            _ => Spanned::new(model.as_str().to_string(), self.span(&model)),
+        };
+        Ok(Spanned::new(CacheMode::Similar { threshold, raw, model }, sp))
     }
 
     /// Conditions: `not` binds tightest, then `and`, then `or`. Two levels do not need a Pratt

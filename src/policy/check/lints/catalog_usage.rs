@@ -17,6 +17,12 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
                 *u = true;
             }
         });
+        // A semantic cache's embeddings model is called for the rule's requests.
+        if let Some(s) = r.options.cache.as_ref().and_then(|c| c.similar.as_ref()) {
+            if let Some(u) = used.get_mut(s.model as usize) {
+                *u = true;
+            }
+        }
     }
     if any {
         return;
