@@ -64,6 +64,28 @@ pub struct Config {
     /// Server limits.
     #[serde(default)]
     pub limits: ServerLimits,
+    /// The response cache (SPEC §10).
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// `cache: { max_bytes: 256MiB }`: the in-memory response cache's bound.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bytes of cached answers kept (least recently used first out).
+    #[serde(default = "default_cache_bytes", deserialize_with = "bytes_size")]
+    pub max_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { max_bytes: default_cache_bytes() }
+    }
+}
+
+fn default_cache_bytes() -> usize {
+    256 << 20
 }
 
 fn default_listen() -> String {
@@ -172,6 +194,9 @@ pub struct KeyConfig {
     /// The only models this key may name.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// `cache: false`: this key never uses the response cache.
+    #[serde(default = "yes")]
+    pub cache: bool,
 }
 
 /// A budget.

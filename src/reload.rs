@@ -33,6 +33,8 @@ pub struct Key {
     pub limits: Option<LimitsConfig>,
     /// The only models it may name.
     pub models: Option<Vec<String>>,
+    /// Whether it uses the response cache.
+    pub cache: bool,
 }
 
 /// Everything a request needs, loaded and checked as one.
@@ -153,6 +155,7 @@ pub fn build(loaded: Loaded, http: &reqwest::Client) -> Result<Snapshot, String>
                 budget: k.budget,
                 limits: k.limits,
                 models: k.models.clone(),
+                cache: k.cache,
             })
         })
         .collect();

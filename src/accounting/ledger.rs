@@ -66,6 +66,10 @@ pub struct Row {
     pub estimated: bool,
     /// The policy version.
     pub policy: String,
+    /// The cache's verdict (`hit`, `miss`, `bypass`), for a rule with `cache`.
+    pub cache: Option<String>,
+    /// What a cache hit saved, micro-USD.
+    pub saved_micros: u64,
 }
 
 /// Counters the writer keeps, for `/metrics`.
@@ -147,6 +151,15 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
          );
          CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key, ts_ms);",
     )?;
+    // Ledgers written before the response cache lack its two columns: add them.
+    let has_cache: bool =
+        conn.prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'cache'")?.exists([])?;
+    if !has_cache {
+        conn.execute_batch(
+            "ALTER TABLE requests ADD COLUMN cache TEXT;
+             ALTER TABLE requests ADD COLUMN saved_micros INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
     Ok(conn)
 }
 
@@ -159,8 +172,8 @@ fn commit(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
     {
         let mut stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO requests
-             (id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             (id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy, cache, saved_micros)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         for r in batch {
             stmt.execute(params![
@@ -177,6 +190,8 @@ fn commit(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
                 to_i64(r.latency_ms),
                 r.estimated,
                 r.policy,
+                r.cache,
+                to_i64(r.saved_micros),
             ])?;
         }
     }
@@ -397,7 +412,7 @@ impl Ledger {
 pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Row>> {
     let conn = Connection::open(path)?;
     let mut stmt = conn.prepare(
-        "SELECT id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy
+        "SELECT id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy, cache, saved_micros
          FROM requests ORDER BY ts_ms, id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -416,6 +431,8 @@ pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Row>> {
             latency_ms: u(10)?,
             estimated: r.get(11)?,
             policy: r.get(12)?,
+            cache: r.get(13)?,
+            saved_micros: u(14)?,
         })
     })?;
     rows.collect()
@@ -440,6 +457,8 @@ mod tests {
             latency_ms: 3,
             estimated: false,
             policy: "v".into(),
+            cache: None,
+            saved_micros: 0,
         }
     }
 

@@ -173,6 +173,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         &breakers,
         ledger,
     );
+    st.metrics.render_cache(&mut text, st.cache.bytes());
     let c = &st.conns;
     super::metrics::render_connections(
         &mut text,

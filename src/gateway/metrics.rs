@@ -15,7 +15,12 @@ pub struct Metrics {
     requests: Mutex<Requests>,
     models: Mutex<BTreeMap<String, ModelStats>>,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// rule -> result -> count, and the money hits saved.
+    cache: Mutex<CacheCounts>,
 }
+
+/// The cache's verdicts by rule and result, and the micro-USD that hits saved.
+type CacheCounts = (BTreeMap<String, BTreeMap<&'static str, u64>>, u64);
 
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -146,6 +151,31 @@ impl Metrics {
     /// Counts a refusal: `rpm`, `tpm` or `budget`.
     pub fn refused(&self, why: &'static str) {
         *self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(why).or_default() += 1;
+    }
+
+    /// Counts a cache verdict for `rule` (`hit`, `miss`, `bypass`) and what a hit saved.
+    pub fn cache(&self, rule: &str, result: &'static str, saved_micros: u64) {
+        let mut c = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot(&mut c.0, rule).entry(result).or_default() += 1;
+        c.1 = c.1.saturating_add(saved_micros);
+    }
+
+    /// Renders the cache's families: requests by rule and result, the money saved, the bytes held.
+    pub fn render_cache(&self, out: &mut String, bytes: u64) {
+        let c = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.push_str("# HELP yardmaster_cache_requests_total Requests to rules with a cache, by rule and result (hit, miss, bypass).\n# TYPE yardmaster_cache_requests_total counter\n");
+        for (rule, results) in &c.0 {
+            for (result, n) in results {
+                let _ =
+                    writeln!(out, "yardmaster_cache_requests_total{{rule=\"{}\",result=\"{result}\"}} {n}", esc(rule));
+            }
+        }
+        out.push_str("# HELP yardmaster_cache_saved_usd_total What cache hits saved: the cost of the answers they replayed.\n# TYPE yardmaster_cache_saved_usd_total counter\n");
+        let _ = writeln!(out, "yardmaster_cache_saved_usd_total {}", crate::accounting::usage::usd(c.1));
+        out.push_str(
+            "# HELP yardmaster_cache_bytes Bytes of answers the cache holds.\n# TYPE yardmaster_cache_bytes gauge\n",
+        );
+        let _ = writeln!(out, "yardmaster_cache_bytes {bytes}");
     }
 
     /// Renders every metric.

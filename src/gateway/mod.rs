@@ -12,6 +12,7 @@
 mod admin;
 mod admit;
 pub mod busy;
+pub mod cache;
 pub mod conn;
 pub mod door;
 pub mod error;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub conns: Arc<conn::ConnStats>,
     /// Raised when a shutdown's drain times out: streams still running end with an error event.
     pub cut: tokio::sync::watch::Receiver<bool>,
+    /// The response cache (sized at start: `cache.max_bytes` needs a restart).
+    pub cache: Arc<cache::ResponseCache>,
 }
 
 /// Server timings.
@@ -248,6 +251,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         busy: timeouts.busy_poll.map(busy::BusyPoll::new),
         conns: conns.clone(),
         cut,
+        cache: Arc::new(cache::ResponseCache::new(snap.config.config.cache.max_bytes)),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app(state.clone());

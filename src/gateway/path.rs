@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::admit::{admit, Admitted};
+use super::cache::{self, Lookup};
 use super::door::Door;
 use super::error::ApiError;
 use super::record::Record;
@@ -44,12 +45,36 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     let dispatched = async {
         let mut admitted = admit(&st, &snap, door, &parts.headers, body, &mut settle).await?;
         let routing = route(&st, &snap, &mut admitted, &mut settle).await?;
-        forward(&st, &snap, admitted, &routing, &mut settle).await
+        let inbound = &admitted.inbound;
+        let wait = routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
+        let (endpoint, body) = (inbound.endpoint, &inbound.body);
+        let query = cache::Query { rule_cache: routing.cache, rule: routing.rule, key: admitted.key, endpoint, body };
+        let looked = cache::lookup(&st.cache, query, &parts.headers, wait);
+        let ticket = match looked.await {
+            Lookup::Hit(e) => return Ok(Next::Hit(e, inbound.stream, inbound.wants_usage)),
+            Lookup::Miss(t) => {
+                settle.record.cache = Some("miss");
+                Some(t)
+            }
+            Lookup::Bypass => {
+                settle.record.cache = Some("bypass");
+                None
+            }
+            Lookup::Off => None,
+        };
+        forward(&st, &snap, admitted, &routing, ticket, &mut settle).await.map(|d| Next::Dispatched(Box::new(d)))
     };
     match dispatched.await {
-        Ok(d) => reply(&st, d, settle),
+        Ok(Next::Dispatched(d)) => reply(&st, *d, settle),
+        Ok(Next::Hit(e, stream, wants_usage)) => cache::answer(&e, stream, wants_usage, settle),
         Err(e) => settle.refuse(e),
     }
+}
+
+/// What comes after routing: an answer from the cache, or dispatch's.
+enum Next {
+    Dispatched(Box<Dispatched>),
+    Hit(std::sync::Arc<cache::Entry>, bool, bool),
 }
 
 /// Dispatches a routed request: its targets and reservations come from the plan; the record
@@ -59,6 +84,7 @@ async fn forward(
     snap: &Snapshot,
     admitted: Admitted<'_>,
     routing: &Routing<'_>,
+    ticket: Option<cache::Ticket>,
     settle: &mut Settle,
 ) -> Result<Dispatched, ApiError> {
     let inbound = admitted.inbound;
@@ -115,6 +141,7 @@ async fn forward(
                 prompt_tokens,
                 wants_usage: inbound.wants_usage,
                 base64,
+                ticket,
             })
         }
         Err(f) => {

@@ -28,6 +28,7 @@ mod names {
     pub const UPSTREAM_MODEL: HeaderName = HeaderName::from_static("x-yardmaster-upstream-model");
     pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-yardmaster-attempts");
     pub const COST: HeaderName = HeaderName::from_static("x-yardmaster-cost-usd");
+    pub const CACHE: HeaderName = HeaderName::from_static("x-yardmaster-cache");
 }
 
 /// What the gateway knows about one request.
@@ -65,6 +66,10 @@ pub struct Record {
     pub refusal: Option<&'static str>,
     /// The facts the request log keeps (when it is on).
     pub log: Option<Facts>,
+    /// The cache's verdict, for a rule with `cache`: `hit`, `miss` or `bypass`.
+    pub cache: Option<&'static str>,
+    /// What a cache hit saved: the cost of the stored answer, micro-USD.
+    pub saved_micros: u64,
 }
 
 /// A unique request id: a random prefix chosen at startup and a counter (no syscall per request).
@@ -117,6 +122,8 @@ impl Record {
             cost_micros: None,
             refusal: None,
             log: None,
+            cache: None,
+            saved_micros: 0,
         }
     }
 
@@ -163,6 +170,9 @@ impl Record {
             set(names::COST, &format!("{:.6}", usage::usd(c)));
         }
         h.insert(names::ATTEMPTS, HeaderValue::from(self.calls()));
+        if let Some(c) = self.cache {
+            h.insert(names::CACHE, HeaderValue::from_static(c));
+        }
     }
 
     /// The ledger row.
@@ -181,6 +191,8 @@ impl Record {
             latency_ms: self.latency_ms(),
             estimated: self.usage.estimated,
             policy: self.policy.clone(),
+            cache: self.cache.map(str::to_string),
+            saved_micros: self.saved_micros,
         }
     }
 
@@ -234,6 +246,9 @@ impl Record {
         }
         if let Some(r) = self.refusal {
             m.refused(r);
+        }
+        if let Some(c) = self.cache {
+            m.cache(self.rule.as_deref().unwrap_or(""), c, self.saved_micros);
         }
     }
 }

@@ -29,25 +29,41 @@ pub struct Dispatched {
     /// Embeddings asked for as base64 (`encoding_format: "base64"`, the `openai` npm package's
     /// default): vectors that came back as numbers are encoded here.
     pub base64: bool,
+    /// The cache's ticket, when the rule caches and the lookup missed: a whole successful answer
+    /// is stored with it.
+    pub ticket: Option<super::cache::Ticket>,
 }
 
 /// The response to a dispatched request.
 pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
     let model = d.success.model;
+    let ticket = d.ticket;
+    let caching = ticket.is_some();
+    let stored = |settle: &mut Settle, (resp, v): (Response, Value)| {
+        if let Some(t) = ticket {
+            super::cache::store(&st.cache, t, &v, settle);
+        }
+        resp
+    };
     match d.success.reply {
         Reply::Json(mut v) => {
             if d.base64 {
                 embeddings_as_base64(&mut v);
             }
-            json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens)
+            let out = json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens);
+            stored(&mut settle, out)
         }
-        Reply::Raw(raw) if d.base64 => {
-            // An OpenAI-compatible server that ignored `encoding_format` sent numbers.
+        Reply::Raw(raw) if d.base64 || caching => {
+            // An OpenAI-compatible server that ignored `encoding_format` sent numbers; a reply to
+            // be cached is kept as a value.
             let mut v = Value::Object(
                 raw.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(Value::Null))).collect(),
             );
-            embeddings_as_base64(&mut v);
-            json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens)
+            if d.base64 {
+                embeddings_as_base64(&mut v);
+            }
+            let out = json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens);
+            stored(&mut settle, out)
         }
         Reply::Raw(raw) => raw_reply(&mut settle, raw, &model, &d.prompt, d.prompt_tokens),
         Reply::Stream(events) => {
@@ -79,7 +95,13 @@ pub fn embeddings_as_base64(v: &mut Value) {
 
 /// A whole JSON reply: usage from the reply (or counted), settled, `model` set to the catalog
 /// name, `usage` (with its cost) added when missing.
-fn json_reply(settle: &mut Settle, mut v: Value, model: &str, prompt: &str, prompt_tokens: Option<u64>) -> Response {
+fn json_reply(
+    settle: &mut Settle,
+    mut v: Value,
+    model: &str,
+    prompt: &str,
+    prompt_tokens: Option<u64>,
+) -> (Response, Value) {
     let used = usage::reported(&v).unwrap_or_else(|| {
         let mut text = String::new();
         usage::completion_text(&v, &mut text);
@@ -97,9 +119,9 @@ fn json_reply(settle: &mut Settle, mut v: Value, model: &str, prompt: &str, prom
         }
     }
     usage::set_cost(&mut v, cost);
-    let mut resp = (StatusCode::OK, axum::Json(v)).into_response();
+    let mut resp = (StatusCode::OK, axum::Json(&v)).into_response();
     settle.record.headers(resp.headers_mut());
-    resp
+    (resp, v)
 }
 
 /// A raw OpenAI reply, its members as they came, but `model` and `usage` (with its cost). One
@@ -108,7 +130,7 @@ fn raw_reply(settle: &mut Settle, raw: RawObject, model: &str, prompt: &str, pro
     let reported = raw.get("usage").and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
     let Some((used, mut usage)) = reported.as_ref().and_then(usage::reported_usage).zip(reported) else {
         let v = raw.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(Value::Null)));
-        return json_reply(settle, Value::Object(v.collect()), model, prompt, prompt_tokens);
+        return json_reply(settle, Value::Object(v.collect()), model, prompt, prompt_tokens).0;
     };
     let cost = settle.finish(200, used);
     if let Some(u) = usage.as_object_mut() {

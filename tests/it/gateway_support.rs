@@ -89,6 +89,10 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
     };
     match model.as_str() {
         "fail500" => err(StatusCode::INTERNAL_SERVER_ERROR, "boom"),
+        "wait300" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            axum::Json(completion(&model)).into_response()
+        }
         "fail503" => err(StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         "unauthorized" => err(StatusCode::UNAUTHORIZED, "bad upstream key"),
         "r429" => {

@@ -8,6 +8,7 @@
 
 mod accounting;
 mod architecture;
+mod cache;
 mod cli;
 mod common;
 mod compile_corpus;

@@ -1,0 +1,242 @@
+//! The response cache (SPEC §10) against a real gateway and the fake upstream on 127.0.0.1:
+//! misses then hits, streamed hits, scopes (key, tier, never across tiers), `Cache-Control`,
+//! keys with `cache: false`, errors never stored, expiry, eviction by bytes, identical requests
+//! coalesced into one upstream call, and what the ledger and `/metrics` record.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::gateway_support::{config, gateway_custom, header, sha, Gateway};
+
+const POLICY: &str = r#"
+rule "faq" {
+  when header("x-test") == "faq"
+  then ok-model
+  cache 1h
+}
+
+rule "docs" {
+  when header("x-test") == "docs"
+  then ok-model
+  cache 1h shared
+}
+
+rule "brief" {
+  when header("x-test") == "brief"
+  then ok-model
+  cache 1s
+}
+
+rule "broken" {
+  when header("x-test") == "broken"
+  then fail500
+  cache 1h
+}
+
+rule "together" {
+  when header("x-test") == "together"
+  then waiter
+  cache 1h
+}
+
+default { then ok-model }
+"#;
+
+async fn cached_gateway(extra: &str) -> Gateway {
+    let extra = extra.to_string();
+    gateway_custom(POLICY, false, move |addr| {
+        config(addr, "ok")
+            .replace("models:\n", "models:\n  waiter: { provider: up, id: wait300, price: { input: 1, output: 2 }, context: 100000 }\n")
+            .replace(
+                "  - { name: plain,",
+                &format!(
+                    "  - {{ name: team-b, key_sha256: {}, tier: premium }}\n  - {{ name: nocache, key_sha256: {}, cache: false }}\n  - {{ name: plain,",
+                    sha("sk-team-b"),
+                    sha("sk-nocache")
+                ),
+            )
+            + &extra
+    })
+    .await
+}
+
+fn ask(text: &str) -> Value {
+    json!({"model": "auto", "messages": [{"role": "user", "content": text}]})
+}
+
+async fn send(g: &Gateway, rule: &str, key: &str, body: &Value, control: Option<&str>) -> reqwest::Response {
+    let mut r = g.post("/v1/chat/completions", Some(key)).header("x-test", rule).json(body);
+    if let Some(c) = control {
+        r = r.header("cache-control", c);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_repeated_request_is_answered_from_the_cache_streamed_or_not() {
+    let g = cached_gateway("").await;
+    let body = ask("What are your opening hours?");
+    let first = send(&g, "faq", "sk-team-a", &body, None).await;
+    assert_eq!((first.status().as_u16(), header(&first, "x-yardmaster-cache")), (200, "miss".into()));
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(g.up.calls("ok"), 1);
+    let hit = send(&g, "faq", "sk-team-a", &body, None).await;
+    assert_eq!(header(&hit, "x-yardmaster-cache"), "hit");
+    assert_eq!(header(&hit, "x-yardmaster-attempts"), "0");
+    assert_eq!(header(&hit, "x-yardmaster-rule"), "faq");
+    assert_eq!(header(&hit, "x-yardmaster-model"), "ok-model");
+    assert_eq!(header(&hit, "x-yardmaster-cost-usd"), "0.000000");
+    let hit: Value = hit.json().await.unwrap();
+    assert_eq!(hit["choices"], first["choices"]);
+    assert_eq!(hit["usage"]["cost"], 0.0);
+    assert_eq!(g.up.calls("ok"), 1, "the hit did not reach the upstream");
+    // Streamed, the same entry is an ordinary event stream.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let r = send(&g, "faq", "sk-team-a", &streamed, None).await;
+    assert_eq!(header(&r, "x-yardmaster-cache"), "hit");
+    assert!(header(&r, "content-type").starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{text}");
+    let mut content = String::new();
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap();
+        if let Some(c) = v.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+            content.push_str(c);
+        }
+    }
+    assert_eq!(content, first["choices"][0]["message"]["content"].as_str().unwrap());
+    assert!(text.contains("\"finish_reason\":\"stop\"") && text.contains("\"usage\""), "{text}");
+    assert_eq!(g.up.calls("ok"), 1);
+    // Another question is another entry.
+    assert_eq!(header(&send(&g, "faq", "sk-team-a", &ask("Where are you?"), None).await, "x-yardmaster-cache"), "miss");
+}
+
+#[tokio::test]
+async fn entries_belong_to_the_key_or_with_shared_to_the_tier_and_never_cross_tiers() {
+    let g = cached_gateway("").await;
+    let body = ask("A question about the docs");
+    assert_eq!(header(&send(&g, "faq", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "miss");
+    // Another key of the same tier does not see a key's own entries.
+    assert_eq!(header(&send(&g, "faq", "sk-team-b", &body, None).await, "x-yardmaster-cache"), "miss");
+    // `shared`: the keys of one tier share, another tier does not.
+    assert_eq!(header(&send(&g, "docs", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "miss");
+    assert_eq!(header(&send(&g, "docs", "sk-team-b", &body, None).await, "x-yardmaster-cache"), "hit");
+    assert_eq!(header(&send(&g, "docs", "sk-batch", &body, None).await, "x-yardmaster-cache"), "miss");
+    assert_eq!(header(&send(&g, "docs", "sk-plain", &body, None).await, "x-yardmaster-cache"), "miss");
+}
+
+#[tokio::test]
+async fn clients_and_keys_can_bypass_it_and_errors_are_never_stored() {
+    let g = cached_gateway("").await;
+    let body = ask("Bypass me");
+    // no-store: neither looked up nor stored.
+    let r = send(&g, "faq", "sk-team-a", &body, Some("no-store")).await;
+    assert_eq!(header(&r, "x-yardmaster-cache"), "bypass");
+    assert_eq!(header(&send(&g, "faq", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "miss");
+    // no-cache: not looked up, but stored again.
+    assert_eq!(header(&send(&g, "faq", "sk-team-a", &body, Some("no-cache")).await, "x-yardmaster-cache"), "miss");
+    assert_eq!(header(&send(&g, "faq", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "hit");
+    assert_eq!(g.up.calls("ok"), 3);
+    // A key with `cache: false` never uses it.
+    for _ in 0..2 {
+        assert_eq!(header(&send(&g, "faq", "sk-nocache", &body, None).await, "x-yardmaster-cache"), "bypass");
+    }
+    assert_eq!(g.up.calls("ok"), 5);
+    // A failure is not an answer to keep.
+    for _ in 0..2 {
+        let r = send(&g, "broken", "sk-team-a", &body, None).await;
+        assert_eq!((r.status().as_u16(), header(&r, "x-yardmaster-cache")), (502, "miss".into()));
+    }
+    assert_eq!(g.up.calls("fail500"), 2);
+}
+
+#[tokio::test]
+async fn entries_expire_with_their_rule_and_the_bytes_are_bounded() {
+    let g = cached_gateway("cache: { max_bytes: 4KiB }\n").await;
+    let body = ask("Brief");
+    assert_eq!(header(&send(&g, "brief", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "miss");
+    assert_eq!(header(&send(&g, "brief", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "hit");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(header(&send(&g, "brief", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "miss");
+    // Far more answers than 4 KiB hold: the oldest go, and the bytes stay within the bound.
+    for i in 0..40 {
+        send(&g, "faq", "sk-team-a", &ask(&format!("question number {i}")), None).await;
+    }
+    let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
+    let bytes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("yardmaster_cache_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(bytes > 0 && bytes <= 4096, "{bytes} bytes held");
+    assert_eq!(
+        header(&send(&g, "faq", "sk-team-a", &ask("question number 0"), None).await, "x-yardmaster-cache"),
+        "miss"
+    );
+}
+
+#[tokio::test]
+async fn identical_requests_at_once_make_one_upstream_call() {
+    let g = cached_gateway("").await;
+    let body = ask("Everyone asks this at once");
+    let mut all = Vec::new();
+    for _ in 0..32 {
+        let (http, url, body) = (g.http.clone(), g.url.clone(), body.clone());
+        all.push(tokio::spawn(async move {
+            let r = http
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth("sk-team-a")
+                .header("x-test", "together")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let verdict = header(&r, "x-yardmaster-cache");
+            let v: Value = r.json().await.unwrap();
+            (verdict, v["choices"][0]["message"]["content"].as_str().unwrap_or("").to_string())
+        }));
+    }
+    let mut verdicts = Vec::new();
+    for t in all {
+        let (verdict, content) = t.await.unwrap();
+        assert_eq!(content, "hello from wait300");
+        verdicts.push(verdict);
+    }
+    assert_eq!(g.up.calls("wait300"), 1, "{verdicts:?}");
+    assert_eq!(verdicts.iter().filter(|v| *v == "miss").count(), 1, "{verdicts:?}");
+}
+
+#[tokio::test]
+async fn the_ledger_and_metrics_record_hits_and_what_they_saved() {
+    let g = cached_gateway("").await;
+    let body = ask("Count me");
+    let miss = send(&g, "faq", "sk-team-a", &body, None).await;
+    let miss_id = header(&miss, "x-request-id");
+    let cost: f64 = header(&miss, "x-yardmaster-cost-usd").parse().unwrap();
+    assert!(cost > 0.0);
+    let hit = send(&g, "faq", "sk-team-a", &body, None).await;
+    let hit_id = header(&hit, "x-request-id");
+    let db = g.dir.path().join("yardmaster.db");
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = yardmaster::accounting::ledger::read_all(&db).unwrap_or_default();
+        if rows.iter().any(|r| r.id == hit_id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let row = |id: &str| rows.iter().find(|r| r.id == id).unwrap_or_else(|| panic!("no row for {id}"));
+    assert_eq!((row(&miss_id).cache.as_deref(), row(&miss_id).saved_micros), (Some("miss"), 0));
+    let h = row(&hit_id);
+    assert_eq!((h.cache.as_deref(), h.cost_micros, h.status), (Some("hit"), 0, 200));
+    assert_eq!(h.saved_micros, row(&miss_id).cost_micros);
+    let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("yardmaster_cache_requests_total{rule=\"faq\",result=\"hit\"} 1"), "{metrics}");
+    assert!(metrics.contains("yardmaster_cache_requests_total{rule=\"faq\",result=\"miss\"} 1"), "{metrics}");
+    let saved = metrics.lines().find_map(|l| l.strip_prefix("yardmaster_cache_saved_usd_total ")).unwrap();
+    assert!((saved.trim().parse::<f64>().unwrap() - cost).abs() < 1e-9, "{saved} against {cost}");
+}
