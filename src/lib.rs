@@ -5,6 +5,7 @@
 //! `main.rs` and `cli`.
 
 pub mod accounting;
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod config;

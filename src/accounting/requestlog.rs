@@ -61,6 +61,9 @@ pub struct Entry {
     pub cost_usd: f64,
     /// Time from arrival to end.
     pub latency_ms: u64,
+    /// The cache's verdict (`hit`, `miss`, `bypass`), for a rule with `cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
     /// What the policy could read.
     pub facts: Facts,
 }

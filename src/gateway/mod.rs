@@ -12,7 +12,7 @@
 mod admin;
 mod admit;
 pub mod busy;
-pub mod cache;
+mod cache;
 pub mod conn;
 pub mod door;
 pub mod error;
@@ -75,7 +75,7 @@ pub struct AppState {
     /// Raised when a shutdown's drain times out: streams still running end with an error event.
     pub cut: tokio::sync::watch::Receiver<bool>,
     /// The response cache (sized at start: `cache.max_bytes` needs a restart).
-    pub cache: Arc<cache::ResponseCache>,
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 /// Server timings.
@@ -251,7 +251,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         busy: timeouts.busy_poll.map(busy::BusyPoll::new),
         conns: conns.clone(),
         cut,
-        cache: Arc::new(cache::ResponseCache::new(snap.config.config.cache.max_bytes)),
+        cache: Arc::new(crate::cache::ResponseCache::new(snap.config.config.cache.max_bytes)),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app(state.clone());

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::admit::{admit, Admitted};
-use super::cache::{self, Lookup};
+use super::cache as replies;
 use super::door::Door;
 use super::error::ApiError;
 use super::record::Record;
@@ -18,6 +18,7 @@ use super::route::route;
 use super::settle::Settle;
 use super::AppState;
 use crate::accounting::Rate;
+use crate::cache::{self, Lookup};
 use crate::dispatch::{self, targets::Sizes, Dispatcher, Failure};
 use crate::policy::eval::Routing;
 use crate::providers::Limits;
@@ -48,8 +49,14 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
         let inbound = &admitted.inbound;
         let wait = routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
         let (endpoint, body) = (inbound.endpoint, &inbound.body);
-        let query = cache::Query { rule_cache: routing.cache, rule: routing.rule, key: admitted.key, endpoint, body };
-        let looked = cache::lookup(&st.cache, query, &parts.headers, wait);
+        let caller = cache::Caller {
+            key: admitted.key.map(|k| k.name.as_str()),
+            tier: admitted.key.and_then(|k| k.tier.as_deref()),
+            uses_cache: admitted.key.is_none_or(|k| k.cache),
+        };
+        let query = cache::Query { rule_cache: routing.cache, rule: routing.rule, caller, endpoint, body };
+        let control = parts.headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let looked = cache::lookup(&st.cache, query, control, wait);
         let ticket = match looked.await {
             Lookup::Hit(e) => return Ok(Next::Hit(e, inbound.stream, inbound.wants_usage)),
             Lookup::Miss(t) => {
@@ -66,7 +73,7 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     };
     match dispatched.await {
         Ok(Next::Dispatched(d)) => reply(&st, *d, settle),
-        Ok(Next::Hit(e, stream, wants_usage)) => cache::answer(&e, stream, wants_usage, settle),
+        Ok(Next::Hit(e, stream, wants_usage)) => replies::answer(&e, stream, wants_usage, settle),
         Err(e) => settle.refuse(e),
     }
 }

@@ -212,6 +212,7 @@ impl Record {
             tokens_out: self.usage.output,
             cost_usd: usage::usd(self.cost_micros.unwrap_or(0)),
             latency_ms: self.latency_ms(),
+            cache: self.cache.map(str::to_string),
             facts,
         })
     }

@@ -31,7 +31,7 @@ pub struct Dispatched {
     pub base64: bool,
     /// The cache's ticket, when the rule caches and the lookup missed: a whole successful answer
     /// is stored with it.
-    pub ticket: Option<super::cache::Ticket>,
+    pub ticket: Option<crate::cache::Ticket>,
 }
 
 /// The response to a dispatched request.
@@ -39,9 +39,9 @@ pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
     let model = d.success.model;
     let ticket = d.ticket;
     let caching = ticket.is_some();
-    let stored = |settle: &mut Settle, (resp, v): (Response, Value)| {
+    let stored = |settle: &mut Settle, (resp, v): (Response, Value), ticket: Option<crate::cache::Ticket>| {
         if let Some(t) = ticket {
-            super::cache::store(&st.cache, t, &v, settle);
+            crate::cache::store(&st.cache, t, &v, super::cache::answered(settle));
         }
         resp
     };
@@ -51,7 +51,7 @@ pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
                 embeddings_as_base64(&mut v);
             }
             let out = json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens);
-            stored(&mut settle, out)
+            stored(&mut settle, out, ticket)
         }
         Reply::Raw(raw) if d.base64 || caching => {
             // An OpenAI-compatible server that ignored `encoding_format` sent numbers; a reply to
@@ -63,14 +63,17 @@ pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
                 embeddings_as_base64(&mut v);
             }
             let out = json_reply(&mut settle, v, &model, &d.prompt, d.prompt_tokens);
-            stored(&mut settle, out)
+            stored(&mut settle, out, ticket)
         }
         Reply::Raw(raw) => raw_reply(&mut settle, raw, &model, &d.prompt, d.prompt_tokens),
         Reply::Stream(events) => {
             let mut resp_headers = axum::http::HeaderMap::new();
             settle.record.status = 200;
             settle.record.headers(&mut resp_headers);
-            let tally = Tally::new(settle, d.prompt, d.prompt_tokens, d.wants_usage);
+            let mut tally = Tally::new(settle, d.prompt, d.prompt_tokens, d.wants_usage);
+            if let Some(t) = ticket {
+                tally.cache_with(st.cache.clone(), t, &model);
+            }
             let mut resp = relay(events, model, st.timeouts.stream_idle, st.cut.clone(), tally);
             resp.headers_mut().extend(resp_headers);
             resp

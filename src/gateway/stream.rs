@@ -43,6 +43,44 @@ pub struct Tally {
     text: String,
     /// A usage chunk has gone to the client.
     usage_sent: bool,
+    /// The answer being assembled for the cache, when the rule caches and the lookup missed.
+    caching: Option<Caching>,
+}
+
+/// A streamed answer assembled for the cache: one choice of text (an answer with tool calls or
+/// several choices is not stored).
+struct Caching {
+    cache: std::sync::Arc<crate::cache::ResponseCache>,
+    ticket: crate::cache::Ticket,
+    model: String,
+    content: String,
+    finish: Option<String>,
+    storable: bool,
+}
+
+impl Caching {
+    fn see(&mut self, index: u64, content: Option<&str>, tool_calls: bool, finish: Option<&str>) {
+        self.storable &= index == 0 && !tool_calls;
+        self.content.push_str(content.unwrap_or(""));
+        if let Some(f) = finish {
+            self.finish = Some(f.to_string());
+        }
+    }
+
+    /// The whole answer, as a non-streamed request would have had it.
+    fn body(&self, used: Usage) -> Option<Value> {
+        if !self.storable {
+            return None;
+        }
+        // A stream that ended with `[DONE]` but named no finish ended as a stop.
+        let finish = self.finish.as_deref().unwrap_or("stop");
+        Some(serde_json::json!({
+            "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()), "object": "chat.completion",
+            "created": chrono::Utc::now().timestamp(), "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": used.input, "completion_tokens": used.output, "total_tokens": used.input + used.output},
+        }))
+    }
 }
 
 impl Tally {
@@ -56,7 +94,25 @@ impl Tally {
             reported: None,
             text: String::new(),
             usage_sent: false,
+            caching: None,
         }
+    }
+
+    /// Stores the answer in the cache when the stream ends with `[DONE]`.
+    pub fn cache_with(
+        &mut self,
+        cache: std::sync::Arc<crate::cache::ResponseCache>,
+        ticket: crate::cache::Ticket,
+        model: &str,
+    ) {
+        self.caching = Some(Caching {
+            cache,
+            ticket,
+            model: model.to_string(),
+            content: String::new(),
+            finish: None,
+            storable: true,
+        });
     }
 
     fn usage(&self) -> Usage {
@@ -70,7 +126,13 @@ impl Tally {
     fn settle(&mut self, status: u16) -> Option<(Usage, u64)> {
         let mut settle = self.settle.take()?;
         let used = self.usage();
-        Some((used, settle.finish(status, used)))
+        let cost = settle.finish(status, used);
+        if let (200, Some(c)) = (status, self.caching.take()) {
+            if let Some(body) = c.body(used) {
+                crate::cache::store(&c.cache, c.ticket, &body, super::cache::answered(&settle));
+            }
+        }
+        Some((used, cost))
     }
 
     /// Reads one event; `None` when it is not forwarded.
@@ -85,6 +147,17 @@ impl Tally {
             self.usage_sent = true;
         } else {
             usage::completion_text(v, &mut self.text);
+        }
+        if let Some(c) = &mut self.caching {
+            for ch in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
+                let d = ch.get("delta");
+                c.see(
+                    ch.get("index").and_then(Value::as_u64).unwrap_or(0),
+                    d.and_then(|d| d.get("content")).and_then(Value::as_str),
+                    d.and_then(|d| d.get("tool_calls")).is_some_and(|t| !t.is_null()),
+                    ch.get("finish_reason").and_then(Value::as_str),
+                );
+            }
         }
         true
     }
@@ -111,6 +184,10 @@ struct Peek<'a> {
 
 #[derive(serde::Deserialize)]
 struct Choice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     delta: Option<Delta<'a>>,
     #[serde(borrow, default)]
@@ -140,10 +217,21 @@ struct Function<'a> {
 /// An event without usage, relayed without building a value: its text is gathered from the
 /// borrowed members and `model` is spliced in place. `None` when the event needs the full parse
 /// (it carries usage, or a member has a shape the borrowed types do not take).
-fn fast_frame(data: &str, model_json: &str, text: &mut String) -> Option<bytes::Bytes> {
+fn fast_frame(data: &str, model_json: &str, text: &mut String, caching: Option<&mut Caching>) -> Option<bytes::Bytes> {
     let peek: Peek = serde_json::from_str(data).ok()?;
     if peek.usage.is_some_and(|u| u.get() != "null") {
         return None;
+    }
+    if let Some(cache) = caching {
+        for c in peek.choices.iter().flatten() {
+            let d = c.delta.as_ref();
+            cache.see(
+                c.index.unwrap_or(0),
+                d.and_then(|d| d.content.as_deref()),
+                d.is_some_and(|d| d.tool_calls.is_some()),
+                c.finish_reason.as_deref(),
+            );
+        }
     }
     for c in peek.choices.iter().flatten() {
         for part in [&c.delta, &c.message].into_iter().flatten() {
@@ -264,7 +352,8 @@ impl Relay {
                     if data.trim() == "[DONE]" {
                         return Some(self.finish());
                     }
-                    if let Some(frame) = fast_frame(&data, &self.model_json, &mut self.tally.text) {
+                    let tally = &mut self.tally;
+                    if let Some(frame) = fast_frame(&data, &self.model_json, &mut tally.text, tally.caching.as_mut()) {
                         return Some(frame);
                     }
                     let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
@@ -420,7 +509,7 @@ mod tests {
         ];
         for data in events {
             let mut text = String::new();
-            let frame = fast_frame(data, &model_json, &mut text).expect(data);
+            let frame = fast_frame(data, &model_json, &mut text, None).expect(data);
             let frame = std::str::from_utf8(&frame).unwrap();
             let body = frame.strip_prefix("data: ").and_then(|f| f.strip_suffix("\n\n")).unwrap();
             let (want_text, want) = slow(data, "gpt \"4o\"");
@@ -430,10 +519,12 @@ mod tests {
             let from = data.find("\"model\"").map_or(data.len(), |i| i);
             assert!(body.starts_with(&data[..from]), "{body}");
         }
-        assert!(fast_frame(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, &model_json, &mut String::new()).is_none());
-        assert!(fast_frame(r#"{"choices":[{"delta":{"content":["odd"]}}]}"#, &model_json, &mut String::new()).is_none());
-        assert!(fast_frame(r#"{"model":"a","model":"b"}"#, &model_json, &mut String::new()).is_none());
-        assert!(fast_frame("not json", &model_json, &mut String::new()).is_none());
+        assert!(fast_frame(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, &model_json, &mut String::new(), None)
+            .is_none());
+        assert!(fast_frame(r#"{"choices":[{"delta":{"content":["odd"]}}]}"#, &model_json, &mut String::new(), None)
+            .is_none());
+        assert!(fast_frame(r#"{"model":"a","model":"b"}"#, &model_json, &mut String::new(), None).is_none());
+        assert!(fast_frame("not json", &model_json, &mut String::new(), None).is_none());
     }
 
     /// A reader that queues `n` frames, each a few scheduler turns after the last, as the HTTP

@@ -240,3 +240,27 @@ async fn the_ledger_and_metrics_record_hits_and_what_they_saved() {
     let saved = metrics.lines().find_map(|l| l.strip_prefix("yardmaster_cache_saved_usd_total ")).unwrap();
     assert!((saved.trim().parse::<f64>().unwrap() - cost).abs() < 1e-9, "{saved} against {cost}");
 }
+
+#[tokio::test]
+async fn a_streamed_miss_is_stored_for_both_kinds_of_request() {
+    let g = cached_gateway("").await;
+    let body = json!({"model": "auto", "stream": true, "messages": [{"role": "user", "content": "Stream me"}]});
+    let r = send(&g, "faq", "sk-team-a", &body, None).await;
+    assert_eq!(header(&r, "x-yardmaster-cache"), "miss");
+    let first = r.text().await.unwrap();
+    assert!(first.trim_end().ends_with("[DONE]"), "{first}");
+    assert_eq!(g.up.calls("ok"), 1);
+    // The same question, not streamed: the assembled answer.
+    let plain = json!({"model": "auto", "messages": [{"role": "user", "content": "Stream me"}]});
+    let r = send(&g, "faq", "sk-team-a", &plain, None).await;
+    assert_eq!(header(&r, "x-yardmaster-cache"), "hit");
+    let v: Value = r.json().await.unwrap();
+    let mut streamed = String::new();
+    for l in first.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]") {
+        let e: Value = serde_json::from_str(l).unwrap();
+        streamed.push_str(e.pointer("/choices/0/delta/content").and_then(Value::as_str).unwrap_or(""));
+    }
+    assert_eq!(v["choices"][0]["message"]["content"].as_str(), Some(streamed.as_str()), "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(g.up.calls("ok"), 1);
+}
