@@ -208,3 +208,43 @@ def test_sigterm_commits_every_request_to_the_ledger():
     rows = db.execute("SELECT id, key, status, cost_micros FROM requests").fetchall()
     assert {r[0] for r in rows} == ids
     assert all(r[1] == "e2e" and r[2] == 200 and r[3] > 0 for r in rows)
+
+
+CACHED_POLICY = """
+rule "faq" {
+  when prompt.last starts_with "FAQ:"
+  then gpt-4o-mini
+  cache 10m
+}
+
+default {
+  then gpt-4o-mini
+}
+"""
+
+
+def test_a_cached_answer_is_read_by_the_sdk_streamed_and_not():
+    g = Gateway(CONFIG, CACHED_POLICY, {"E2E_KEY": KEY})
+    try:
+        c = client(g.url)
+        ask = [{"role": "user", "content": "FAQ: how do refunds work?"}]
+        first = c.chat.completions.with_raw_response.create(model="auto", messages=ask)
+        assert first.headers["x-yardmaster-cache"] == "miss"
+        answer = first.parse().choices[0].message.content
+        again = c.chat.completions.with_raw_response.create(model="auto", messages=ask)
+        assert again.headers["x-yardmaster-cache"] == "hit"
+        assert again.headers["x-yardmaster-attempts"] == "0"
+        assert again.parse().choices[0].message.content == answer
+        # Streamed, the hit is an event stream the SDK reads as any other.
+        stream = c.chat.completions.create(model="auto", messages=ask, stream=True,
+                                           stream_options={"include_usage": True})
+        text, usage = "", None
+        for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+            if chunk.usage:
+                usage = chunk.usage
+        assert text == answer
+        assert usage is not None and usage.completion_tokens > 0
+    finally:
+        g.stop()
