@@ -33,8 +33,12 @@ pub struct Column {
     pub rules: IndexMap<String, u64>,
     /// Requests per model (the first target taken; `(refused NNN)` for a `deny` or a refusal).
     pub models: IndexMap<String, u64>,
-    /// Estimated cost, micro-USD.
+    /// Estimated cost, micro-USD (cache hits cost nothing).
     pub cost_micros: u64,
+    /// Requests the policy's caches would have answered (exact key only).
+    pub cache_hits: u64,
+    /// What those hits would have saved, micro-USD.
+    pub cache_saved_micros: u64,
 }
 
 impl Column {
@@ -93,6 +97,8 @@ pub fn replay(label: &str, program: &Program, entries: &[Entry], mut progress: i
     let health = StaticHealth::default();
     let mut scratch = Scratch::default();
     let catalog = program.catalog();
+    // Exact cache entries replayed: key -> when it expires (ms).
+    let mut cached: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for e in entries {
         c.requests += 1;
         progress();
@@ -126,6 +132,18 @@ pub fn replay(label: &str, program: &Program, entries: &[Entry], mut progress: i
             },
             None => ("(no target)".to_string(), 0),
         };
+        if let (Some(cache), Some(digest), 200) = (routing.cache, &f.request_sha256, e.status) {
+            let at = chrono::DateTime::parse_from_rfc3339(&e.time).map_or(0, |t| t.timestamp_millis());
+            let scope = crate::cache::scope_of(cache, e.key.as_deref(), f.tier.as_deref());
+            let k = format!("{scope}\0{rule}\0{}\0{digest}", f.endpoint.as_str());
+            if cached.get(&k).is_some_and(|until| *until > at) {
+                c.cache_hits += 1;
+                c.cache_saved_micros += cost;
+                c.count(rule, &model, 0);
+                continue;
+            }
+            cached.insert(k, at.saturating_add(i64::try_from(cache.ttl_ms).unwrap_or(i64::MAX)));
+        }
         c.count(rule, &model, cost);
     }
     c
@@ -187,6 +205,13 @@ pub fn render(columns: &[Column], skipped: usize) -> String {
         "estimated cost (USD)".into(),
         columns.iter().map(|c| format!("{:.6}", usage::usd(c.cost_micros))).collect(),
     ));
+    if columns.iter().any(|c| c.cache_hits > 0) {
+        rows.push(("cache hits (exact)".into(), columns.iter().map(|c| cell(c.cache_hits)).collect()));
+        rows.push((
+            "saved by the cache (USD)".into(),
+            columns.iter().map(|c| format!("{:.6}", usage::usd(c.cache_saved_micros))).collect(),
+        ));
+    }
     let first = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0).max(8);
     let widths: Vec<usize> = columns
         .iter()

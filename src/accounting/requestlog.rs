@@ -131,6 +131,10 @@ pub struct Facts {
     /// writer), when the log does not keep it.
     #[serde(skip)]
     pub uncounted: Option<String>,
+    /// SHA-256 (hex) of the canonical request without the fields that cannot change an answer:
+    /// with the scope and the rule, the exact cache key, for `simulate`'s cache figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_sha256: Option<String>,
 }
 
 /// Whether a header's value is a credential, which the request log never keeps unless the config

@@ -164,6 +164,21 @@ fn canonical(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// The canonical request without [`NOT_IN_KEY`].
+fn canonical_request(body: &Value, out: &mut Vec<u8>) {
+    match body {
+        Value::Object(m) => {
+            let kept: serde_json::Map<String, Value> = m
+                .iter()
+                .filter(|(k, _)| !NOT_IN_KEY.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            canonical(&Value::Object(kept), out);
+        }
+        other => canonical(other, out),
+    }
+}
+
 /// The exact key: SHA-256 over the scope, the rule, the endpoint and the canonical request
 /// without [`NOT_IN_KEY`].
 pub fn key(scope: &str, rule: &str, endpoint: Endpoint, body: &Value) -> CacheKey {
@@ -172,18 +187,21 @@ pub fn key(scope: &str, rule: &str, endpoint: Endpoint, body: &Value) -> CacheKe
         text.extend_from_slice(part.as_bytes());
         text.push(0);
     }
-    match body {
-        Value::Object(m) => {
-            let kept: serde_json::Map<String, Value> = m
-                .iter()
-                .filter(|(k, _)| !NOT_IN_KEY.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            canonical(&Value::Object(kept), &mut text);
-        }
-        other => canonical(other, &mut text),
-    }
+    canonical_request(body, &mut text);
     sha2::Sha256::digest(&text).into()
+}
+
+/// SHA-256 (hex) of the canonical request alone: what the request log keeps so that `simulate`
+/// can tell identical requests apart without their text.
+pub fn digest(body: &Value) -> String {
+    let mut text = Vec::with_capacity(256);
+    canonical_request(body, &mut text);
+    hex::encode(sha2::Sha256::digest(&text))
+}
+
+/// The scope of a replayed request's entries, as [`lookup`] would have used.
+pub fn scope_of(c: &CacheIr, key: Option<&str>, tier: Option<&str>) -> String {
+    scope(c, Caller { key, tier, uses_cache: true })
 }
 
 /// Whose entries a request sees: the calling key's own, or with `shared` its tier's.

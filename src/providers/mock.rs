@@ -313,7 +313,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 /// Embeddings: one unit vector per input, the same for the same text, of `dimensions` numbers
-/// (8 when not given; 1 to 8,192).
+/// (256 when not given; 1 to 8,192).
 fn embeddings(body: &serde_json::Value, model: &str) -> Result<serde_json::Value, UpstreamError> {
     use serde_json::Value;
     let inputs: Vec<String> = match body.get("input") {
@@ -324,7 +324,7 @@ fn embeddings(body: &serde_json::Value, model: &str) -> Result<serde_json::Value
         None => vec![String::new()],
     };
     let dims = match body.get("dimensions") {
-        None | Some(Value::Null) => 8,
+        None | Some(Value::Null) => 256,
         Some(d) => match d.as_u64().filter(|d| (1..=8192).contains(d)) {
             Some(d) => d as usize,
             None => {
@@ -350,17 +350,33 @@ fn embeddings(body: &serde_json::Value, model: &str) -> Result<serde_json::Value
     }))
 }
 
-/// A unit vector of `dims` numbers seeded by `text` (xorshift).
+/// Numbers in -1..1 seeded by `seed` (xorshift).
+fn noise(seed: u64, dims: usize) -> impl Iterator<Item = f32> {
+    let mut x = seed | 1;
+    (0..dims).map(move |_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    })
+}
+
+/// A unit vector of `dims` numbers for `text`: the sum of one seeded vector per word (lower
+/// case, letters and digits), so that texts sharing most of their words point the same way (one
+/// word changed in thirty keeps a cosine above 0.9) and unrelated texts are nearly orthogonal.
+/// A text without words gets a vector seeded by the whole text.
 fn vector(text: &str, dims: usize) -> Vec<f32> {
-    let mut x = fnv(text.as_bytes()) | 1;
-    let mut v: Vec<f32> = (0..dims)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
+    let mut v = vec![0f32; dims];
+    let mut words = 0;
+    for w in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        words += 1;
+        for (a, n) in v.iter_mut().zip(noise(fnv(w.to_lowercase().as_bytes()), dims)) {
+            *a += n;
+        }
+    }
+    if words == 0 {
+        v = noise(fnv(text.as_bytes()), dims).collect();
+    }
     let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
     v.iter_mut().for_each(|a| *a /= norm);
     v
@@ -408,7 +424,20 @@ mod tests {
         assert!(embeddings(&json!({"input": "a", "dimensions": 0}), "m").is_err());
         assert_eq!(
             embeddings(&json!({"input": "a"}), "m").unwrap()["data"][0]["embedding"].as_array().unwrap().len(),
-            8
+            256
         );
+    }
+
+    #[test]
+    fn texts_that_share_most_words_are_close_and_unrelated_ones_are_not() {
+        let cos = |a: &str, b: &str| -> f32 { vector(a, 256).iter().zip(vector(b, 256)).map(|(x, y)| x * y).sum() };
+        let base = "how do I reset my password for the account I opened last year on the mobile app when the email \
+                    link has expired and support is closed for the weekend";
+        assert_eq!(base.split_whitespace().count(), 30);
+        let one_word = base.replace("weekend", "holidays");
+        assert!(cos(base, &one_word) >= 0.9, "{}", cos(base, &one_word));
+        let unrelated = "which regions does the batch embedding endpoint serve and what are its rate limits per minute";
+        assert!(cos(base, unrelated).abs() < 0.5, "{}", cos(base, unrelated));
+        assert!((cos(base, base) - 1.0).abs() < 1e-5);
     }
 }

@@ -102,3 +102,36 @@ fn without_prompt_text_rules_that_search_it_are_counted_apart() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["columns"][1]["not_evaluable"], 240);
 }
+
+#[test]
+fn a_new_policys_exact_cache_is_replayed_with_what_it_saves() {
+    use yardmaster::accounting::requestlog::{Entry, Facts};
+    let program = crate::common::program(
+        "rule \"faq\" {\n  when user.tier == \"free\"\n  then gpt-4o-mini\n  cache 10m\n}\n\ndefault { then gpt-4o }\n",
+    );
+    let line = |key: &str, tier: &str, digest: &str, time: &str| Entry {
+        time: time.into(),
+        request_id: format!("r-{key}-{time}"),
+        key: Some(key.into()),
+        status: 200,
+        tokens_in: 1000,
+        tokens_out: 1000,
+        facts: Facts { tier: Some(tier.into()), request_sha256: Some(digest.into()), ..Facts::default() },
+        ..Entry::default()
+    };
+    let entries = [
+        line("a", "free", "q1", "2026-12-01T10:00:00Z"),
+        line("a", "free", "q1", "2026-12-01T10:05:00Z"), // hit
+        line("b", "free", "q1", "2026-12-01T10:06:00Z"), // another key: its own entry
+        line("a", "free", "q2", "2026-12-01T10:07:00Z"), // another request
+        line("a", "free", "q1", "2026-12-01T10:11:00Z"), // the entry of 10:00 expired at 10:10
+        line("a", "free", "q1", "2026-12-01T10:12:00Z"), // hit
+        line("a", "pro", "q1", "2026-12-01T10:13:00Z"),  // the default: no cache
+    ];
+    let c = yardmaster::simulate::replay("new", &program, &entries, || {});
+    assert_eq!(c.cache_hits, 2);
+    // gpt-4o-mini: $0.15 + $0.60 per million tokens, 1,000 of each per request.
+    assert_eq!(c.cache_saved_micros, 2 * 750);
+    let report = yardmaster::simulate::render(&[c], 0);
+    assert!(report.contains("cache hits (exact)") && report.contains("saved by the cache (USD)"), "{report}");
+}
