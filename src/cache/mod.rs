@@ -28,8 +28,9 @@ pub type CacheKey = [u8; 32];
 /// A stored answer.
 #[derive(Debug)]
 pub struct Entry {
-    /// The answer as the client got it (`model` the catalog name, `usage` with what was used).
-    pub body: Value,
+    /// The answer as a hit gives it, serialized (`model` the catalog name, `usage` with what was
+    /// used and a cost of 0): kept as text, so that an entry weighs what it holds.
+    pub body: bytes::Bytes,
     /// The catalog model that answered.
     pub model: String,
     /// Its provider.
@@ -91,6 +92,10 @@ impl ResponseCache {
         self.entries.get(k)
     }
 }
+
+/// Bytes an entry takes besides its text: the entry, its key, the map's and the eviction order's
+/// nodes, and the strings of model, provider and rule.
+const ENTRY_OVERHEAD: usize = 512;
 
 /// What the cache stage decided.
 #[derive(Debug)]
@@ -290,9 +295,12 @@ pub async fn lookup(cache: &ResponseCache, q: Query<'_>, cache_control: &str, wa
 pub fn store(cache: &ResponseCache, ticket: Ticket, body: &Value, answered: Answered) {
     let mut body = body.clone();
     if let Some(u) = body.get_mut("usage").and_then(Value::as_object_mut) {
-        u.remove("cost");
+        // A hit costs nothing.
+        u.insert("cost".into(), serde_json::json!(0.0));
     }
-    let bytes = u32::try_from(body.to_string().len() + 256).unwrap_or(u32::MAX);
+    let body = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    // The text, and about what the entry, its key and the cache's bookkeeping take besides.
+    let bytes = u32::try_from(body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX);
     let entry = Entry {
         body,
         model: answered.model,

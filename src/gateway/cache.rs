@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::settle::Settle;
-use crate::accounting::usage;
 use crate::cache::{Answered, Entry};
 
 /// Who answered a settled request, and what it used and cost, for the cache.
@@ -33,9 +32,14 @@ pub fn answer(entry: &Entry, stream: bool, wants_usage: bool, mut settle: Settle
     r.saved_micros = entry.cost_micros;
     // Nothing was reserved and the rate is unset, so the hit costs nothing.
     let cost = settle.finish(200, entry.usage);
-    let mut body = entry.body.clone();
-    usage::set_cost(&mut body, cost);
-    let mut resp = if stream { events(&body, wants_usage) } else { (StatusCode::OK, axum::Json(body)).into_response() };
+    debug_assert_eq!(cost, 0);
+    let mut resp = if stream {
+        let body: Value = serde_json::from_slice(&entry.body).unwrap_or(Value::Null);
+        events(&body, wants_usage)
+    } else {
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        (StatusCode::OK, json, entry.body.clone()).into_response()
+    };
     settle.record.headers(resp.headers_mut());
     resp
 }
