@@ -264,3 +264,15 @@ async fn a_streamed_miss_is_stored_for_both_kinds_of_request() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(g.up.calls("ok"), 1);
 }
+
+#[tokio::test]
+async fn admin_explain_shows_the_cache_decision() {
+    let g = cached_gateway("").await;
+    let r = g.post("/admin/explain", Some("sk-admin")).header("x-test", "docs").json(&ask("hi")).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["rule"], "docs");
+    assert_eq!(v["cache"], json!({"kind": "exact", "ttl_s": 3600.0, "scope": "tier"}), "{v}");
+    let r = g.post("/admin/explain", Some("sk-admin")).json(&ask("hi")).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!(v.get("cache").is_none(), "the default has no cache: {v}");
+}
