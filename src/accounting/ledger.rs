@@ -90,6 +90,7 @@ pub struct Stats {
 enum Msg {
     Record(Box<Row>),
     SpendSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<Result<u64, String>> },
+    SavedSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<Result<(u64, u64), String>> },
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -198,6 +199,18 @@ fn commit(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+fn saved_since(conn: &Connection, key: &str, since_ms: i64) -> rusqlite::Result<(u64, u64)> {
+    let mut stmt =
+        conn.prepare_cached("SELECT saved_micros FROM requests WHERE key = ?1 AND ts_ms >= ?2 AND cache = 'hit'")?;
+    let saved = stmt.query_map(params![key, since_ms], |r| r.get::<_, i64>(0))?;
+    let (mut hits, mut sum) = (0u64, 0u64);
+    for s in saved {
+        hits += 1;
+        sum = sum.saturating_add(u64::try_from(s?).unwrap_or(0));
+    }
+    Ok((hits, sum))
+}
+
 fn spend_since(conn: &Connection, key: &str, since_ms: i64) -> rusqlite::Result<u64> {
     // Summed here, saturating: SQLite's SUM fails on overflow, and a negative sum is no spend.
     let mut stmt = conn.prepare_cached("SELECT cost_micros FROM requests WHERE key = ?1 AND ts_ms >= ?2")?;
@@ -270,6 +283,12 @@ impl Writer {
                     format!("the ledger could not be read: {e}")
                 });
                 let _ = reply.send(spent);
+            }
+            Msg::SavedSince { key, since_ms, reply } => {
+                self.flush_hard(Duration::from_secs(5));
+                let saved =
+                    saved_since(&self.conn, &key, since_ms).map_err(|e| format!("the ledger could not be read: {e}"));
+                let _ = reply.send(saved);
             }
             Msg::Flush(reply) => {
                 self.flush_hard(Duration::from_secs(5));
@@ -378,6 +397,17 @@ impl Ledger {
     pub async fn spend_since(&self, key: &str, since_ms: i64) -> Result<u64, String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         if self.tx.send(Msg::SpendSince { key: key.to_string(), since_ms, reply }).is_err() {
+            return Err("the ledger's writer has stopped".into());
+        }
+        self.writer.unpark();
+        rx.await.unwrap_or_else(|_| Err("the ledger's writer has stopped".into()))
+    }
+
+    /// The key's cache hits since `since_ms` and what they saved (micro-USD), after everything
+    /// handed over so far is committed.
+    pub async fn saved_since(&self, key: &str, since_ms: i64) -> Result<(u64, u64), String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::SavedSince { key: key.to_string(), since_ms, reply }).is_err() {
             return Err("the ledger's writer has stopped".into());
         }
         self.writer.unpark();

@@ -97,6 +97,16 @@ async fn key_standing(st: &AppState, k: &Key) -> Result<Response, ApiError> {
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default()
     });
+    // Cache hits this budget period (all time without a budget), from the ledger.
+    let since = k.budget.map_or(0, |b| budget::period_start(b.per, chrono::Utc::now().timestamp_millis()));
+    let cache = match &st.accounting.ledger {
+        Some(l) => l
+            .saved_since(&k.name, since)
+            .await
+            .ok()
+            .map(|(hits, saved)| json!({"hits": hits, "saved_usd": usage::usd(saved)})),
+        None => None,
+    };
     Ok(axum::Json(json!({
         "name": k.name, "tier": k.tier, "open": false,
         "spend_usd": usage::usd(s.spent),
@@ -107,6 +117,7 @@ async fn key_standing(st: &AppState, k: &Key) -> Result<Response, ApiError> {
         })),
         "limits": k.limits,
         "models": k.models,
+        "cache": cache,
     }))
     .into_response())
 }

@@ -234,6 +234,10 @@ async fn the_ledger_and_metrics_record_hits_and_what_they_saved() {
     let h = row(&hit_id);
     assert_eq!((h.cache.as_deref(), h.cost_micros, h.status), (Some("hit"), 0, 200));
     assert_eq!(h.saved_micros, row(&miss_id).cost_micros);
+    let key: Value =
+        g.http.get(format!("{}/v1/key", g.url)).bearer_auth("sk-team-a").send().await.unwrap().json().await.unwrap();
+    assert_eq!(key["cache"]["hits"], 1, "{key}");
+    assert!((key["cache"]["saved_usd"].as_f64().unwrap() - cost).abs() < 1e-9, "{key}");
     let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("yardmaster_cache_requests_total{rule=\"faq\",result=\"hit\"} 1"), "{metrics}");
     assert!(metrics.contains("yardmaster_cache_requests_total{rule=\"faq\",result=\"miss\"} 1"), "{metrics}");
