@@ -184,24 +184,24 @@ fn canonical_request(body: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// The exact key: SHA-256 over the scope, the rule, the endpoint and the canonical request
-/// without [`NOT_IN_KEY`].
-pub fn key(scope: &str, rule: &str, endpoint: Endpoint, body: &Value) -> CacheKey {
+/// SHA-256 of the canonical request without [`NOT_IN_KEY`]: computed once per request, it makes
+/// the exact key and is what the request log keeps (as hex) so that `simulate` can tell identical
+/// requests apart without their text.
+pub fn digest(body: &Value) -> [u8; 32] {
     let mut text = Vec::with_capacity(256);
-    for part in [scope, rule, endpoint.as_str()] {
-        text.extend_from_slice(part.as_bytes());
-        text.push(0);
-    }
     canonical_request(body, &mut text);
     sha2::Sha256::digest(&text).into()
 }
 
-/// SHA-256 (hex) of the canonical request alone: what the request log keeps so that `simulate`
-/// can tell identical requests apart without their text.
-pub fn digest(body: &Value) -> String {
-    let mut text = Vec::with_capacity(256);
-    canonical_request(body, &mut text);
-    hex::encode(sha2::Sha256::digest(&text))
+/// The exact key: SHA-256 over the scope, the rule, the endpoint and the request's [`digest`].
+pub fn key(scope: &str, rule: &str, endpoint: Endpoint, digest: &[u8; 32]) -> CacheKey {
+    let mut h = sha2::Sha256::new();
+    for part in [scope, rule, endpoint.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(digest);
+    h.finalize().into()
 }
 
 /// The scope of a replayed request's entries, as [`lookup`] would have used.
@@ -248,20 +248,20 @@ pub struct Query<'a> {
     pub caller: Caller<'a>,
     /// Chat or embeddings.
     pub endpoint: Endpoint,
-    /// The request, in the internal shape.
-    pub body: &'a Value,
+    /// The request's [`digest`].
+    pub digest: &'a [u8; 32],
 }
 
 /// Looks a routed request up; `cache_control` is the request's `Cache-Control` header. `wait`
 /// bounds how long an identical request in flight is waited for.
 pub async fn lookup(cache: &ResponseCache, q: Query<'_>, cache_control: &str, wait: Duration) -> Lookup {
-    let Query { rule_cache, rule, caller, endpoint, body } = q;
+    let Query { rule_cache, rule, caller, endpoint, digest } = q;
     let Some(c) = rule_cache else { return Lookup::Off };
     let (skip_lookup, skip_store) = client_control(cache_control);
     if skip_store || !caller.uses_cache {
         return Lookup::Bypass;
     }
-    let k = self::key(&scope(c, caller), rule, endpoint, body);
+    let k = self::key(&scope(c, caller), rule, endpoint, digest);
     let ticket =
         |flight| Ticket { key: k, ttl: Duration::from_millis(c.ttl_ms), rule: rule.to_string(), _flight: flight };
     if skip_lookup {
@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn the_key_ignores_what_cannot_change_the_answer_and_nothing_else() {
         use serde_json::json;
-        let k = |body: Value| key("key:a", "faq", Endpoint::Chat, &body);
+        let k = |body: Value| key("key:a", "faq", Endpoint::Chat, &digest(&body));
         let base = json!({"model": "auto", "temperature": 0.5, "messages": [{"role": "user", "content": "hi"}]});
         let same = json!({"messages": [{"content": "hi", "role": "user"}], "temperature": 0.5, "model": "auto",
             "stream": true, "stream_options": {"include_usage": true}, "user": "u1", "metadata": {"a": "b"}});
@@ -352,6 +352,7 @@ mod tests {
         // Numbers stay as written: 1 and 1.0 are two keys.
         assert_ne!(k(json!({"n": 1})), k(json!({"n": 1.0})));
         // The scope, the rule and the endpoint are part of it.
+        let base = digest(&base);
         assert_ne!(key("key:a", "faq", Endpoint::Chat, &base), key("key:b", "faq", Endpoint::Chat, &base));
         assert_ne!(key("key:a", "faq", Endpoint::Chat, &base), key("key:a", "other", Endpoint::Chat, &base));
         assert_ne!(key("key:a", "faq", Endpoint::Chat, &base), key("key:a", "faq", Endpoint::Embeddings, &base));

@@ -46,28 +46,9 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     let dispatched = async {
         let mut admitted = admit(&st, &snap, door, &parts.headers, body, &mut settle).await?;
         let routing = route(&st, &snap, &mut admitted, &mut settle).await?;
-        let inbound = &admitted.inbound;
-        let wait = routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
-        let (endpoint, body) = (inbound.endpoint, &inbound.body);
-        let caller = cache::Caller {
-            key: admitted.key.map(|k| k.name.as_str()),
-            tier: admitted.key.and_then(|k| k.tier.as_deref()),
-            uses_cache: admitted.key.is_none_or(|k| k.cache),
-        };
-        let query = cache::Query { rule_cache: routing.cache, rule: routing.rule, caller, endpoint, body };
-        let control = parts.headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let looked = cache::lookup(&st.cache, query, control, wait);
-        let ticket = match looked.await {
-            Lookup::Hit(e) => return Ok(Next::Hit(e, inbound.stream, inbound.wants_usage)),
-            Lookup::Miss(t) => {
-                settle.record.cache = Some("miss");
-                Some(t)
-            }
-            Lookup::Bypass => {
-                settle.record.cache = Some("bypass");
-                None
-            }
-            Lookup::Off => None,
+        let ticket = match look_up(&st, &admitted, &routing, &parts.headers, &mut settle).await {
+            Ok(ticket) => ticket,
+            Err(e) => return Ok(Next::Hit(e, admitted.inbound.stream, admitted.inbound.wants_usage)),
         };
         forward(&st, &snap, admitted, &routing, ticket, &mut settle).await.map(|d| Next::Dispatched(Box::new(d)))
     };
@@ -75,6 +56,53 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
         Ok(Next::Dispatched(d)) => reply(&st, *d, settle),
         Ok(Next::Hit(e, stream, wants_usage)) => replies::answer(&e, stream, wants_usage, settle),
         Err(e) => settle.refuse(e),
+    }
+}
+
+/// The cache stage: an entry that answers the request (`Err`), or the ticket with which the reply
+/// stage stores dispatch's answer (`None` when the rule does not cache or the caller bypasses it).
+/// The request's digest is computed here once, for the key and for the request log.
+async fn look_up(
+    st: &AppState,
+    admitted: &Admitted<'_>,
+    routing: &Routing<'_>,
+    headers: &axum::http::HeaderMap,
+    settle: &mut Settle,
+) -> Result<Option<cache::Ticket>, std::sync::Arc<cache::Entry>> {
+    let inbound = &admitted.inbound;
+    if routing.cache.is_none() && settle.record.log.is_none() {
+        return Ok(None);
+    }
+    let digest = cache::digest(&inbound.body);
+    if let Some(log) = &mut settle.record.log {
+        // What `simulate` needs to replay a cache: the request's digest, never its text.
+        log.request_sha256 = Some(hex::encode(digest));
+    }
+    let caller = cache::Caller {
+        key: admitted.key.map(|k| k.name.as_str()),
+        tier: admitted.key.and_then(|k| k.tier.as_deref()),
+        uses_cache: admitted.key.is_none_or(|k| k.cache),
+    };
+    let query = cache::Query {
+        rule_cache: routing.cache,
+        rule: routing.rule,
+        caller,
+        endpoint: inbound.endpoint,
+        digest: &digest,
+    };
+    let control = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let wait = routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
+    match cache::lookup(&st.cache, query, control, wait).await {
+        Lookup::Hit(e) => Err(e),
+        Lookup::Miss(t) => {
+            settle.record.cache = Some("miss");
+            Ok(Some(t))
+        }
+        Lookup::Bypass => {
+            settle.record.cache = Some("bypass");
+            Ok(None)
+        }
+        Lookup::Off => Ok(None),
     }
 }
 

@@ -56,9 +56,7 @@ pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
         Reply::Raw(raw) if d.base64 || caching => {
             // An OpenAI-compatible server that ignored `encoding_format` sent numbers; a reply to
             // be cached is kept as a value.
-            let mut v = Value::Object(
-                raw.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(Value::Null))).collect(),
-            );
+            let mut v = raw.into_value();
             if d.base64 {
                 embeddings_as_base64(&mut v);
             }
@@ -132,8 +130,7 @@ fn json_reply(
 fn raw_reply(settle: &mut Settle, raw: RawObject, model: &str, prompt: &str, prompt_tokens: Option<u64>) -> Response {
     let reported = raw.get("usage").and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
     let Some((used, mut usage)) = reported.as_ref().and_then(usage::reported_usage).zip(reported) else {
-        let v = raw.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(Value::Null)));
-        return json_reply(settle, Value::Object(v.collect()), model, prompt, prompt_tokens).0;
+        return json_reply(settle, raw.into_value(), model, prompt, prompt_tokens).0;
     };
     let cost = settle.finish(200, used);
     if let Some(u) = usage.as_object_mut() {

@@ -88,8 +88,6 @@ pub async fn route<'s>(
         f.tier = admitted.key.and_then(|k| k.tier.clone());
         f.budget_usd = admitted.key.and_then(|k| k.budget.map(|b| b.usd));
         (f.budget_spent_usd, f.hour, f.weekday) = ctx_facts;
-        // What `simulate` needs to replay a cache: the request's digest, never its text.
-        f.request_sha256 = Some(crate::cache::digest(&admitted.inbound.body));
         settle.record.log = Some(f);
     }
     if let Some((status, message)) = routing.deny() {

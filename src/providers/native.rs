@@ -375,6 +375,13 @@ impl RawObject {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &serde_json::value::RawValue)> {
         self.0.iter().map(|(k, v)| (k.as_str(), &**v))
     }
+
+    /// The object built into a value (for the replies that must be changed member by member).
+    pub fn into_value(self) -> serde_json::Value {
+        let members =
+            self.0.into_iter().map(|(k, v)| (k, serde_json::from_str(v.get()).unwrap_or(serde_json::Value::Null)));
+        serde_json::Value::Object(members.collect())
+    }
 }
 
 impl IntoIterator for RawObject {
