@@ -478,6 +478,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         err("listen", why);
     }
     let mut warnings = Vec::new();
+    check_providers(&config, &mut err, &mut warnings);
+    check_models(&config, &mut err);
+    check_keys(&config, &mut err, &mut warnings);
+    check_log_and_admin(&config, &mut err, &mut warnings);
+    if !errors.is_empty() {
+        let mut first = errors.remove(0);
+        first.others = errors;
+        return Err(first);
+    }
+    Ok(Loaded { config, path: path.to_path_buf(), warnings })
+}
+
+/// `providers`: fail rates, base URLs, key variables (unset: a warning).
+fn check_providers(config: &Config, err: &mut impl FnMut(&str, String), warnings: &mut Vec<String>) {
     for (name, p) in &config.providers {
         if let Some(rate) = p.fail_rate {
             if !(0.0..=1.0).contains(&rate) {
@@ -493,6 +507,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
+}
+
+/// `models`: their providers, endpoints and prices.
+fn check_models(config: &Config, err: &mut impl FnMut(&str, String)) {
     for (name, m) in &config.models {
         if !config.providers.contains_key(&m.provider) {
             let help = crate::util::fuzzy::did_you_mean(&m.provider, config.providers.keys().map(String::as_str));
@@ -516,6 +534,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
+}
+
+/// `keys`: unique names, one secret each, allowed models, budgets.
+fn check_keys(config: &Config, err: &mut impl FnMut(&str, String), warnings: &mut Vec<String>) {
     let mut seen = std::collections::HashSet::new();
     for k in &config.keys {
         if !seen.insert(k.name.as_str()) {
@@ -547,6 +569,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
+}
+
+/// `log.format` and the admin key's variable.
+fn check_log_and_admin(config: &Config, err: &mut impl FnMut(&str, String), warnings: &mut Vec<String>) {
     if let Some(f) = &config.log.format {
         if f != "text" && f != "json" {
             err("format", format!("log.format must be `text` or `json`, not `{f}`"));
@@ -559,12 +585,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
-    if !errors.is_empty() {
-        let mut first = errors.remove(0);
-        first.others = errors;
-        return Err(first);
-    }
-    Ok(Loaded { config, path: path.to_path_buf(), warnings })
 }
 
 /// A `listen` value: `HOST:PORT`, the host an address or a name (`localhost`, resolved at start),
