@@ -64,6 +64,9 @@ pub struct Entry {
     /// The cache's verdict (`hit`, `miss`, `bypass`), for a rule with `cache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// A semantic hit's cosine similarity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_similarity: Option<f32>,
     /// What the policy could read.
     pub facts: Facts,
 }

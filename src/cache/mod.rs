@@ -5,11 +5,11 @@
 //! live in memory, bounded by bytes (least recently used first out), until their rule's lifetime
 //! ends. Identical requests that miss at the same time make one upstream call: the first
 //! dispatches, the others wait for its answer (bounded by the rule's timeout) and dispatch on
-//! their own if it fails.
-//!
-//! Not yet built: the semantic match (`similar`), which for now caches by the exact key only, and
-//! storing a streamed miss (a streamed request is answered from an entry, but only a non-streamed
-//! answer is stored).
+//! their own if it fails. A rule with `similar` also finds the closest entry of the same context
+//! by the embedding of the last user message ([`similar`]): the gateway embeds it, this module
+//! matches and stores it.
+
+pub mod similar;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,8 @@ pub struct Entry {
     pub usage: Usage,
     /// What it cost when it was asked.
     pub cost_micros: u64,
+    /// Its semantic context, when it is in a context's index.
+    context: Option<CacheKey>,
     /// How long it lives.
     ttl: Duration,
     /// Its size, for the byte bound.
@@ -62,6 +64,7 @@ type Flights = Arc<Mutex<HashMap<CacheKey, tokio::sync::watch::Receiver<()>>>>;
 pub struct ResponseCache {
     entries: moka::sync::Cache<CacheKey, Arc<Entry>>,
     flights: Flights,
+    similar: Arc<similar::Index>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -73,13 +76,21 @@ impl std::fmt::Debug for ResponseCache {
 impl ResponseCache {
     /// A cache holding at most `max_bytes` of answers.
     pub fn new(max_bytes: usize) -> ResponseCache {
+        let similar = Arc::new(similar::Index::default());
+        let index = similar.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes as u64)
             .weigher(|_: &CacheKey, e: &Arc<Entry>| e.bytes)
             .expire_after(Lifetime)
             .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .eviction_listener(move |_, e: Arc<Entry>, _| {
+                // An entry that leaves (evicted, expired or replaced) leaves its context's index.
+                if let Some(c) = &e.context {
+                    index.forget(c);
+                }
+            })
             .build();
-        ResponseCache { entries, flights: Arc::default() }
+        ResponseCache { entries, flights: Arc::default(), similar }
     }
 
     /// Bytes held now.
@@ -105,9 +116,19 @@ pub enum Lookup {
     /// `Cache-Control: no-store`, or a key with `cache: false`: neither looked up nor stored.
     Bypass,
     /// An answer from the cache.
-    Hit(Arc<Entry>),
+    Hit(Hit),
     /// Not found (or not looked up: `no-cache`): the answer is to be stored with the ticket.
     Miss(Ticket),
+}
+
+/// An entry that answers a request.
+#[derive(Debug)]
+pub struct Hit {
+    /// The entry.
+    pub entry: Arc<Entry>,
+    /// The cosine similarity of its last user message to the request's, for a semantic match
+    /// (`1.0` when a `similar` rule's request matched the exact key).
+    pub similarity: Option<f32>,
 }
 
 /// The right to store the answer of a miss. The first of identical requests in flight holds the
@@ -117,7 +138,18 @@ pub struct Ticket {
     key: CacheKey,
     ttl: Duration,
     rule: String,
+    /// The semantic context and the last user message's unit vector, for a `similar` rule.
+    semantic: Option<(CacheKey, Vec<f32>)>,
+    /// `Cache-Control: no-cache`: the answer is stored without a lookup (semantic ones included).
+    pub no_lookup: bool,
     _flight: Option<Flight>,
+}
+
+impl Ticket {
+    /// Stores the answer in `context`'s semantic index too, at unit vector `v`.
+    pub fn remember(&mut self, context: CacheKey, v: Vec<f32>) {
+        self.semantic = Some((context, v));
+    }
 }
 
 #[derive(Debug)]
@@ -262,13 +294,20 @@ pub async fn lookup(cache: &ResponseCache, q: Query<'_>, cache_control: &str, wa
         return Lookup::Bypass;
     }
     let k = self::key(&scope(c, caller), rule, endpoint, digest);
-    let ticket =
-        |flight| Ticket { key: k, ttl: Duration::from_millis(c.ttl_ms), rule: rule.to_string(), _flight: flight };
+    let ticket = |flight| Ticket {
+        key: k,
+        ttl: Duration::from_millis(c.ttl_ms),
+        rule: rule.to_string(),
+        semantic: None,
+        no_lookup: skip_lookup,
+        _flight: flight,
+    };
+    let hit = |entry| Lookup::Hit(Hit { entry, similarity: c.similar.as_ref().map(|_| 1.0) });
     if skip_lookup {
         return Lookup::Miss(ticket(None));
     }
     if let Some(e) = cache.get(&k) {
-        return Lookup::Hit(e);
+        return hit(e);
     }
     let waiting = {
         let mut flights = cache.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -285,10 +324,20 @@ pub async fn lookup(cache: &ResponseCache, q: Query<'_>, cache_control: &str, wa
         // The first request's answer, once it has one (its sender is dropped when it ends).
         let _ = tokio::time::timeout(wait, rx.changed()).await;
         if let Some(e) = cache.get(&k) {
-            return Lookup::Hit(e);
+            return hit(e);
         }
     }
     Lookup::Miss(ticket(None))
+}
+
+/// The closest entry of `context` to unit vector `v` whose similarity is at least `threshold`.
+pub fn nearest(cache: &ResponseCache, context: &CacheKey, v: &[f32], threshold: f64) -> Option<Hit> {
+    cache
+        .similar
+        .nearest(context, v)
+        .into_iter()
+        .take_while(|(_, s)| f64::from(*s) >= threshold)
+        .find_map(|(k, s)| Some(Hit { entry: cache.get(&k)?, similarity: Some(s.min(1.0)) }))
 }
 
 /// Stores a successful answer (`body` as the client got it), with what it used and cost.
@@ -299,8 +348,16 @@ pub fn store(cache: &ResponseCache, ticket: Ticket, body: &Value, answered: Answ
         u.insert("cost".into(), serde_json::json!(0.0));
     }
     let body = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-    // The text, and about what the entry, its key and the cache's bookkeeping take besides.
-    let bytes = u32::try_from(body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX);
+    // The text, and about what the entry, its key and the cache's bookkeeping take besides (and
+    // its point in a semantic index).
+    let mut bytes = body.len() + ENTRY_OVERHEAD;
+    let mut context = None;
+    if let Some((c, v)) = &ticket.semantic {
+        cache.similar.insert(c, ticket.key, v, |k| cache.entries.contains_key(k));
+        bytes += v.len() * 2 + similar::POINT_OVERHEAD;
+        context = Some(*c);
+    }
+    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
     let entry = Entry {
         body,
         model: answered.model,
@@ -308,6 +365,7 @@ pub fn store(cache: &ResponseCache, ticket: Ticket, body: &Value, answered: Answ
         rule: ticket.rule.clone(),
         usage: answered.usage,
         cost_micros: answered.cost_micros,
+        context,
         ttl: ticket.ttl,
         bytes,
     };

@@ -38,7 +38,8 @@ fn init_logging(format: Format) {
     // INVARIANT: the default level never logs keys or prompt text; request bodies are only ever
     // logged at `trace`, which must be asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_env("YARDMASTER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The ANN index's crate logs every index it makes at `info`: one per semantic context.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
     // Colours only on a terminal (and never with NO_COLOR): a log file or a collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::accounting::budget::worst_case_tokens;
 use crate::accounting::Rate;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Model};
 use crate::policy::eval::plan::{max_tokens, Skip, Step};
 use crate::providers::Provider;
 
@@ -84,16 +84,26 @@ pub fn targets<'a>(
             continue;
         }
         let Some(provider) = providers.get(&model.provider) else { continue };
-        let (input, output) =
-            worst_case_tokens(sizes.prompt_bytes, max_tokens(sizes.max_tokens, step.with), model.context);
-        out.list.push(Target {
-            model: &model.name,
-            upstream_id: &model.upstream_id,
-            provider_name: &model.provider,
-            provider,
-            with: step.with,
-            reserve_micros: Rate::of(model.price).cost_micros(input, output),
-        });
+        out.list.push(target(model, provider, step.with, sizes));
     }
     out
+}
+
+/// `model` as a target by itself, with no overrides (the semantic cache's embedding call): none
+/// when its provider is not configured.
+pub fn one<'a>(model: &'a Model, providers: &'a HashMap<String, Provider>, prompt_bytes: u64) -> Option<Target<'a>> {
+    let provider = providers.get(&model.provider)?;
+    Some(target(model, provider, &[], Sizes { prompt_bytes, max_tokens: None }))
+}
+
+fn target<'a>(model: &'a Model, provider: &'a Provider, with: &'a [(String, Value)], sizes: Sizes) -> Target<'a> {
+    let (input, output) = worst_case_tokens(sizes.prompt_bytes, max_tokens(sizes.max_tokens, with), model.context);
+    Target {
+        model: &model.name,
+        upstream_id: &model.upstream_id,
+        provider_name: &model.provider,
+        provider,
+        with,
+        reserve_micros: Rate::of(model.price).cost_micros(input, output),
+    }
 }

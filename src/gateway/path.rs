@@ -46,7 +46,7 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     let dispatched = async {
         let mut admitted = admit(&st, &snap, door, &parts.headers, body, &mut settle).await?;
         let routing = route(&st, &snap, &mut admitted, &mut settle).await?;
-        let ticket = match look_up(&st, &admitted, &routing, &parts.headers, &mut settle).await {
+        let ticket = match look_up(&st, &snap, &admitted, &routing, &parts.headers, &mut settle).await {
             Ok(ticket) => ticket,
             Err(e) => return Ok(Next::Hit(e, admitted.inbound.stream, admitted.inbound.wants_usage)),
         };
@@ -54,21 +54,24 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     };
     match dispatched.await {
         Ok(Next::Dispatched(d)) => reply(&st, *d, settle),
-        Ok(Next::Hit(e, stream, wants_usage)) => replies::answer(&e, stream, wants_usage, settle),
+        Ok(Next::Hit(hit, stream, wants_usage)) => replies::answer(&hit, stream, wants_usage, settle),
         Err(e) => settle.refuse(e),
     }
 }
 
 /// The cache stage: an entry that answers the request (`Err`), or the ticket with which the reply
 /// stage stores dispatch's answer (`None` when the rule does not cache or the caller bypasses it).
-/// The request's digest is computed here once, for the key and for the request log.
+/// The request's digest is computed here once, for the key and for the request log. A `similar`
+/// rule's request that misses the exact key has its last user message embedded and looked up in
+/// its context's index.
 async fn look_up(
     st: &AppState,
+    snap: &Snapshot,
     admitted: &Admitted<'_>,
     routing: &Routing<'_>,
     headers: &axum::http::HeaderMap,
     settle: &mut Settle,
-) -> Result<Option<cache::Ticket>, std::sync::Arc<cache::Entry>> {
+) -> Result<Option<cache::Ticket>, cache::Hit> {
     let inbound = &admitted.inbound;
     if routing.cache.is_none() && settle.record.log.is_none() {
         return Ok(None);
@@ -92,24 +95,47 @@ async fn look_up(
     };
     let control = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let wait = routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
-    match cache::lookup(&st.cache, query, control, wait).await {
-        Lookup::Hit(e) => Err(e),
-        Lookup::Miss(t) => {
-            settle.record.cache = Some("miss");
-            Ok(Some(t))
-        }
+    let mut ticket = match cache::lookup(&st.cache, query, control, wait).await {
+        Lookup::Hit(hit) => return Err(hit),
+        Lookup::Miss(t) => t,
         Lookup::Bypass => {
             settle.record.cache = Some("bypass");
-            Ok(None)
+            return Ok(None);
         }
-        Lookup::Off => Ok(None),
+        Lookup::Off => return Ok(None),
+    };
+    settle.record.cache = Some("miss");
+    let (Some(c), Some(similar)) = (routing.cache, routing.cache.and_then(|c| c.similar.as_ref())) else {
+        return Ok(Some(ticket));
+    };
+    let catalog = snap.program.catalog();
+    let model = catalog.get(similar.model).map_or("", |m| m.name.as_str());
+    let scope = cache::scope_of(c, caller.key, caller.tier);
+    let Some(context) = cache::similar::context(&scope, routing.rule, inbound.endpoint, model, &inbound.body) else {
+        return Ok(Some(ticket));
+    };
+    if let Some(v) = replies::embed(st, snap, similar.model, &context.text, budget_of(admitted), settle).await {
+        if !ticket.no_lookup {
+            if let Some(hit) = cache::nearest(&st.cache, &context.key, &v, similar.threshold) {
+                return Err(hit);
+            }
+        }
+        ticket.remember(context.key, v);
     }
+    Ok(Some(ticket))
+}
+
+/// The calling key and its budget, when it has one.
+fn budget_of<'a>(admitted: &Admitted<'a>) -> Option<(&'a str, Budget)> {
+    let k = admitted.key?;
+    let b = k.budget?;
+    Some((k.name.as_str(), Budget { limit: crate::accounting::usage::micros(b.usd), per: b.per }))
 }
 
 /// What comes after routing: an answer from the cache, or dispatch's.
 enum Next {
     Dispatched(Box<Dispatched>),
-    Hit(std::sync::Arc<cache::Entry>, bool, bool),
+    Hit(cache::Hit, bool, bool),
 }
 
 /// Dispatches a routed request: its targets and reservations come from the plan; the record
@@ -122,6 +148,7 @@ async fn forward(
     ticket: Option<cache::Ticket>,
     settle: &mut Settle,
 ) -> Result<Dispatched, ApiError> {
+    let budget = budget_of(&admitted);
     let inbound = admitted.inbound;
     let catalog = snap.program.catalog();
     let sizes = Sizes { prompt_bytes: inbound.facts.prompt.len() as u64, max_tokens: inbound.facts.max_tokens };
@@ -137,10 +164,6 @@ async fn forward(
             (false, true) => ApiError::no_target(&why),
         });
     }
-    let budget = admitted.key.and_then(|k| {
-        let b = k.budget?;
-        Some((k.name.as_str(), Budget { limit: crate::accounting::usage::micros(b.usd), per: b.per }))
-    });
     let request = dispatch::Request {
         body: &inbound.body,
         stream: inbound.stream,

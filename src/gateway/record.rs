@@ -29,6 +29,7 @@ mod names {
     pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-yardmaster-attempts");
     pub const COST: HeaderName = HeaderName::from_static("x-yardmaster-cost-usd");
     pub const CACHE: HeaderName = HeaderName::from_static("x-yardmaster-cache");
+    pub const SIMILARITY: HeaderName = HeaderName::from_static("x-yardmaster-cache-similarity");
 }
 
 /// What the gateway knows about one request.
@@ -70,6 +71,11 @@ pub struct Record {
     pub cache: Option<&'static str>,
     /// What a cache hit saved: the cost of the stored answer, micro-USD.
     pub saved_micros: u64,
+    /// A semantic hit's cosine similarity.
+    pub similarity: Option<f32>,
+    /// What the semantic cache's embedding call cost (already settled with the state store),
+    /// micro-USD: part of the request's cost.
+    pub embed_micros: u64,
 }
 
 /// A unique request id: a random prefix chosen at startup and a counter (no syscall per request).
@@ -124,6 +130,8 @@ impl Record {
             log: None,
             cache: None,
             saved_micros: 0,
+            similarity: None,
+            embed_micros: 0,
         }
     }
 
@@ -169,6 +177,9 @@ impl Record {
         if let (Some(c), 200) = (self.cost_micros, self.status) {
             set(names::COST, &format!("{:.6}", usage::usd(c)));
         }
+        if let Some(s) = self.similarity {
+            set(names::SIMILARITY, &format!("{s:.3}"));
+        }
         h.insert(names::ATTEMPTS, HeaderValue::from(self.calls()));
         if let Some(c) = self.cache {
             h.insert(names::CACHE, HeaderValue::from_static(c));
@@ -213,6 +224,7 @@ impl Record {
             cost_usd: usage::usd(self.cost_micros.unwrap_or(0)),
             latency_ms: self.latency_ms(),
             cache: self.cache.map(str::to_string),
+            cache_similarity: self.similarity.map(|s| (s * 1000.0).round() / 1000.0),
             facts,
         })
     }

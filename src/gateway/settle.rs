@@ -60,11 +60,13 @@ impl Settle {
             }
             None => usage,
         };
-        let cost = self.rate.cost_micros(usage.input, usage.output);
+        let answer = self.rate.cost_micros(usage.input, usage.output);
         let state = &self.st.state;
         if let Some(r) = self.holds.budget.take() {
-            state.settle(r, cost);
+            state.settle(r, answer);
         }
+        // The semantic cache's embedding call was settled when it came back.
+        let cost = answer.saturating_add(self.record.embed_micros);
         if let Some(t) = self.holds.tokens.take() {
             state.settle_tpm(t, usage.total());
         }

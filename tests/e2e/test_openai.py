@@ -21,6 +21,7 @@ providers:
 models:
   gpt-4o-mini: { provider: fast, price: { input: 0.15, output: 0.6 }, context: 128000 }
   streamer:    { provider: slow, price: { input: 0.15, output: 0.6 }, context: 128000 }
+  embedder:    { provider: fast, endpoint: embeddings, price: { input: 0.02 }, context: 8000 }
 keys:
   - { name: e2e, key_env: E2E_KEY, tier: free }
 """
@@ -217,6 +218,12 @@ rule "faq" {
   cache 10m
 }
 
+rule "support" {
+  when header("x-app") == "support"
+  then gpt-4o-mini
+  cache 1h similar 90% using embedder
+}
+
 default {
   then gpt-4o-mini
 }
@@ -246,5 +253,25 @@ def test_a_cached_answer_is_read_by_the_sdk_streamed_and_not():
                 usage = chunk.usage
         assert text == answer
         assert usage is not None and usage.completion_tokens > 0
+    finally:
+        g.stop()
+
+
+def test_a_close_enough_question_is_a_semantic_hit_read_by_the_sdk():
+    g = Gateway(CONFIG, CACHED_POLICY, {"E2E_KEY": KEY})
+    try:
+        c = client(g.url).with_options(default_headers={"x-app": "support"})
+        first = c.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "How do I reset my password?"}])
+        assert first.headers["x-yardmaster-cache"] == "miss"
+        answer = first.parse().choices[0].message.content
+        close = c.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "How do I reset my password please?"}])
+        assert close.headers["x-yardmaster-cache"] == "hit"
+        assert 0.9 <= float(close.headers["x-yardmaster-cache-similarity"]) < 1.0
+        assert close.parse().choices[0].message.content == answer
+        far = c.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "What are your opening hours?"}])
+        assert far.headers["x-yardmaster-cache"] == "miss"
     finally:
         g.stop()

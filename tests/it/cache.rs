@@ -1,7 +1,8 @@
 //! The response cache (SPEC §10) against a real gateway and the fake upstream on 127.0.0.1:
 //! misses then hits, streamed hits, scopes (key, tier, never across tiers), `Cache-Control`,
 //! keys with `cache: false`, errors never stored, expiry, eviction by bytes, identical requests
-//! coalesced into one upstream call, and what the ledger and `/metrics` record.
+//! coalesced into one upstream call, what the ledger and `/metrics` record, and semantic hits on
+//! the mock's embeddings.
 
 use std::time::Duration;
 
@@ -34,6 +35,12 @@ rule "broken" {
   cache 1h
 }
 
+rule "support" {
+  when header("x-test") == "support"
+  then ok-model
+  cache 1h similar 90% using mock-embed
+}
+
 rule "together" {
   when header("x-test") == "together"
   then waiter
@@ -47,7 +54,12 @@ async fn cached_gateway(extra: &str) -> Gateway {
     let extra = extra.to_string();
     gateway_custom(POLICY, false, move |addr| {
         config(addr, "ok")
-            .replace("models:\n", "models:\n  waiter: { provider: up, id: wait300, price: { input: 1, output: 2 }, context: 100000 }\n")
+            .replace("providers:\n", "providers:\n  mocky: { kind: mock, latency: 0ms }\n")
+            .replace(
+                "models:\n",
+                "models:\n  waiter: { provider: up, id: wait300, price: { input: 1, output: 2 }, context: 100000 }\n  \
+                 mock-embed: { provider: mocky, id: e, endpoint: embeddings, price: { input: 10 }, context: 8000 }\n",
+            )
             .replace(
                 "  - { name: plain,",
                 &format!(
@@ -279,4 +291,77 @@ async fn admin_explain_shows_the_cache_decision() {
     let r = g.post("/admin/explain", Some("sk-admin")).json(&ask("hi")).send().await.unwrap();
     let v: Value = r.json().await.unwrap();
     assert!(v.get("cache").is_none(), "the default has no cache: {v}");
+}
+
+fn with_system(system: &str, text: &str) -> Value {
+    json!({"model": "auto", "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}]})
+}
+
+async fn ledger_row(g: &Gateway, id: &str) -> yardmaster::accounting::ledger::Row {
+    let db = g.dir.path().join("yardmaster.db");
+    for _ in 0..200 {
+        let rows = yardmaster::accounting::ledger::read_all(&db).unwrap_or_default();
+        if let Some(r) = rows.into_iter().find(|r| r.id == id) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no ledger row for {id}")
+}
+
+#[tokio::test]
+async fn a_close_enough_question_of_the_same_context_is_a_semantic_hit_charged_its_embedding() {
+    let g = cached_gateway("").await;
+    let question = "How do I reset the password of my account?";
+    let first = send(&g, "support", "sk-team-a", &with_system("Be brief.", question), None).await;
+    assert_eq!(header(&first, "x-yardmaster-cache"), "miss");
+    assert_eq!(header(&first, "x-yardmaster-cache-similarity"), "");
+    let first_cost: f64 = header(&first, "x-yardmaster-cost-usd").parse().unwrap();
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(g.up.calls("ok"), 1);
+
+    // One word more of eight: a cosine of 8/sqrt(8*9) = 0.943 on the mock's embeddings.
+    let close = with_system("Be brief.", "How do I reset the password of my account please?");
+    let hit = send(&g, "support", "sk-team-a", &close, None).await;
+    assert_eq!(header(&hit, "x-yardmaster-cache"), "hit");
+    let similarity: f64 = header(&hit, "x-yardmaster-cache-similarity").parse().unwrap();
+    assert!((0.9..0.99).contains(&similarity), "{similarity}");
+    assert_eq!(header(&hit, "x-yardmaster-cache-similarity").len(), 5, "three decimals");
+    assert_eq!(header(&hit, "x-yardmaster-attempts"), "0");
+    assert_eq!(header(&hit, "x-yardmaster-rule"), "support");
+    // The hit costs its embedding call, and nothing else.
+    let hit_cost: f64 = header(&hit, "x-yardmaster-cost-usd").parse().unwrap();
+    assert!(hit_cost > 0.0 && hit_cost < first_cost, "{hit_cost} against {first_cost}");
+    let hit_id = header(&hit, "x-request-id");
+    let body: Value = hit.json().await.unwrap();
+    assert_eq!(body["choices"], first["choices"]);
+    assert!((body["usage"]["cost"].as_f64().unwrap() - hit_cost).abs() < 1e-9, "{body}");
+    assert_eq!(g.up.calls("ok"), 1, "the semantic hit did not reach the upstream");
+    let row = ledger_row(&g, &hit_id).await;
+    assert_eq!((row.cache.as_deref(), row.cost_micros), (Some("hit"), (hit_cost * 1e6).round() as u64));
+    assert!(row.saved_micros > 0);
+
+    // Streamed, a close question is an ordinary event stream from the same entry.
+    let mut streamed = with_system("Be brief.", "Please, how do I reset the password of my account?");
+    streamed["stream"] = json!(true);
+    let r = send(&g, "support", "sk-team-a", &streamed, None).await;
+    assert_eq!(header(&r, "x-yardmaster-cache"), "hit");
+    assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+
+    // An unrelated question, another context, another key, or `no-cache`: misses.
+    let unrelated = with_system("Be brief.", "What are your opening hours on Sunday?");
+    assert_eq!(header(&send(&g, "support", "sk-team-a", &unrelated, None).await, "x-yardmaster-cache"), "miss");
+    let other_context = with_system("Answer at length.", question);
+    assert_eq!(header(&send(&g, "support", "sk-team-a", &other_context, None).await, "x-yardmaster-cache"), "miss");
+    assert_eq!(header(&send(&g, "support", "sk-plain", &close, None).await, "x-yardmaster-cache"), "miss");
+    let again = with_system("Be brief.", "How do I reset the password of my account, please?");
+    assert_eq!(header(&send(&g, "support", "sk-team-a", &again, Some("no-cache")).await, "x-yardmaster-cache"), "miss");
+    assert_eq!(g.up.calls("ok"), 5);
+    // The same question again is the exact key's hit: no embedding, no cost.
+    let exact = send(&g, "support", "sk-team-a", &with_system("Be brief.", question), None).await;
+    assert_eq!(
+        (header(&exact, "x-yardmaster-cache"), header(&exact, "x-yardmaster-cache-similarity")),
+        ("hit".into(), "1.000".into())
+    );
+    assert_eq!(header(&exact, "x-yardmaster-cost-usd"), "0.000000");
 }
