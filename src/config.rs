@@ -223,6 +223,17 @@ pub enum Period {
     Total,
 }
 
+impl Period {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+            Period::Total => "total",
+        }
+    }
+}
+
 /// Rate limits.
 #[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +269,39 @@ pub struct StorageConfig {
     /// Keep a ledger at all (`false`: spend lives in memory only and is lost at restart).
     #[serde(default = "yes")]
     pub ledger: bool,
+    /// Budgets, limits, the exact cache and breaker openings shared by several instances
+    /// (SPEC §11).
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// `storage.redis`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The environment variable that holds the `redis://` URL (which may hold a password).
+    pub url_env: String,
+    /// What requests that need the shared state get while Redis cannot be reached.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// The prefix of every key the gateway writes.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn default_prefix() -> String {
+    "ym:".into()
+}
+
+/// `storage.redis.on_error`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// 503 `state_unavailable` for keys with a budget or a limit.
+    #[default]
+    Closed,
+    /// Served on the instance's own state, with a warning; settled in Redis when it returns.
+    Open,
 }
 
 /// The ledger's file when no `storage` is given.

@@ -65,6 +65,54 @@ pub struct ResponseCache {
     entries: moka::sync::Cache<CacheKey, Arc<Entry>>,
     flights: Flights,
     similar: Arc<similar::Index>,
+    /// Where stored entries are shared too (a store of several instances), when set.
+    sink: std::sync::OnceLock<Sink>,
+}
+
+/// Receives every stored entry, encoded ([`Entry::encode`]), with its lifetime.
+pub type Sink = Box<dyn Fn(&CacheKey, Vec<u8>, Duration) + Send + Sync>;
+
+/// An entry as a shared store keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Shared {
+    body: String,
+    model: String,
+    provider: Option<String>,
+    rule: String,
+    usage: Usage,
+    cost_micros: u64,
+}
+
+impl Entry {
+    /// The entry as bytes, for a shared store.
+    pub fn encode(&self) -> Vec<u8> {
+        let s = Shared {
+            body: String::from_utf8_lossy(&self.body).into_owned(),
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            rule: self.rule.clone(),
+            usage: self.usage,
+            cost_micros: self.cost_micros,
+        };
+        serde_json::to_vec(&s).unwrap_or_default()
+    }
+
+    /// An entry from [`Entry::encode`]'s bytes, living `ttl` more.
+    fn decode(bytes: &[u8], ttl: Duration) -> Option<Entry> {
+        let s: Shared = serde_json::from_slice(bytes).ok()?;
+        let bytes = u32::try_from(s.body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX);
+        Some(Entry {
+            body: bytes::Bytes::from(s.body),
+            model: s.model,
+            provider: s.provider,
+            rule: s.rule,
+            usage: s.usage,
+            cost_micros: s.cost_micros,
+            context: None,
+            ttl,
+            bytes,
+        })
+    }
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -90,7 +138,12 @@ impl ResponseCache {
                 }
             })
             .build();
-        ResponseCache { entries, flights: Arc::default(), similar }
+        ResponseCache { entries, flights: Arc::default(), similar, sink: std::sync::OnceLock::new() }
+    }
+
+    /// Shares every entry stored from now on with `sink` (set once).
+    pub fn share_with(&self, sink: Sink) {
+        let _ = self.sink.set(sink);
     }
 
     /// Bytes held now.
@@ -330,6 +383,22 @@ pub async fn lookup(cache: &ResponseCache, q: Query<'_>, cache_control: &str, wa
     Lookup::Miss(ticket(None))
 }
 
+/// An entry found in a shared store for the ticket's key (the bytes of [`Entry::encode`], living
+/// `ttl` more): kept here too, and the ticket ends (requests waiting for it find the entry).
+pub fn adopt(cache: &ResponseCache, ticket: Ticket, bytes: &[u8], ttl: Duration) -> Option<Arc<Entry>> {
+    let entry = Arc::new(Entry::decode(bytes, ttl.max(Duration::from_millis(1)))?);
+    cache.entries.insert(ticket.key, entry.clone());
+    drop(ticket);
+    Some(entry)
+}
+
+impl Ticket {
+    /// The entry's key, as a shared store names it (hex).
+    pub fn hex_key(&self) -> String {
+        hex::encode(self.key)
+    }
+}
+
 /// The closest entry of `context` to unit vector `v` whose similarity is at least `threshold`.
 pub fn nearest(cache: &ResponseCache, context: &CacheKey, v: &[f32], threshold: f64) -> Option<Hit> {
     cache
@@ -369,6 +438,9 @@ pub fn store(cache: &ResponseCache, ticket: Ticket, body: &Value, answered: Answ
         ttl: ticket.ttl,
         bytes,
     };
+    if let Some(share) = cache.sink.get() {
+        share(&ticket.key, entry.encode(), ticket.ttl);
+    }
     cache.entries.insert(ticket.key, Arc::new(entry));
     // The ticket (and its flight) ends here: requests waiting for it find the entry.
     drop(ticket);

@@ -127,12 +127,16 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 once a policy is loaded, the listener is up and at least one model's
-/// provider can be called; 503 otherwise, saying why (a provider whose key variable is unset
-/// cannot serve anything).
+/// `GET /readyz`: 200 once a policy is loaded, the listener is up, the shared state answers
+/// (with `storage.redis`, unless `on_error: open`) and at least one model's provider can be
+/// called; 503 otherwise, saying why (a provider whose key variable is unset cannot serve
+/// anything).
 pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     if !st.ready.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    if let Err(why) = st.state.ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response();
     }
     let snap = st.reloader.snapshot();
     let mut why: Vec<String> = Vec::new();
@@ -192,6 +196,9 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         c.refused.load(Ordering::Relaxed),
         c.idle_closed.load(Ordering::Relaxed),
     );
+    if let Some(h) = st.state.shared_health() {
+        super::metrics::render_redis(&mut text, h.up(), h.errors());
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -166,10 +166,28 @@ impl Running {
             let _ = s.send(());
         }
         let _ = self.task.await;
+        // A shared store's last settlements, before the process goes.
+        crate::state::StateStore::flush(&*self.state.state, Duration::from_secs(2)).await;
         if let Some(l) = &self.state.accounting.ledger {
             l.close().await;
         }
     }
+}
+
+/// The state store the config asks for: Redis with `storage.redis`, else in this process.
+fn store(snap: &crate::reload::Snapshot, ledger: Option<Ledger>, cooldown: Duration) -> Result<Store, String> {
+    let Some(r) = snap.config.config.storage.as_ref().and_then(|s| s.redis.as_ref()) else {
+        return Ok(Store::local(ledger, cooldown));
+    };
+    let url = std::env::var(&r.url_env)
+        .map_err(|_| format!("storage.redis.url_env: the environment variable `{}` is not set", r.url_env))?;
+    let settings = crate::state::shared::Settings {
+        url,
+        open_on_error: r.on_error == crate::config::OnError::Open,
+        prefix: r.prefix.clone(),
+        cooldown,
+    };
+    Ok(Store::Shared(crate::state::shared::Shared::new(settings, ledger)?))
 }
 
 /// Starts a server for a loaded config on `listen` (use port 0 for an ephemeral port).
@@ -215,7 +233,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
             None
         }
     };
-    let state = Arc::new(Store::local(ledger.clone(), timeouts.breaker_cooldown));
+    let state = Arc::new(store(&snap, ledger.clone(), timeouts.breaker_cooldown)?);
     let accounting = Arc::new(Accounting {
         request_log: ledger.is_some() && snap.config.config.log.requests.is_some(),
         log_prompts: snap.config.config.log.prompts,
@@ -253,6 +271,11 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         cut,
         cache: Arc::new(crate::cache::ResponseCache::new(snap.config.config.cache.max_bytes)),
     };
+    if state.state.shares_cache() {
+        // Exact entries go to the shared store too, so that every instance finds them.
+        let store = state.state.clone();
+        state.cache.share_with(Box::new(move |k, bytes, ttl| store.cache_put(&hex::encode(k), bytes, ttl)));
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = app(state.clone());
     state.ready.store(true, Ordering::SeqCst);

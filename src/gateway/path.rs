@@ -105,6 +105,22 @@ async fn look_up(
         Lookup::Off => return Ok(None),
     };
     settle.record.cache = Some("miss");
+    if st.state.shares_cache() && !ticket.no_lookup {
+        // Another instance may have stored it.
+        match st.state.cache_get(&ticket.hex_key()).await {
+            Ok(Some((bytes, ttl))) => {
+                if let Some(entry) = cache::adopt(&st.cache, ticket, &bytes, ttl) {
+                    let similarity = routing.cache.and_then(|c| c.similar.as_ref()).map(|_| 1.0);
+                    return Err(cache::Hit { entry, similarity });
+                }
+                return Ok(None);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(request_id = %settle.record.id, error = %e, "the shared cache cannot be read: a miss")
+            }
+        }
+    }
     let (Some(c), Some(similar)) = (routing.cache, routing.cache.and_then(|c| c.similar.as_ref())) else {
         return Ok(Some(ticket));
     };

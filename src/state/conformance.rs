@@ -22,10 +22,12 @@ async fn reservations_never_overspend(s: &impl StateStore) {
     let b = s.reserve("k", budget, 400).await.unwrap().expect("400 more fits");
     s.settle(a, 150);
     s.settle(b, 0);
+    s.flush(Duration::from_secs(2)).await;
     assert_eq!(s.standing("k", Period::Month).await.unwrap(), super::Standing { spent: 150, reserved: 0 });
     let c = s.reserve("k", budget, 850).await.unwrap().expect("what remains fits");
     assert!(s.reserve("k", budget, 1).await.unwrap().is_none());
     s.settle(c, 0);
+    s.flush(Duration::from_secs(2)).await;
     // Another key has an account of its own.
     let other = s.reserve("other", budget, 1_000).await.unwrap().expect("a fresh account");
     s.settle(other, 0);
@@ -47,6 +49,7 @@ async fn tpm_admits_against_reservations_and_settles_with_usage(s: &impl StateSt
     assert!(wait > Duration::from_secs(39) && wait <= Duration::from_secs(40), "{wait:?}");
     // The first request used 500 of its 5,000: 4,500 come back.
     s.settle_tpm(first, 500);
+    s.flush(Duration::from_secs(2)).await;
     let second = s.reserve_tpm("t", 6_000, 5_000).await.unwrap().expect("the unused tokens came back");
     s.settle_tpm(second, 5_000);
     // Larger than a minute: admitted only with a full bucket.

@@ -14,6 +14,7 @@
 #[cfg(test)]
 mod conformance;
 pub mod local;
+pub mod shared;
 
 use std::future::Future;
 use std::time::Duration;
@@ -50,6 +51,18 @@ pub struct Reservation {
     pub key: String,
     /// How much, micro-USD.
     pub micros: u64,
+    /// Where a shared store holds it (none in the in-process store).
+    pub slot: Option<Slot>,
+}
+
+/// A reservation's place in a shared store: its account and its member there (empty when it was
+/// made on local state while the shared store could not be reached).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// The account's key.
+    pub account: String,
+    /// The reservation's member in it.
+    pub member: String,
 }
 
 /// Tokens admitted against a key's `tpm` until the request settles.
@@ -60,6 +73,8 @@ pub struct TokenHold {
     pub key: String,
     /// Tokens admitted (the request's worst case).
     pub tokens: u64,
+    /// The shared store's bucket that admitted them (none: this process's).
+    pub slot: Option<String>,
 }
 
 /// What a request holds in the store: at most one budget reservation (that of the attempt in
@@ -152,13 +167,22 @@ pub trait StateStore: Send + Sync {
 
     /// Every known model's breaker state (for `/metrics`).
     fn breakers(&self) -> Vec<(String, BreakerState)>;
+
+    /// Waits until the settlements made so far are applied (a shared store applies them in the
+    /// background; at shutdown, and for tests). Gives up after `limit`.
+    fn flush(&self, limit: Duration) -> impl Future<Output = ()> + Send {
+        let _ = limit;
+        async {}
+    }
 }
 
-/// The configured store (one implementation today; SPEC §11 adds Redis as a second variant).
+/// The configured store: in this process, or shared by several instances through Redis.
 #[derive(Debug)]
 pub enum Store {
     /// In this process.
     Local(local::Local),
+    /// In Redis (SPEC §11).
+    Shared(shared::Shared),
 }
 
 impl Store {
@@ -167,78 +191,134 @@ impl Store {
     pub fn local(ledger: Option<crate::accounting::Ledger>, cooldown: Duration) -> Store {
         Store::Local(local::Local::new(ledger, cooldown))
     }
+
+    /// Whether requests that need the state can be served (`/readyz`).
+    pub fn ready(&self) -> Result<(), String> {
+        match self {
+            Store::Local(_) => Ok(()),
+            Store::Shared(s) => s.ready(),
+        }
+    }
+
+    /// The shared store's health, when there is one (`/metrics`).
+    pub fn shared_health(&self) -> Option<&shared::Health> {
+        match self {
+            Store::Local(_) => None,
+            Store::Shared(s) => Some(s.health()),
+        }
+    }
+
+    /// An exact cache entry kept in the shared store (`key` in hex), with the time it has left;
+    /// the in-process store keeps none (the cache holds its own).
+    pub async fn cache_get(&self, key: &str) -> Result<Option<(Vec<u8>, Duration)>, StateError> {
+        match self {
+            Store::Local(_) => Ok(None),
+            Store::Shared(s) => s.cache_get(key).await,
+        }
+    }
+
+    /// Keeps an exact cache entry in the shared store for `ttl` (never waits).
+    pub fn cache_put(&self, key: &str, bytes: Vec<u8>, ttl: Duration) {
+        if let Store::Shared(s) = self {
+            s.cache_put(key, bytes, ttl);
+        }
+    }
+
+    /// Whether exact cache entries are kept here (and so shared).
+    pub fn shares_cache(&self) -> bool {
+        matches!(self, Store::Shared(_))
+    }
 }
 
 impl StateStore for Store {
     async fn standing(&self, key: &str, per: Period) -> Result<Standing, StateError> {
         match self {
             Store::Local(s) => s.standing(key, per).await,
+            Store::Shared(s) => s.standing(key, per).await,
         }
     }
 
     async fn reserve(&self, key: &str, budget: Budget, micros: u64) -> Result<Option<Reservation>, StateError> {
         match self {
             Store::Local(s) => s.reserve(key, budget, micros).await,
+            Store::Shared(s) => s.reserve(key, budget, micros).await,
         }
     }
 
     fn settle(&self, reservation: Reservation, cost_micros: u64) {
         match self {
             Store::Local(s) => s.settle(reservation, cost_micros),
+            Store::Shared(s) => s.settle(reservation, cost_micros),
         }
     }
 
     async fn check_rpm(&self, key: &str, rpm: u32) -> Result<Result<(), Duration>, StateError> {
         match self {
             Store::Local(s) => s.check_rpm(key, rpm).await,
+            Store::Shared(s) => s.check_rpm(key, rpm).await,
         }
     }
 
     async fn reserve_tpm(&self, key: &str, tpm: u64, tokens: u64) -> Result<Result<TokenHold, Duration>, StateError> {
         match self {
             Store::Local(s) => s.reserve_tpm(key, tpm, tokens).await,
+            Store::Shared(s) => s.reserve_tpm(key, tpm, tokens).await,
         }
     }
 
     fn settle_tpm(&self, hold: TokenHold, used: u64) {
         match self {
             Store::Local(s) => s.settle_tpm(hold, used),
+            Store::Shared(s) => s.settle_tpm(hold, used),
         }
     }
 
     fn healthy(&self, model: &str) -> bool {
         match self {
             Store::Local(s) => s.healthy(model),
+            Store::Shared(s) => s.healthy(model),
         }
     }
 
     fn admit(&self, model: &str) -> Admission {
         match self {
             Store::Local(s) => s.admit(model),
+            Store::Shared(s) => s.admit(model),
         }
     }
 
     fn success(&self, model: &str) {
         match self {
             Store::Local(s) => s.success(model),
+            Store::Shared(s) => s.success(model),
         }
     }
 
     fn failure(&self, model: &str) {
         match self {
             Store::Local(s) => s.failure(model),
+            Store::Shared(s) => s.failure(model),
         }
     }
 
     fn release(&self, model: &str) {
         match self {
             Store::Local(s) => s.release(model),
+            Store::Shared(s) => s.release(model),
         }
     }
 
     fn breakers(&self) -> Vec<(String, BreakerState)> {
         match self {
             Store::Local(s) => s.breakers(),
+            Store::Shared(s) => s.breakers(),
+        }
+    }
+
+    async fn flush(&self, limit: Duration) {
+        match self {
+            Store::Local(s) => s.flush(limit).await,
+            Store::Shared(s) => s.flush(limit).await,
         }
     }
 }

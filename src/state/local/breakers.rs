@@ -75,14 +75,30 @@ impl Breakers {
         self.with(model, |b, _, _| *b = Breaker::default());
     }
 
-    pub(super) fn failure(&self, model: &str) {
+    /// A failure: true when it opened the breaker (it was closed or half-open).
+    pub(super) fn failure(&self, model: &str) -> bool {
         self.with(model, |b, now, cd| {
             b.failures += 1;
-            let half_open = b.state(now, cd) == BreakerState::HalfOpen;
-            if half_open || b.failures >= FAILURES_TO_OPEN {
+            let state = b.state(now, cd);
+            let opens =
+                state == BreakerState::HalfOpen || (state == BreakerState::Closed && b.failures >= FAILURES_TO_OPEN);
+            if opens || state == BreakerState::Open {
                 b.opened_at = Some(now);
             }
             b.probing = false;
+            opens
+        })
+    }
+
+    /// Opened elsewhere, for `left` more: open here until then, then half-open as usual. A breaker
+    /// already open stays as it is.
+    pub(super) fn open_for(&self, model: &str, left: Duration) {
+        self.with(model, |b, now, cd| {
+            if b.state(now, cd) != BreakerState::Open {
+                let ago = cd.saturating_sub(left);
+                b.opened_at = Some(now.checked_sub(ago).unwrap_or(now));
+                b.probing = false;
+            }
         });
     }
 

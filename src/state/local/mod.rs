@@ -34,6 +34,19 @@ impl Local {
     }
 }
 
+impl Local {
+    /// A call failed: true when this opened the breaker.
+    pub fn fail(&self, model: &str) -> bool {
+        self.breakers.failure(model)
+    }
+
+    /// Another instance opened the model's breaker, for `left` more: it is open here too (unless
+    /// it already is).
+    pub fn opened_elsewhere(&self, model: &str, left: Duration) {
+        self.breakers.open_for(model, left);
+    }
+}
+
 impl StateStore for Local {
     async fn standing(&self, key: &str, per: Period) -> Result<Standing, StateError> {
         self.budgets.standing(key, per, self.ledger.as_ref()).await.map_err(StateError)
@@ -43,7 +56,7 @@ impl StateStore for Local {
         // The account must be loaded (from the ledger) before anything is reserved against it.
         self.budgets.standing(key, budget.per, self.ledger.as_ref()).await.map_err(StateError)?;
         let fits = self.budgets.try_reserve(key, budget.limit, micros);
-        Ok(fits.then(|| Reservation { key: key.to_string(), micros }))
+        Ok(fits.then(|| Reservation { key: key.to_string(), micros, slot: None }))
     }
 
     fn settle(&self, reservation: Reservation, cost_micros: u64) {
@@ -55,7 +68,7 @@ impl StateStore for Local {
     }
 
     async fn reserve_tpm(&self, key: &str, tpm: u64, tokens: u64) -> Result<Result<TokenHold, Duration>, StateError> {
-        Ok(self.limits.reserve_tpm(key, tpm, tokens).map(|()| TokenHold { key: key.to_string(), tokens }))
+        Ok(self.limits.reserve_tpm(key, tpm, tokens).map(|()| TokenHold { key: key.to_string(), tokens, slot: None }))
     }
 
     fn settle_tpm(&self, hold: TokenHold, used: u64) {
