@@ -28,4 +28,5 @@ mod properties;
 mod providers;
 mod reload;
 mod secrets;
+mod shared;
 mod simulate;
