@@ -197,7 +197,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         c.idle_closed.load(Ordering::Relaxed),
     );
     if let Some(h) = st.state.shared_health() {
-        super::metrics::render_redis(&mut text, h.up(), h.errors());
+        super::metrics::render_redis(&mut text, h.up(), h.errors(), h.round_trips());
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -75,12 +75,15 @@ pub fn render_connections(out: &mut String, open: u64, refused: u64, idle_closed
     let _ = writeln!(out, "yardmaster_connections_idle_closed_total {idle_closed}");
 }
 
-/// Appends the shared store's figures: whether Redis answers, and the calls that failed.
-pub fn render_redis(out: &mut String, up: bool, errors: u64) {
+/// Appends the shared store's figures: whether Redis answers, the calls that failed, and the
+/// round trips.
+pub fn render_redis(out: &mut String, up: bool, errors: u64, round_trips: u64) {
     out.push_str("# HELP yardmaster_redis_up Whether Redis (storage.redis) answered the last ping.\n# TYPE yardmaster_redis_up gauge\n");
     let _ = writeln!(out, "yardmaster_redis_up {}", u8::from(up));
     out.push_str("# HELP yardmaster_redis_errors_total Calls to Redis that failed or timed out.\n# TYPE yardmaster_redis_errors_total counter\n");
     let _ = writeln!(out, "yardmaster_redis_errors_total {errors}");
+    out.push_str("# HELP yardmaster_redis_round_trips_total Round trips to Redis (a call, or a pipeline of them).\n# TYPE yardmaster_redis_round_trips_total counter\n");
+    let _ = writeln!(out, "yardmaster_redis_round_trips_total {round_trips}");
 }
 
 /// The ledger writer's counters, read when rendering.

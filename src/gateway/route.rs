@@ -67,7 +67,13 @@ pub async fn route<'s>(
     admitted: &mut Admitted<'s>,
     settle: &mut Settle,
 ) -> Result<Routing<'s>, ApiError> {
-    let standing = standing(st, admitted.key).await?;
+    // The standing is a round trip to a shared store: read only when a rule or the request log
+    // needs it (402s and `/v1/key` read their own).
+    let standing = if snap.program.info.reads_budget || settle.record.log.is_some() {
+        standing(st, admitted.key).await?
+    } else {
+        Standing::default()
+    };
     let facts = &mut admitted.inbound.facts;
     if facts.known_tokens.is_none() && facts.prompt.len() >= crate::util::tokens::OFF_THREAD_BYTES {
         facts.known_tokens = Some(crate::util::tokens::count_off_thread(facts.prompt.as_str().into()).await);

@@ -35,6 +35,8 @@ pub struct ProgramInfo {
     pub reads_tokens: bool,
     /// Some rule reads a request header (so the gateway copies them into the request's facts).
     pub reads_headers: bool,
+    /// Some rule reads `budget.*` (so the gateway reads the key's standing before routing).
+    pub reads_budget: bool,
     /// The headers the rules read (lowercased), for the request log.
     pub headers: Vec<String>,
     /// Some rule before the default always matches.
@@ -132,6 +134,14 @@ pub fn compile(checked: Checked) -> Program {
         regexes: b.regexes.iter().map(Vec::len).sum(),
         reads_tokens: checked.rules.iter().any(|r| r.cond.reads(&Fact::PromptTokens)),
         reads_headers: checked.rules.iter().any(|r| r.cond.reads_any(&|f| matches!(f, Fact::Header(_)))),
+        reads_budget: checked.rules.iter().any(|r| {
+            r.cond.reads_any(&|f| {
+                matches!(
+                    f,
+                    Fact::BudgetRemainingFraction | Fact::BudgetRemainingUsd | Fact::BudgetSpentFraction | Fact::BudgetSpentUsd
+                )
+            })
+        }),
         has_catch_all: conds.iter().zip(&checked.rules).any(|(c, r)| !r.is_default && *c == CCond::Const(true)),
         providers,
     };

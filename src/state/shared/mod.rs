@@ -89,6 +89,8 @@ enum Write {
 pub struct Health {
     up: AtomicBool,
     errors: AtomicU64,
+    /// Round trips to Redis (a call, or a pipeline of them).
+    trips: AtomicU64,
     /// When a fallback to local state was last logged (ms since start), to log it once a second.
     warned: AtomicU64,
 }
@@ -102,6 +104,15 @@ impl Health {
     /// Calls that failed since start.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Round trips to Redis since start.
+    pub fn round_trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
+    }
+
+    fn trip(&self) {
+        self.trips.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -229,6 +240,12 @@ impl Shared {
         }
     }
 
+    /// The connection, for one more round trip.
+    fn trip_conn(&self) -> ConnectionManager {
+        self.health.trip();
+        self.conn.clone()
+    }
+
     fn key(&self, parts: &[&str]) -> String {
         let mut k = self.settings.prefix.clone();
         k.push_str(&parts.join(":"));
@@ -295,7 +312,7 @@ impl Shared {
             .arg(&member)
             .arg(RESERVATION_LIFETIME.as_millis() as u64)
             .arg(seed)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.trip_conn())
             .await
             .map_err(|e| self.failed(&e))?;
         if fits == 0 {
@@ -320,7 +337,7 @@ impl Shared {
             .arg("-")
             .arg(0)
             .arg(seed)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.trip_conn())
             .await
             .map_err(|e| self.failed(&e))?;
         Ok(Standing { spent, reserved })
@@ -421,6 +438,7 @@ async fn writer(
             }
         }
         let mut c = conn.clone();
+        health.trip();
         match pipe.query_async::<redis::Value>(&mut c).await {
             Ok(_) => {
                 batch.clear();
@@ -474,6 +492,7 @@ async fn renewer(
             }
             pipe.invoke_script(&call);
         }
+        health.trip();
         if let Err(e) = pipe.query_async::<redis::Value>(&mut conn.clone()).await {
             if e.to_string().contains("NoScript") && scripts.load(&conn).await.is_ok() {
                 let _ = pipe.query_async::<redis::Value>(&mut conn.clone()).await;
@@ -489,6 +508,7 @@ async fn pinger(conn: ConnectionManager, health: Arc<Health>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        health.trip();
         let ok = redis::cmd("PING").query_async::<String>(&mut conn.clone()).await.is_ok();
         let was = health.up.swap(ok, Ordering::Relaxed);
         if !ok {
@@ -592,7 +612,7 @@ impl StateStore for Shared {
             .rpm
             .key(self.key(&["rpm", key]))
             .arg(rpm)
-            .invoke_async::<(u8, u64)>(&mut self.conn.clone())
+            .invoke_async::<(u8, u64)>(&mut self.trip_conn())
             .await;
         match call.map_err(|e| self.failed(&e)) {
             Ok((1, _)) => Ok(Ok(())),
@@ -605,7 +625,7 @@ impl StateStore for Shared {
     async fn reserve_tpm(&self, key: &str, tpm: u64, tokens: u64) -> Result<Result<TokenHold, Duration>, StateError> {
         let bucket = self.key(&["tpm", key]);
         let call =
-            self.scripts.tpm.key(&bucket).arg(tpm).arg(tokens).invoke_async::<(u8, u64)>(&mut self.conn.clone()).await;
+            self.scripts.tpm.key(&bucket).arg(tpm).arg(tokens).invoke_async::<(u8, u64)>(&mut self.trip_conn()).await;
         match call.map_err(|e| self.failed(&e)) {
             Ok((1, _)) => Ok(Ok(TokenHold { key: key.to_string(), tokens, slot: Some(bucket) })),
             Ok((_, wait)) => Ok(Err(Duration::from_millis(wait.max(1)))),
