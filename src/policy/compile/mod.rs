@@ -138,7 +138,10 @@ pub fn compile(checked: Checked) -> Program {
             r.cond.reads_any(&|f| {
                 matches!(
                     f,
-                    Fact::BudgetRemainingFraction | Fact::BudgetRemainingUsd | Fact::BudgetSpentFraction | Fact::BudgetSpentUsd
+                    Fact::BudgetRemainingFraction
+                        | Fact::BudgetRemainingUsd
+                        | Fact::BudgetSpentFraction
+                        | Fact::BudgetSpentUsd
                 )
             })
         }),

@@ -593,8 +593,9 @@ impl StateStore for Shared {
     fn settle(&self, reservation: Reservation, cost_micros: u64) {
         let Some(slot) = reservation.slot.clone() else { return self.local.settle(reservation, cost_micros) };
         let member = if slot.member.is_empty() {
-            // Reserved on local state while Redis was down: released here, spent there later.
-            self.local.settle(Reservation { slot: None, ..reservation }, 0);
+            // Reserved on local state while Redis was down: settled here too (so that this
+            // instance's own account counts it while the outage lasts), and spent there later.
+            self.local.settle(Reservation { slot: None, ..reservation }, cost_micros);
             self.member()
         } else {
             self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&slot.member);
