@@ -25,6 +25,33 @@ impl Endpoint {
     }
 }
 
+/// The client API a request came through, as `request.api` reads it (SPEC §12).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// OpenAI's chat completions (and embeddings).
+    #[default]
+    Chat,
+    /// OpenAI's Responses API.
+    Responses,
+    /// Anthropic's Messages API.
+    Messages,
+}
+
+impl Api {
+    /// The values of `request.api`.
+    pub const ALL: &'static [&'static str] = &["chat", "responses", "messages"];
+
+    /// `"chat"`, `"responses"` or `"messages"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Chat => "chat",
+            Api::Responses => "responses",
+            Api::Messages => "messages",
+        }
+    }
+}
+
 /// A capability a request may need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -161,6 +161,7 @@ fn request_of(f: &Facts) -> RequestFacts {
         images: f.images,
         max_tokens: f.max_tokens,
         endpoint: f.endpoint,
+        api: f.api,
         user_id: f.user_id.clone(),
         headers: f.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         metadata: f.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

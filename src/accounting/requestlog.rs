@@ -77,6 +77,8 @@ pub struct Entry {
 pub struct Facts {
     /// `chat` or `embeddings`.
     pub endpoint: Endpoint,
+    /// The client API: `chat`, `responses` or `messages` (`chat` in logs from before it).
+    pub api: crate::catalog::Api,
     /// The model the client named.
     pub model: Option<String>,
     /// `stream: true`.

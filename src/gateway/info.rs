@@ -73,6 +73,46 @@ pub async fn model(
     answer(&st, record, result)
 }
 
+/// `GET /v1/providers`: each provider's name, kind, host (never a key, a user or a query string),
+/// whether it can be called (and why not), and the models of it that the calling key may name,
+/// with their health.
+pub async fn providers(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let snap = st.reloader.snapshot();
+    let record = Record::new(snap.version());
+    let result = authenticate(&snap, &headers).map(|key| {
+        let mut names: Vec<&String> = snap.config.config.providers.keys().collect();
+        names.sort();
+        let breakers = st.state.breakers();
+        let data: Vec<serde_json::Value> = names
+            .into_iter()
+            .map(|name| {
+                let cfg = &snap.config.config.providers[name];
+                let (available, reason) = match snap.providers.get(name) {
+                    Some(crate::providers::Provider::Unavailable(why)) => (false, Some(why.clone())),
+                    Some(_) => (true, None),
+                    None => (false, Some("not built".to_string())),
+                };
+                let models: Vec<serde_json::Value> = visible(&snap, key)
+                    .filter(|m| &m.provider == name)
+                    .map(|m| {
+                        let breaker = match breakers.iter().find(|(n, _)| *n == m.name).map(|(_, b)| *b) {
+                            Some(BreakerState::Open) => "open",
+                            Some(BreakerState::HalfOpen) => "half_open",
+                            _ => "closed",
+                        };
+                        json!({"id": m.name, "upstream_id": m.upstream_id, "endpoint": m.endpoint.as_str(),
+                            "healthy": available && st.state.healthy(&m.name), "breaker": breaker})
+                    })
+                    .collect();
+                json!({"name": name, "kind": cfg.kind, "host": crate::providers::host_of(cfg),
+                    "available": available, "unavailable_reason": reason, "models": models})
+            })
+            .collect();
+        axum::Json(json!({"object": "list", "data": data})).into_response()
+    });
+    answer(&st, record, result)
+}
+
 /// `GET /v1/key`: the calling key.
 pub async fn key(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();

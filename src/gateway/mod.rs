@@ -122,6 +122,8 @@ pub fn app(state: AppState) -> Router {
         .route("/models", get(info::models))
         .route("/models/{id}", get(info::model))
         .route("/v1/key", get(info::key))
+        .route("/v1/providers", get(info::providers))
+        .route("/providers", get(info::providers))
         .route("/healthz", get(info::healthz))
         .route("/readyz", get(info::readyz))
         .route("/metrics", get(info::metrics))

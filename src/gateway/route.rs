@@ -120,6 +120,7 @@ fn log_facts(req: &RequestFacts, headers: &[String], keep: Option<&[String]>, pr
     let present = req.headers.iter().filter(|(k, _)| headers.contains(k));
     Facts {
         endpoint: req.endpoint,
+        api: req.api,
         model: req.model.clone(),
         stream: req.stream,
         tools: req.tools,

@@ -155,6 +155,25 @@ pub enum Provider {
     Unavailable(String),
 }
 
+/// The host (and port) a provider's config reaches, as `/v1/providers` shows it: never a user,
+/// password, path or query string. `None` for the mock (no network) and for a URL that does not
+/// parse.
+pub fn host_of(cfg: &ProviderConfig) -> Option<String> {
+    let url = match (cfg.kind, cfg.base_url.as_deref()) {
+        (ProviderKind::Mock, _) => return None,
+        (_, Some(u)) => u,
+        (ProviderKind::Anthropic, None) => "https://api.anthropic.com",
+        (ProviderKind::Gemini, None) => "https://generativelanguage.googleapis.com",
+        (ProviderKind::Openai, None) => return None,
+    };
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?;
+    Some(match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
+}
+
 impl Provider {
     /// Builds a provider from its config. Secrets come from the environment.
     pub fn from_config(name: &str, cfg: &ProviderConfig, http: &reqwest::Client) -> Provider {

@@ -304,3 +304,11 @@ fn the_spec_example_routes_as_documented() {
         "claude-sonnet"
     );
 }
+
+#[test]
+fn the_client_api_is_a_fact() {
+    // Chat completions (the only door of `route`'s bodies) reads as "chat".
+    assert!(holds("request.api == \"chat\"", &chat("hi"), &s()));
+    assert!(!holds("request.api == \"messages\"", &chat("hi"), &s()));
+    assert!(holds("request.api in [\"chat\", \"responses\"]", &chat("hi"), &s()));
+}

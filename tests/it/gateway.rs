@@ -283,6 +283,50 @@ async fn embeddings_models_key_and_probes() {
     g.running.shutdown().await;
 }
 
+#[tokio::test]
+async fn providers_are_listed_with_their_host_and_models_never_a_key_or_query_string() {
+    let g = crate::gateway_support::gateway_custom(crate::gateway_support::POLICY, false, |addr| {
+        crate::gateway_support::config(addr, "ok").replace(
+            "providers:\n",
+            "providers:\n  leaky: { kind: openai, base_url: \"https://user:pw-SECRET@example.com:8443/v1?api_key=QUERY-SECRET\" }\n",
+        )
+    })
+    .await;
+    let url = format!("{}/v1/providers", g.url);
+    assert_eq!(g.http.get(&url).send().await.unwrap().status(), 401, "a gateway key is needed");
+    let r = g.http.get(&url).bearer_auth(P).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    for secret in ["SECRET", "pw-", "api_key", "/v1", "sk-upstream"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = v["data"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["leaky", "refused", "up"]);
+    let leaky = &v["data"][0];
+    assert_eq!((leaky["kind"].as_str(), leaky["host"].as_str()), (Some("openai"), Some("example.com:8443")));
+    let up = &v["data"][2];
+    assert_eq!(up["available"], true);
+    assert!(up["host"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let ok = up["models"].as_array().unwrap().iter().find(|m| m["id"] == "ok-model").unwrap();
+    assert_eq!(
+        (ok["upstream_id"].as_str(), ok["healthy"].as_bool(), ok["breaker"].as_str()),
+        (Some("ok"), Some(true), Some("closed"))
+    );
+    // A key with an allowlist sees only its models.
+    let v = json_of(g.http.get(&url).bearer_auth("sk-batch").send().await.unwrap()).await;
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["models"].as_array().unwrap())
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"ok-model") && ids.contains(&"embedder"));
+    g.running.shutdown().await;
+}
+
 async fn sse_events(r: reqwest::Response) -> Vec<(Duration, String)> {
     let t = Instant::now();
     let mut out = Vec::new();

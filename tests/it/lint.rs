@@ -353,3 +353,18 @@ fn the_corpus_of_realistic_mistakes_is_caught() {
         beyond.join("\n  ")
     );
 }
+
+/// `request.api` has three values; a comparison with another never holds (W0105), as for
+/// `request.endpoint`.
+#[test]
+fn request_api_is_checked_against_its_values() {
+    let cat = catalog(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml"));
+    let lint = |cond: &str| {
+        let text = format!("rule \"door\" {{\n  when {cond}\n  then gpt-4o\n}}\ndefault {{ then gpt-4o-mini }}\n");
+        report(load::load_text(Path::new("api.route"), &text), &cat, false).codes
+    };
+    for ok in ["request.api == \"messages\"", "request.api in [\"chat\", \"responses\"]", "request.api != \"chat\""] {
+        assert_eq!(lint(ok), Vec::<String>::new(), "{ok}");
+    }
+    assert_eq!(lint("request.api == \"anthropic\""), ["W0105"]);
+}

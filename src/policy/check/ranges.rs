@@ -173,6 +173,7 @@ pub fn constant(c: &Cond) -> Option<bool> {
             };
             let known: &[&str] = match f {
                 Fact::RequestEndpoint => &["chat", "embeddings"],
+                Fact::RequestApi => crate::catalog::Api::ALL,
                 Fact::TimeWeekday => crate::policy::ir::names::WEEKDAYS,
                 _ => return None,
             };

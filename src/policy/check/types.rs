@@ -70,6 +70,7 @@ pub(super) fn fact_ty(f: &Fact) -> Ty {
         | Fact::PromptSystem
         | Fact::RequestModel
         | Fact::RequestEndpoint
+        | Fact::RequestApi
         | Fact::UserTier
         | Fact::UserName
         | Fact::UserId

@@ -47,6 +47,7 @@ fn val(l: &Lit) -> Option<Val> {
 fn universe(f: &Fact) -> Option<BTreeSet<Val>> {
     let mut out: BTreeSet<Val> = match f {
         Fact::RequestEndpoint => ["chat", "embeddings"].iter().map(|s| Val::Str((*s).into())).collect(),
+        Fact::RequestApi => crate::catalog::Api::ALL.iter().map(|s| Val::Str((*s).into())).collect(),
         Fact::TimeWeekday => WEEKDAYS.iter().map(|s| Val::Str((*s).into())).collect(),
         Fact::RequestStream | Fact::RequestTools | Fact::RequestImages => [Val::Bool(false), Val::Bool(true)].into(),
         _ => return None,

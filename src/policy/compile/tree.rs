@@ -119,6 +119,8 @@ pub enum StrSlot {
     Model,
     /// `request.endpoint`.
     Endpoint,
+    /// `request.api`.
+    Api,
 }
 
 impl StrSlot {
@@ -130,6 +132,7 @@ impl StrSlot {
             Fact::UserId => StrSlot::UserId,
             Fact::RequestModel => StrSlot::Model,
             Fact::RequestEndpoint => StrSlot::Endpoint,
+            Fact::RequestApi => StrSlot::Api,
             _ => return None,
         })
     }

@@ -391,5 +391,6 @@ fn slot_value<'a>(slot: StrSlot, req: &'a RequestFacts, ctx: &Context<'a>) -> Op
         StrSlot::UserId => req.user_id.as_deref(),
         StrSlot::Model => req.model.as_deref(),
         StrSlot::Endpoint => Some(req.endpoint.as_str()),
+        StrSlot::Api => Some(req.api.as_str()),
     }
 }

@@ -114,6 +114,7 @@ pub fn simple_fact<'a>(fact: &Fact, req: &'a RequestFacts, ctx: &Context<'a>, ch
         Fact::RequestImages => V::Bool(req.images),
         Fact::RequestMaxTokens => req.max_tokens.map_or(V::None, |n| V::Num(n as f64)),
         Fact::RequestEndpoint => V::Str(req.endpoint.as_str()),
+        Fact::RequestApi => V::Str(req.api.as_str()),
         Fact::UserTier => opt(ctx.tier),
         Fact::UserName => opt(ctx.key_name),
         Fact::UserId => opt(req.user_id.as_deref()),

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use serde_json::Value;
 
-use crate::catalog::Endpoint;
+use crate::catalog::{Api, Endpoint};
 
 /// A request's facts, owned.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +31,8 @@ pub struct RequestFacts {
     pub max_tokens: Option<u64>,
     /// Chat or embeddings.
     pub endpoint: Endpoint,
+    /// The client API (`request.api`).
+    pub api: Api,
     /// OpenAI's `user` field.
     pub user_id: Option<String>,
     /// Request headers, names lowercased.

@@ -109,6 +109,8 @@ pub enum Fact {
     RequestMaxTokens,
     /// `"chat"` or `"embeddings"`.
     RequestEndpoint,
+    /// `"chat"`, `"responses"` or `"messages"`: the client API.
+    RequestApi,
     /// The key's tier.
     UserTier,
     /// The key's name.
