@@ -25,8 +25,11 @@ pub struct Admitted<'s> {
 
 /// The bearer token of a request.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
+    let Some(v) = headers.get("authorization") else {
+        // Anthropic's SDKs send the key as `x-api-key`.
+        return headers.get("x-api-key")?.to_str().ok().map(str::trim);
+    };
+    let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 

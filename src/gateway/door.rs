@@ -18,6 +18,8 @@ pub enum Door {
     Chat,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/messages`: Anthropic's Messages API, translated to chat ([`super::messages`]).
+    Messages,
 }
 
 /// A request as it came through a door, in the internal shape.
@@ -41,7 +43,7 @@ impl Door {
     /// The endpoint that the door's requests are routed as.
     pub fn endpoint(self) -> Endpoint {
         match self {
-            Door::Chat => Endpoint::Chat,
+            Door::Chat | Door::Messages => Endpoint::Chat,
             Door::Embeddings => Endpoint::Embeddings,
         }
     }
@@ -49,8 +51,11 @@ impl Door {
     /// Parses a body: 400 for anything that is not a JSON object of the door's shape, or that
     /// names no model.
     pub fn parse(self, bytes: &[u8]) -> Result<Inbound, ApiError> {
-        let body: Value = serde_json::from_slice(bytes)
+        let mut body: Value = serde_json::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        if self == Door::Messages {
+            body = super::messages::to_chat(body)?;
+        }
         if !body.is_object() {
             return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
@@ -59,12 +64,15 @@ impl Door {
         }
         self.validate(&body)?;
         let (facts, param) = match self {
-            Door::Chat => (RequestFacts::from_chat(&body), "messages"),
+            Door::Chat | Door::Messages => (RequestFacts::from_chat(&body), "messages"),
             Door::Embeddings => (RequestFacts::from_embeddings(&body), "input"),
         };
-        let facts = facts.map_err(|e| ApiError::bad_request(e.to_string()).param(param))?;
+        let mut facts = facts.map_err(|e| ApiError::bad_request(e.to_string()).param(param))?;
+        if self == Door::Messages {
+            facts.api = crate::catalog::Api::Messages;
+        }
         let Some(requested) = facts.model.clone() else { return Err(Self::model_required()) };
-        let stream = self == Door::Chat && facts.stream;
+        let stream = self != Door::Embeddings && facts.stream;
         let wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
         Ok(Inbound { endpoint: self.endpoint(), body, facts, requested, stream, wants_usage })
     }
@@ -175,7 +183,7 @@ impl Door {
     /// a non-empty `messages` of known roles (400 with `param` naming the field).
     fn validate(self, body: &Value) -> Result<(), ApiError> {
         let fields = match self {
-            Door::Chat => CHAT_FIELDS,
+            Door::Chat | Door::Messages => CHAT_FIELDS,
             Door::Embeddings => EMBEDDINGS_FIELDS,
         };
         for (name, kind) in fields {
@@ -183,7 +191,7 @@ impl Door {
                 return Err(ApiError::bad_request(format!("`{name}` {why}")).param(*name));
             }
         }
-        if self == Door::Chat {
+        if self != Door::Embeddings {
             let Some(messages) = body.get("messages").and_then(Value::as_array) else { return Ok(()) };
             if messages.is_empty() {
                 return Err(ApiError::bad_request("`messages` must hold at least one message").param("messages"));

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod door;
 pub mod error;
 mod info;
+mod messages;
 pub mod metrics;
 mod path;
 pub mod record;
@@ -114,6 +115,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(path::chat))
         .route("/v1/embeddings", post(path::embeddings))
+        .route("/v1/messages", post(path::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/models", get(info::models))
         .route("/v1/models/{id}", get(info::model))
         // Some clients are configured with a base URL without `/v1`.

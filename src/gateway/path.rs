@@ -30,6 +30,11 @@ pub async fn chat(State(st): State<Arc<AppState>>, req: axum::extract::Request) 
     complete(st, Door::Chat, req).await
 }
 
+/// `POST /v1/messages`: Anthropic's Messages API, on the chat path, answered in its shapes.
+pub async fn messages(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    super::messages::answer(complete(st, Door::Messages, req).await).await
+}
+
 /// `POST /v1/embeddings`.
 pub async fn embeddings(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     complete(st, Door::Embeddings, req).await

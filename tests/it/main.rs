@@ -21,6 +21,7 @@ mod gateway;
 mod gateway_support;
 mod lint;
 mod malformed;
+mod messages;
 mod native;
 mod newcomer;
 mod presets;

@@ -1,0 +1,91 @@
+//! The Anthropic Messages door (SPEC §12) against a real gateway and the fake OpenAI-compatible
+//! upstream: what the door sends on (the internal chat body), its reply, and malformed bodies and
+//! upstream failures answered in Anthropic's error shape with the right status, never a 500.
+
+use serde_json::{json, Value};
+
+use crate::gateway_support::{gateway, header};
+
+async fn post(g: &crate::gateway_support::Gateway, key: &str, body: &str) -> (u16, String, Value) {
+    let r = g
+        .http
+        .post(format!("{}/v1/messages", g.url))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = header(&r, "x-should-retry");
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_message_reaches_the_upstream_as_chat_and_comes_back_as_a_message() {
+    let g = gateway("ok", false).await;
+    let body = json!({"model": "ok-model", "max_tokens": 20, "system": "Be brief.", "stop_sequences": ["END"],
+        "messages": [{"role": "user", "content": "hello"}]});
+    let (status, _, v) = post(&g, "sk-plain", &body.to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["type"].as_str(), v["role"].as_str(), v["model"].as_str()),
+        (Some("message"), Some("assistant"), Some("ok-model"))
+    );
+    assert_eq!(v["content"][0]["type"], "text");
+    assert!(v["usage"]["input_tokens"].as_u64().is_some() && v["stop_reason"] == "end_turn", "{v}");
+    let sent = g.up.bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!((sent["max_tokens"].clone(), sent["stop"].clone()), (json!(20), json!(["END"])));
+    // A Bearer token works as well as `x-api-key`.
+    let r = g.post("/v1/messages", Some("sk-plain")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    g.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_and_failures_get_anthropics_error_shape() {
+    let g = gateway("ok", false).await;
+    let cases = [
+        ("{not json", 400, "invalid_request_error"),
+        ("[1, 2]", 400, "invalid_request_error"),
+        (r#"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#, 400, "invalid_request_error"),
+        (r#"{"model": "auto", "max_tokens": 0, "messages": []}"#, 400, "invalid_request_error"),
+        (r#"{"model": "auto", "max_tokens": 5, "messages": "hi"}"#, 400, "invalid_request_error"),
+        (
+            r#"{"model": "auto", "max_tokens": 5, "messages": [{"role": "system", "content": "hi"}]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            r#"{"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": 7}]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            r#"{"model": "auto", "max_tokens": 5, "tool_choice": {"type": "maybe"}, "messages": [{"role": "user", "content": "hi"}]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            r#"{"model": "no-such-model", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}"#,
+            404,
+            "not_found_error",
+        ),
+        (r#"{"model": "fail500", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}"#, 502, "api_error"),
+    ];
+    for (body, status, kind) in cases {
+        let (s, retry, v) = post(&g, "sk-plain", body).await;
+        assert_eq!(
+            (s, v["type"].as_str(), v["error"]["type"].as_str()),
+            (status, Some("error"), Some(kind)),
+            "{body}: {v}"
+        );
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(retry, if status >= 500 { "true" } else { "false" }, "{body}");
+    }
+    let (s, _, v) = post(&g, "sk-wrong", r#"{"model": "auto", "max_tokens": 5, "messages": []}"#).await;
+    assert_eq!((s, v["error"]["type"].as_str()), (401, Some("authentication_error")));
+    g.running.shutdown().await;
+}
