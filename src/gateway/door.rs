@@ -20,6 +20,8 @@ pub enum Door {
     Embeddings,
     /// `POST /v1/messages`: Anthropic's Messages API, translated to chat ([`super::messages`]).
     Messages,
+    /// `POST /v1/responses`: OpenAI's Responses API, translated to chat ([`super::responses`]).
+    Responses,
 }
 
 /// A request as it came through a door, in the internal shape.
@@ -43,7 +45,7 @@ impl Door {
     /// The endpoint that the door's requests are routed as.
     pub fn endpoint(self) -> Endpoint {
         match self {
-            Door::Chat | Door::Messages => Endpoint::Chat,
+            Door::Chat | Door::Messages | Door::Responses => Endpoint::Chat,
             Door::Embeddings => Endpoint::Embeddings,
         }
     }
@@ -53,8 +55,10 @@ impl Door {
     pub fn parse(self, bytes: &[u8]) -> Result<Inbound, ApiError> {
         let mut body: Value = serde_json::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-        if self == Door::Messages {
-            body = super::messages::to_chat(body)?;
+        match self {
+            Door::Messages => body = super::messages::to_chat(body)?,
+            Door::Responses => body = super::responses::to_chat(body)?,
+            Door::Chat | Door::Embeddings => {}
         }
         if !body.is_object() {
             return Err(ApiError::bad_request("the request body must be a JSON object"));
@@ -64,13 +68,15 @@ impl Door {
         }
         self.validate(&body)?;
         let (facts, param) = match self {
-            Door::Chat | Door::Messages => (RequestFacts::from_chat(&body), "messages"),
+            Door::Chat | Door::Messages | Door::Responses => (RequestFacts::from_chat(&body), "messages"),
             Door::Embeddings => (RequestFacts::from_embeddings(&body), "input"),
         };
         let mut facts = facts.map_err(|e| ApiError::bad_request(e.to_string()).param(param))?;
-        if self == Door::Messages {
-            facts.api = crate::catalog::Api::Messages;
-        }
+        facts.api = match self {
+            Door::Messages => crate::catalog::Api::Messages,
+            Door::Responses => crate::catalog::Api::Responses,
+            Door::Chat | Door::Embeddings => crate::catalog::Api::Chat,
+        };
         let Some(requested) = facts.model.clone() else { return Err(Self::model_required()) };
         let stream = self != Door::Embeddings && facts.stream;
         let wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
@@ -183,7 +189,7 @@ impl Door {
     /// a non-empty `messages` of known roles (400 with `param` naming the field).
     fn validate(self, body: &Value) -> Result<(), ApiError> {
         let fields = match self {
-            Door::Chat | Door::Messages => CHAT_FIELDS,
+            Door::Chat | Door::Messages | Door::Responses => CHAT_FIELDS,
             Door::Embeddings => EMBEDDINGS_FIELDS,
         };
         for (name, kind) in fields {

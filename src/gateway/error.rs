@@ -189,6 +189,15 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", why)
     }
 
+    /// 404: a stored response was asked for, and none are stored.
+    pub fn response_not_stored() -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "responses are not stored by this gateway, so none can be retrieved",
+        )
+    }
+
     /// 404: no such endpoint.
     pub fn no_endpoint(path: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}"))

@@ -11,7 +11,6 @@
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
@@ -286,7 +285,8 @@ pub async fn answer(resp: Response) -> Response {
     let mut headers = parts.headers.clone();
     headers.remove(header::CONTENT_LENGTH);
     if streamed {
-        let events = events(body.into_data_stream());
+        let mut relay = Relay::default();
+        let events = super::edge::translate(body.into_data_stream(), move |b| relay.feed(b));
         let mut resp = Response::new(Body::from_stream(events));
         *resp.headers_mut() = headers;
         return resp;
@@ -305,7 +305,7 @@ pub async fn answer(resp: Response) -> Response {
 /// Where a stream's translation stands.
 #[derive(Default)]
 struct Relay {
-    buf: Vec<u8>,
+    frames: super::edge::Frames,
     started: bool,
     /// The open content block: its index, and whether it is text (else a tool use).
     open: Option<(usize, bool)>,
@@ -407,34 +407,19 @@ impl Relay {
 
     /// Takes bytes of the internal stream; returns the Anthropic events they complete.
     fn feed(&mut self, bytes: &[u8]) -> String {
-        self.buf.extend_from_slice(bytes);
         let mut out = String::new();
-        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = self.buf.drain(..end + 2).collect();
+        for data in self.frames.feed(bytes) {
             if self.done {
                 continue;
             }
-            let text = String::from_utf8_lossy(&frame);
-            for data in text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim) {
-                if data == "[DONE]" {
-                    self.finish(&mut out);
-                } else if let Ok(v) = serde_json::from_str::<Value>(data) {
-                    self.chunk(&v, &mut out);
-                }
+            if data == "[DONE]" {
+                self.finish(&mut out);
+            } else if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                self.chunk(&v, &mut out);
             }
         }
         out
     }
-}
-
-/// The internal event stream as Anthropic's events.
-fn events<S>(body: S) -> impl futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + 'static,
-{
-    let mut relay = Relay::default();
-    body.map(move |chunk| chunk.map(|b| bytes::Bytes::from(relay.feed(&b))))
-        .filter(|b| std::future::ready(b.as_ref().map_or(true, |b| !b.is_empty())))
 }
 
 #[cfg(test)]

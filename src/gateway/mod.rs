@@ -15,6 +15,7 @@ pub mod busy;
 mod cache;
 pub mod conn;
 pub mod door;
+mod edge;
 pub mod error;
 mod info;
 mod messages;
@@ -22,6 +23,7 @@ pub mod metrics;
 mod path;
 pub mod record;
 mod reply;
+mod responses;
 mod route;
 pub mod settle;
 mod stream;
@@ -116,6 +118,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/chat/completions", post(path::chat))
         .route("/v1/embeddings", post(path::embeddings))
         .route("/v1/messages", post(path::messages))
+        .route("/v1/responses", post(path::responses))
+        .route("/v1/responses/{id}", get(path::stored_response))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/models", get(info::models))
         .route("/v1/models/{id}", get(info::model))

@@ -35,6 +35,27 @@ pub async fn messages(State(st): State<Arc<AppState>>, req: axum::extract::Reque
     super::messages::answer(complete(st, Door::Messages, req).await).await
 }
 
+/// `POST /v1/responses`: OpenAI's Responses API, on the chat path, answered as a Response object
+/// or its event sequence.
+pub async fn responses(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    let snap = st.reloader.snapshot();
+    let (parts, body) = req.into_parts();
+    // The body is read here once, for the settings a Response object echoes, and handed on.
+    let bytes = match super::admit::read_body(&st, &snap, body).await {
+        Ok(b) => b,
+        Err(e) => return super::settle::answer(&st, Record::new(snap.version()), Err(e)),
+    };
+    let echo = super::responses::Echo::of(&serde_json::from_slice(&bytes).unwrap_or_default());
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    super::responses::answer(complete(st, Door::Responses, req).await, echo).await
+}
+
+/// `GET /v1/responses/{id}`: 404, as nothing is stored.
+pub async fn stored_response(State(st): State<Arc<AppState>>) -> Response {
+    let e = ApiError::response_not_stored();
+    super::settle::answer(&st, Record::new(st.reloader.snapshot().version()), Err(e))
+}
+
 /// `POST /v1/embeddings`.
 pub async fn embeddings(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     complete(st, Door::Embeddings, req).await
