@@ -8,8 +8,7 @@
 //! `metadata.user_id`, `stream`. Dropped: `top_k`, cache-control marks and thinking settings
 //! (OpenAI's shape has no place for them), and `service_tier`.
 
-use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
@@ -280,32 +279,16 @@ pub async fn answer(resp: Response) -> Response {
         };
         return error(parts.status, &message, &parts.headers);
     }
-    let streamed =
-        parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let mut headers = parts.headers.clone();
-    headers.remove(header::CONTENT_LENGTH);
-    if streamed {
-        let mut relay = Relay::default();
-        let events = super::edge::translate(body.into_data_stream(), move |b| relay.feed(b));
-        let mut resp = Response::new(Body::from_stream(events));
-        *resp.headers_mut() = headers;
-        return resp;
+    if super::edge::is_stream(&parts) {
+        return super::edge::stream_response(&parts, body, Relay::default());
     }
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(_) => return error(StatusCode::BAD_GATEWAY, "the reply could not be read", &parts.headers),
-    };
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let mut resp = Response::new(Body::from(to_message(&v).to_string()));
-    *resp.headers_mut() = headers;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+    let (v, headers) = super::edge::whole(&parts, body).await;
+    super::edge::json_response(&to_message(&v), headers)
 }
 
 /// Where a stream's translation stands.
 #[derive(Default)]
 struct Relay {
-    frames: super::edge::Frames,
     started: bool,
     /// The open content block: its index, and whether it is text (else a tool use).
     open: Option<(usize, bool)>,
@@ -340,7 +323,9 @@ impl Relay {
         ));
         i
     }
+}
 
+impl super::edge::Events for Relay {
     fn chunk(&mut self, v: &Value, out: &mut String) {
         if let Some(e) = v.get("error") {
             let message = e.get("message").and_then(Value::as_str).unwrap_or("the stream was interrupted");
@@ -405,20 +390,8 @@ impl Relay {
         self.done = true;
     }
 
-    /// Takes bytes of the internal stream; returns the Anthropic events they complete.
-    fn feed(&mut self, bytes: &[u8]) -> String {
-        let mut out = String::new();
-        for data in self.frames.feed(bytes) {
-            if self.done {
-                continue;
-            }
-            if data == "[DONE]" {
-                self.finish(&mut out);
-            } else if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                self.chunk(&v, &mut out);
-            }
-        }
-        out
+    fn done(&self) -> bool {
+        self.done
     }
 }
 
@@ -457,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_chat_stream_becomes_anthropic_events() {
-        let mut r = Relay::default();
+        let mut r = crate::gateway::edge::Translation::new(Relay::default());
         let mut out = String::new();
         for f in [
             json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]}),

@@ -9,8 +9,6 @@
 //! 400 that says so: `previous_response_id`, `store: true` (nothing is stored: `store` absent or
 //! false is accepted), `background`, and built-in tools (web search, file search, ...).
 
-use axum::body::Body;
-use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
@@ -281,23 +279,11 @@ pub async fn answer(resp: Response, echo: Echo) -> Response {
         return resp;
     }
     let (parts, body) = resp.into_parts();
-    let mut headers = parts.headers.clone();
-    headers.remove(header::CONTENT_LENGTH);
-    let streamed =
-        parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if streamed {
-        let mut relay = Relay { echo, ..Relay::default() };
-        let mut resp =
-            Response::new(Body::from_stream(super::edge::translate(body.into_data_stream(), move |b| relay.feed(b))));
-        *resp.headers_mut() = headers;
-        return resp;
+    if super::edge::is_stream(&parts) {
+        return super::edge::stream_response(&parts, body, Relay { echo, ..Relay::default() });
     }
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let mut resp = Response::new(Body::from(to_response(&v, &echo).to_string()));
-    *resp.headers_mut() = headers;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+    let (v, headers) = super::edge::whole(&parts, body).await;
+    super::edge::json_response(&to_response(&v, &echo), headers)
 }
 
 /// An output item being streamed: a message's text, or a function call's arguments.
@@ -314,7 +300,6 @@ struct Item {
 /// Where a stream's translation stands.
 #[derive(Default)]
 struct Relay {
-    frames: super::edge::Frames,
     echo: Echo,
     seq: u64,
     id: String,
@@ -388,7 +373,9 @@ impl Relay {
         let output: Vec<Value> = self.items.iter().map(|it| self.item_json(it, status != "in_progress")).collect();
         self.echo.response(&self.id, &self.created, &self.model, status, output, usage)
     }
+}
 
+impl super::edge::Events for Relay {
     fn chunk(&mut self, v: &Value, out: &mut String) {
         if let Some(e) = v.get("error") {
             let message = e.get("message").and_then(Value::as_str).unwrap_or("the stream was interrupted");
@@ -465,19 +452,8 @@ impl Relay {
         self.done = true;
     }
 
-    fn feed(&mut self, bytes: &[u8]) -> String {
-        let mut out = String::new();
-        for data in self.frames.feed(bytes) {
-            if self.done {
-                continue;
-            }
-            if data == "[DONE]" {
-                self.finish(&mut out);
-            } else if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                self.chunk(&v, &mut out);
-            }
-        }
-        out
+    fn done(&self) -> bool {
+        self.done
     }
 }
 
@@ -515,7 +491,7 @@ mod tests {
 
     #[test]
     fn a_chat_stream_becomes_the_responses_event_sequence() {
-        let mut r = Relay { echo: Echo::of(&json!({})), ..Relay::default() };
+        let mut r = crate::gateway::edge::Translation::new(Relay { echo: Echo::of(&json!({})), ..Relay::default() });
         let mut out = String::new();
         for f in [
             json!({"id": "chatcmpl-1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]}),
