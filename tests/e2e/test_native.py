@@ -1,13 +1,16 @@
 """End to end through the translating providers: the official `openai` client talks to a real
-`yardmaster serve` on 127.0.0.1, which talks to a fake Anthropic Messages API and a fake Gemini
-API (stdlib HTTP servers in this file, on ephemeral ports). Streams arrive chunk by chunk with
-tool calls, and the fakes check that each key travels in its own header."""
+`yardmaster serve` on 127.0.0.1, which talks to a fake Anthropic Messages API, a fake Gemini API
+and a fake OpenAI-compatible API (stdlib HTTP servers in this file, on ephemeral ports). Streams
+arrive chunk by chunk with tool calls, and the fakes check that each key travels in its own
+header. Every front door (chat completions, Responses, Anthropic Messages) meets every one of
+these provider kinds, plain and streamed."""
 
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import anthropic
 import openai
 import pytest
 from gateway import Gateway
@@ -24,7 +27,7 @@ class Fake(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def send_sse(self, events):
+    def send_sse(self, events, done=False):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("connection", "close")
@@ -34,6 +37,9 @@ class Fake(BaseHTTPRequestHandler):
             self.wfile.write(frame.encode())
             self.wfile.flush()
             time.sleep(0.05)  # slow enough to see chunks arrive one by one
+        if done:
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
         self.close_connection = True
 
     def send_json(self, obj, status=200):
@@ -49,7 +55,23 @@ class Fake(BaseHTTPRequestHandler):
         SEEN.append((self.path, dict(self.headers), body))
         if self.path == "/v1/messages":
             return self.anthropic(body)
+        if self.path == "/v1/chat/completions":
+            return self.openai(body)
         return self.gemini(body)
+
+    def openai(self, body):
+        base = {"id": "chatcmpl-e2e", "created": 1, "model": body["model"]}
+        if not body.get("stream"):
+            return self.send_json({**base, "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "Hello from fake GPT."}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}})
+        events = [("", {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]})
+                  for w in ["Un ", "deux ", "trois."]]
+        events.append(("", {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        events.append(("", {**base, "object": "chat.completion.chunk", "choices": [],
+                            "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}))
+        self.send_sse(events, done=True)
+
 
     def anthropic(self, body):
         if self.headers.get("x-api-key") != ANTHROPIC_KEY or not self.headers.get("anthropic-version"):
@@ -100,9 +122,11 @@ policy: main.route
 providers:
   anthropic: {{ kind: anthropic, base_url: "{fake_url}", api_key_env: E2E_ANTHROPIC_KEY }}
   gemini:    {{ kind: gemini,    base_url: "{fake_url}", api_key_env: E2E_GEMINI_KEY }}
+  oai:       {{ kind: openai,    base_url: "{fake_url}/v1" }}
 models:
   claude: {{ provider: anthropic, id: claude-haiku-4-5, price: {{ input: 1, output: 5 }}, context: 200000, capabilities: [tools] }}
   gemini: {{ provider: gemini,    id: gemini-2.5-flash, price: {{ input: 0.3, output: 2.5 }}, context: 1000000, capabilities: [tools] }}
+  gpt:    {{ provider: oai,       id: gpt-fake, price: {{ input: 0.15, output: 0.6 }}, context: 128000 }}
 keys:
   - {{ name: e2e, key_env: E2E_KEY }}
 storage: {{ sqlite: ":memory:" }}
@@ -176,3 +200,38 @@ def test_keys_travel_in_headers_and_never_reach_the_log(gateway):
     text = log.read_text()
     for secret in [KEY, ANTHROPIC_KEY, GEMINI_KEY]:
         assert secret not in text
+
+
+WORDS = {"claude": ("Hello from fake Claude.", "One two three four five."),
+         "gemini": ("Hello from fake Gemini.", "Eins zwei drei vier."),
+         "gpt": ("Hello from fake GPT.", "Un deux trois.")}
+
+
+@pytest.mark.parametrize("model", ["claude", "gemini", "gpt"])
+def test_the_messages_door_meets_every_provider_kind(gateway, model):
+    url, _ = gateway
+    c = anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0)
+    m = c.messages.create(model=model, max_tokens=50, system="Be brief.", messages=[{"role": "user", "content": "hello"}])
+    assert m.model == model and m.content[0].text == WORDS[model][0] and m.usage.output_tokens > 0
+    with c.messages.stream(model=model, max_tokens=50, messages=[{"role": "user", "content": "hello"}]) as s:
+        text = "".join(s.text_stream)
+    assert text == WORDS[model][1]
+
+
+@pytest.mark.parametrize("model", ["claude", "gemini", "gpt"])
+def test_the_responses_door_meets_every_provider_kind(gateway, model):
+    url, _ = gateway
+    c = client(url)
+    r = c.responses.create(model=model, instructions="Be brief.", input="hello")
+    assert r.model == model and r.output_text == WORDS[model][0]
+    events = list(c.responses.create(model=model, input="hello", stream=True))
+    assert events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == WORDS[model][1]
+
+
+def test_chat_meets_the_openai_kind(gateway):
+    url, _ = gateway
+    r = client(url).chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hello"}])
+    assert r.choices[0].message.content == WORDS["gpt"][0]
+    stream = client(url).chat.completions.create(model="gpt", stream=True, messages=[{"role": "user", "content": "hello"}])
+    assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == WORDS["gpt"][1]
