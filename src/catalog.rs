@@ -13,14 +13,20 @@ pub enum Endpoint {
     Chat,
     /// `/v1/embeddings`.
     Embeddings,
+    /// `/v1/moderations`.
+    Moderations,
 }
 
 impl Endpoint {
-    /// `"chat"` or `"embeddings"`, as `request.endpoint` reads it.
+    /// The values of `request.endpoint`.
+    pub const ALL: &'static [&'static str] = &["chat", "embeddings", "moderations"];
+
+    /// `"chat"`, `"embeddings"` or `"moderations"`, as `request.endpoint` reads it.
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Moderations => "moderations",
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum Door {
     Messages,
     /// `POST /v1/responses`: OpenAI's Responses API, translated to chat ([`super::responses`]).
     Responses,
+    /// `POST /v1/moderations`.
+    Moderations,
 }
 
 /// A request as it came through a door, in the internal shape.
@@ -47,6 +49,7 @@ impl Door {
         match self {
             Door::Chat | Door::Messages | Door::Responses => Endpoint::Chat,
             Door::Embeddings => Endpoint::Embeddings,
+            Door::Moderations => Endpoint::Moderations,
         }
     }
 
@@ -58,6 +61,12 @@ impl Door {
         match self {
             Door::Messages => body = super::messages::to_chat(body)?,
             Door::Responses => body = super::responses::to_chat(body)?,
+            Door::Moderations => {
+                // The model is optional here: the policy chooses.
+                if let Some(o) = body.as_object_mut() {
+                    o.entry("model").or_insert_with(|| Value::String("auto".into()));
+                }
+            }
             Door::Chat | Door::Embeddings => {}
         }
         if !body.is_object() {
@@ -70,15 +79,16 @@ impl Door {
         let (facts, param) = match self {
             Door::Chat | Door::Messages | Door::Responses => (RequestFacts::from_chat(&body), "messages"),
             Door::Embeddings => (RequestFacts::from_embeddings(&body), "input"),
+            Door::Moderations => (RequestFacts::from_moderations(&body), "input"),
         };
         let mut facts = facts.map_err(|e| ApiError::bad_request(e.to_string()).param(param))?;
         facts.api = match self {
             Door::Messages => crate::catalog::Api::Messages,
             Door::Responses => crate::catalog::Api::Responses,
-            Door::Chat | Door::Embeddings => crate::catalog::Api::Chat,
+            Door::Chat | Door::Embeddings | Door::Moderations => crate::catalog::Api::Chat,
         };
         let Some(requested) = facts.model.clone() else { return Err(Self::model_required()) };
-        let stream = self != Door::Embeddings && facts.stream;
+        let stream = !matches!(self, Door::Embeddings | Door::Moderations) && facts.stream;
         let wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
         Ok(Inbound { endpoint: self.endpoint(), body, facts, requested, stream, wants_usage })
     }
@@ -124,6 +134,9 @@ const CHAT_FIELDS: &[(&str, Kind)] = &[
     ("metadata", Kind::Object),
     ("reasoning_effort", Kind::OneOf(&["minimal", "low", "medium", "high"])),
 ];
+
+/// The moderations fields whose type is checked (`input` may also hold text and image parts).
+const MODERATIONS_FIELDS: &[(&str, Kind)] = &[("model", Kind::Text)];
 
 /// The embeddings fields whose type is checked.
 const EMBEDDINGS_FIELDS: &[(&str, Kind)] = &[
@@ -191,13 +204,14 @@ impl Door {
         let fields = match self {
             Door::Chat | Door::Messages | Door::Responses => CHAT_FIELDS,
             Door::Embeddings => EMBEDDINGS_FIELDS,
+            Door::Moderations => MODERATIONS_FIELDS,
         };
         for (name, kind) in fields {
             if let Some(why) = body.get(*name).and_then(|v| kind.check(v)) {
                 return Err(ApiError::bad_request(format!("`{name}` {why}")).param(*name));
             }
         }
-        if self != Door::Embeddings {
+        if !matches!(self, Door::Embeddings | Door::Moderations) {
             let Some(messages) = body.get("messages").and_then(Value::as_array) else { return Ok(()) };
             if messages.is_empty() {
                 return Err(ApiError::bad_request("`messages` must hold at least one message").param("messages"));
@@ -213,7 +227,7 @@ impl Door {
                 }
             }
         }
-        if self == Door::Embeddings {
+        if matches!(self, Door::Embeddings | Door::Moderations) {
             let empty = match body.get("input") {
                 Some(Value::String(s)) => s.is_empty(),
                 Some(Value::Array(a)) => a.is_empty(),

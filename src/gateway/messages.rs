@@ -165,38 +165,6 @@ fn message(i: usize, msg: &Value) -> Result<Vec<Value>, ApiError> {
     Ok(out)
 }
 
-/// `POST /v1/messages/count_tokens`: the input tokens of a Messages body (counted with the
-/// gateway's tokenizer, the one its budgets and rules use), in Anthropic's shape.
-pub async fn count_tokens(
-    axum::extract::State(st): axum::extract::State<std::sync::Arc<super::AppState>>,
-    req: axum::extract::Request,
-) -> Response {
-    let snap = st.reloader.snapshot();
-    let record = super::record::Record::new(snap.version());
-    let (parts, body) = req.into_parts();
-    let counted = async {
-        super::admit::authenticate(&snap, &parts.headers)?;
-        let bytes = super::admit::read_body(&st, &snap, body).await?;
-        let mut v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-        if let Some(o) = v.as_object_mut() {
-            // count_tokens takes no `max_tokens`.
-            o.entry("max_tokens").or_insert(json!(1));
-        }
-        let chat = to_chat(v)?;
-        let facts = crate::policy::eval::RequestFacts::from_chat(&chat)
-            .map_err(|e| ApiError::bad_request(e.to_string()).param("messages"))?;
-        let tools = chat.get("tools").map_or(0, |t| crate::util::tokens::count(&t.to_string()));
-        let n = crate::util::tokens::count(&facts.prompt) + tools;
-        Ok::<_, ApiError>(axum::Json(json!({"input_tokens": n})).into_response())
-    };
-    let resp = super::settle::answer(&st, record, counted.await);
-    if resp.status().is_success() {
-        return resp;
-    }
-    answer(resp).await
-}
-
 /// OpenAI's finish reason as Anthropic's stop reason.
 fn stop_reason(finish: Option<&str>) -> &'static str {
     match finish {

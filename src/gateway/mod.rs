@@ -117,10 +117,12 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(path::chat))
         .route("/v1/embeddings", post(path::embeddings))
+        .route("/v1/moderations", post(path::moderations))
+        .route("/moderations", post(path::moderations))
         .route("/v1/messages", post(path::messages))
         .route("/v1/responses", post(path::responses))
         .route("/v1/responses/{id}", get(path::stored_response))
-        .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route("/v1/messages/count_tokens", post(path::count_tokens))
         .route("/v1/models", get(info::models))
         .route("/v1/models/{id}", get(info::model))
         // Some clients are configured with a base URL without `/v1`.

@@ -35,6 +35,37 @@ pub async fn messages(State(st): State<Arc<AppState>>, req: axum::extract::Reque
     super::messages::answer(complete(st, Door::Messages, req).await).await
 }
 
+/// `POST /v1/messages/count_tokens`: the input tokens of a Messages body (counted with the
+/// gateway's tokenizer, the one its budgets and rules use), in Anthropic's shape.
+pub async fn count_tokens(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    let snap = st.reloader.snapshot();
+    let record = Record::new(snap.version());
+    let (parts, body) = req.into_parts();
+    let counted = async {
+        super::admit::authenticate(&snap, &parts.headers)?;
+        let bytes = super::admit::read_body(&st, &snap, body).await?;
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        if let Some(o) = v.as_object_mut() {
+            // count_tokens takes no `max_tokens`.
+            o.entry("max_tokens").or_insert(serde_json::json!(1));
+        }
+        let chat = super::messages::to_chat(v)?;
+        let facts = crate::policy::eval::RequestFacts::from_chat(&chat)
+            .map_err(|e| ApiError::bad_request(e.to_string()).param("messages"))?;
+        let tools = chat.get("tools").map_or(0, |t| crate::util::tokens::count(&t.to_string()));
+        let n = crate::util::tokens::count(&facts.prompt) + tools;
+        Ok::<_, ApiError>(axum::response::IntoResponse::into_response(axum::Json(
+            serde_json::json!({"input_tokens": n}),
+        )))
+    };
+    let resp = super::settle::answer(&st, record, counted.await);
+    if resp.status().is_success() {
+        return resp;
+    }
+    super::messages::answer(resp).await
+}
+
 /// `POST /v1/responses`: OpenAI's Responses API, on the chat path, answered as a Response object
 /// or its event sequence.
 pub async fn responses(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
@@ -54,6 +85,11 @@ pub async fn responses(State(st): State<Arc<AppState>>, req: axum::extract::Requ
 pub async fn stored_response(State(st): State<Arc<AppState>>) -> Response {
     let e = ApiError::response_not_stored();
     super::settle::answer(&st, Record::new(st.reloader.snapshot().version()), Err(e))
+}
+
+/// `POST /v1/moderations`.
+pub async fn moderations(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    complete(st, Door::Moderations, req).await
 }
 
 /// `POST /v1/embeddings`.

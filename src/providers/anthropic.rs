@@ -400,8 +400,8 @@ impl Translate for Stream {
 
 impl ProviderApi for Anthropic {
     async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
-        if call.endpoint == Endpoint::Embeddings {
-            return Err(UpstreamError::Unavailable("Anthropic offers no embeddings".into()));
+        if call.endpoint != Endpoint::Chat {
+            return Err(UpstreamError::Unavailable(format!("Anthropic offers no {} endpoint", call.endpoint.as_str())));
         }
         let Some(url) = &self.url else {
             return Err(UpstreamError::Unavailable("the base_url is not a URL".into()));

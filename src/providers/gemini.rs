@@ -412,6 +412,9 @@ pub fn embed_reply(v: &Value, model: &str) -> Result<Value, UpstreamError> {
 
 impl ProviderApi for Gemini {
     async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
+        if call.endpoint == Endpoint::Moderations {
+            return Err(UpstreamError::Unavailable("Gemini offers no moderations endpoint".into()));
+        }
         let (body, model) = native::client_body(&call.body)?;
         let taken = if call.endpoint == Endpoint::Embeddings { TAKEN_EMBEDDINGS } else { TAKEN };
         native::log_dropped(PROVIDER_TYPE, &native::dropped_fields(&body, taken));
@@ -432,7 +435,7 @@ impl ProviderApi for Gemini {
         let v = self.upstream.json_reply(resp, call.limits).await?;
         match call.endpoint {
             Endpoint::Embeddings => embed_reply(&v, &model).map(Reply::Json),
-            Endpoint::Chat => reply(&v, &model).map(Reply::Json),
+            Endpoint::Chat | Endpoint::Moderations => reply(&v, &model).map(Reply::Json),
         }
     }
 }

@@ -107,6 +107,9 @@ impl ProviderApi for Mock {
         if call.endpoint == Endpoint::Embeddings {
             return embeddings(&body, &model).map(Reply::Json);
         }
+        if call.endpoint == Endpoint::Moderations {
+            return Ok(Reply::Json(moderations(&body, &model, &id)));
+        }
         let max = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(|m| m.as_u64());
         let n = max.map_or(WORDS.len(), |m| (m as usize).min(WORDS.len()).max(1));
         let words: Vec<&str> = WORDS.iter().copied().take(n).collect();
@@ -305,6 +308,65 @@ fn example(schema: &serde_json::Value) -> serde_json::Value {
         "null" => Value::Null,
         _ => json!("example"),
     }
+}
+
+/// The words the mock's moderations flag, and the category each flags (SPEC §12).
+pub const FLAGGED: &[(&str, &str)] = &[
+    ("kill", "violence"),
+    ("bomb", "violence"),
+    ("attack", "violence"),
+    ("weapon", "violence"),
+    ("hate", "hate"),
+    ("suicide", "self-harm"),
+];
+
+/// The categories of OpenAI's moderation results.
+const CATEGORIES: &[&str] = &[
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+];
+
+/// Moderations: one result per input, flagged when the text holds a word of [`FLAGGED`] (whole
+/// words, any case), with that word's category at a score of 0.99 and the others at 0.01.
+fn moderations(body: &serde_json::Value, model: &str, id: &str) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.get("text").and_then(Value::as_str).unwrap_or("").to_string(),
+            })
+            .collect(),
+        _ => vec![String::new()],
+    };
+    let results: Vec<Value> = inputs
+        .iter()
+        .map(|text| {
+            let lower = text.to_lowercase();
+            let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric() && c != '-').collect();
+            let hit: Vec<&str> = FLAGGED.iter().filter(|(w, _)| words.contains(w)).map(|(_, c)| *c).collect();
+            let (mut categories, mut scores) = (Map::new(), Map::new());
+            for c in CATEGORIES {
+                categories.insert((*c).into(), json!(hit.contains(c)));
+                scores.insert((*c).into(), json!(if hit.contains(c) { 0.99 } else { 0.01 }));
+            }
+            json!({"flagged": !hit.is_empty(), "categories": categories, "category_scores": scores})
+        })
+        .collect();
+    json!({"id": format!("modr-{id}"), "model": model, "results": results})
 }
 
 /// FNV-1a: a stable seed from text.

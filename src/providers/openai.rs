@@ -16,7 +16,7 @@ pub const PROVIDER_TYPE: &str = "openai";
 #[derive(Clone, Debug)]
 pub struct OpenAi {
     /// `{base_url}/chat/completions` and `{base_url}/embeddings`, parsed once.
-    urls: Option<(reqwest::Url, reqwest::Url)>,
+    urls: Option<[reqwest::Url; 3]>,
     upstream: native::Upstream,
 }
 
@@ -29,9 +29,11 @@ impl OpenAi {
         http: reqwest::Client,
     ) -> OpenAi {
         let base_url = base_url.trim_end_matches('/').to_string();
-        let urls = reqwest::Url::parse(&format!("{base_url}/chat/completions"))
-            .ok()
-            .zip(reqwest::Url::parse(&format!("{base_url}/embeddings")).ok());
+        let url = |path: &str| reqwest::Url::parse(&format!("{base_url}/{path}")).ok();
+        let urls = match (url("chat/completions"), url("embeddings"), url("moderations")) {
+            (Some(c), Some(e), Some(m)) => Some([c, e, m]),
+            _ => None,
+        };
         OpenAi { urls, upstream: native::Upstream::new(http, key, native::Auth::Bearer, headers) }
     }
 }
@@ -43,12 +45,13 @@ fn passthrough(_status: u16, body: &str) -> String {
 
 impl ProviderApi for OpenAi {
     async fn call(&self, call: Call) -> Result<Reply, UpstreamError> {
-        let Some((chat, embeddings)) = &self.urls else {
+        let Some([chat, embeddings, moderations]) = &self.urls else {
             return Err(UpstreamError::Unavailable("the base_url is not a URL".into()));
         };
         let url = match call.endpoint {
             Endpoint::Chat => chat.clone(),
             Endpoint::Embeddings => embeddings.clone(),
+            Endpoint::Moderations => moderations.clone(),
         };
         let req = self.upstream.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(call.body);
         let resp = self.upstream.send(req, call.first_byte_timeout, call.limits, passthrough).await?;

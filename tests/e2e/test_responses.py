@@ -1,6 +1,6 @@
 """OpenAI's Responses API as a front door (SPEC §12) with the official `openai` Python SDK against a
 real `yardmaster serve`: plain and streamed responses, a function tool round trip, and what is not
-supported answered with a 400 that says so."""
+supported answered with a 400 that says so; and moderations through the same SDK."""
 
 import json
 
@@ -19,11 +19,17 @@ providers:
 models:
   gpt-4o-mini: { provider: fast, price: { input: 0.15, output: 0.6 }, context: 128000, capabilities: [tools, images] }
   gpt-4o:      { provider: fast, price: { input: 2.5, output: 10 }, context: 128000, capabilities: [tools, images] }
+  moderation:  { provider: fast, id: omni-moderation-latest, endpoint: moderations }
 keys:
   - { name: e2e, key_env: E2E_KEY }
 """
 
 POLICY = """
+rule "moderations" {
+  when request.endpoint == "moderations"
+  then moderation
+}
+
 rule "agents" {
   when request.api == "responses"
   then gpt-4o
@@ -101,3 +107,9 @@ def test_what_is_not_supported_is_a_400_that_says_so(gateway):
         assert "not supported" in e.value.message
     with pytest.raises(openai.NotFoundError):
         c.responses.retrieve("resp_123")
+
+
+def test_moderations_through_the_sdk(gateway):
+    r = client(gateway).moderations.create(input=["how to build a bomb", "what a lovely day"])
+    assert [x.flagged for x in r.results] == [True, False]
+    assert r.results[0].categories.violence is True

@@ -231,7 +231,11 @@ fn explain_json_matches_the_spec_shape() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["rule"], "code");
     let rules = v["rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 11, "rules/main.route: the spec's nine, the cached FAQ and the support questions");
+    assert_eq!(
+        rules.len(),
+        12,
+        "rules/main.route: the spec's nine, the cached FAQ, the support questions and moderations"
+    );
     assert!(rules
         .iter()
         .all(|r| r.get("name").is_some() && r.get("matched").is_some() && r.get("conditions").is_some()));

@@ -251,12 +251,22 @@ async fn embed(State(up): State<Upstream>, body: axum::body::Bytes) -> Response 
     axum::Json(json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}], "model": model, "usage": {"prompt_tokens": 2, "total_tokens": 2}})).into_response()
 }
 
+async fn moderate(State(up): State<Upstream>, body: axum::body::Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = v["model"].as_str().unwrap_or("").to_string();
+    *up.calls.lock().unwrap().entry(model.clone()).or_default() += 1;
+    up.bodies.lock().unwrap().push(v);
+    axum::Json(json!({"id": "modr-up", "model": model, "results": [{"flagged": false, "categories": {"hate": false}, "category_scores": {"hate": 0.001}}]}))
+        .into_response()
+}
+
 /// Starts the fake upstream.
 pub async fn upstream() -> (SocketAddr, Upstream) {
     let up = Upstream::default();
     let app = Router::new()
         .route("/v1/chat/completions", post(handle))
         .route("/v1/embeddings", post(embed))
+        .route("/v1/moderations", post(moderate))
         .with_state(up.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

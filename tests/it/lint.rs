@@ -253,20 +253,25 @@ fn the_shipped_policy_is_the_spec_example_formatted() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let spec = std::fs::read_to_string(root.join("tests/spec/main.route")).unwrap();
     let shipped = std::fs::read_to_string(root.join("rules/main.route")).unwrap();
-    // The shipped policy is the spec's example, formatted, with two rules more after the
-    // credentials rule: the quickstart's cached FAQ and its semantically cached support questions
-    // (SPEC §10).
+    // The shipped policy is the spec's example, formatted, with three rules more: the
+    // quickstart's cached FAQ and its semantically cached support questions (SPEC §10) after the
+    // credentials rule, and moderations (SPEC §12) after the embeddings rule.
     let a = yardmaster::policy::syntax::parse(0, &spec).unwrap();
     let b = yardmaster::policy::syntax::parse(0, &shipped).unwrap();
-    let added = |i: &yardmaster::policy::syntax::ast::Item| matches!(i, yardmaster::policy::syntax::ast::Item::Rule(r) if ["faq", "support"].contains(&r.node.name.node.as_str()));
-    assert_eq!(b.items.iter().filter(|i| added(i)).count(), 2);
+    let added = |i: &yardmaster::policy::syntax::ast::Item| matches!(i, yardmaster::policy::syntax::ast::Item::Rule(r) if ["faq", "support", "moderations"].contains(&r.node.name.node.as_str()));
+    assert_eq!(b.items.iter().filter(|i| added(i)).count(), 3);
     let without: Vec<_> = b.items.iter().filter(|i| !added(i)).cloned().collect();
     assert_eq!(a.items.len(), without.len());
     assert_eq!(yardmaster::policy::fmt::format_source(&shipped).unwrap(), shipped, "rules/main.route is formatted");
     let spec_text = yardmaster::policy::fmt::format_source(&spec).unwrap();
     let faq_text = "rule \"faq\" {\n  when prompt.last starts_with \"FAQ:\"\n  then gpt-4o-mini\n  cache 10m  # the same question within 10 minutes is answered from the cache\n}\n\n";
     let support_text = "rule \"support\" {\n  when prompt.last starts_with \"Support:\"\n  then claude-haiku -> gpt-4o-mini\n  cache 24h similar 90% using embed-small  # a close enough question is answered from the cache\n}\n\n";
-    assert_eq!(shipped.replacen(faq_text, "", 1).replacen(support_text, "", 1), spec_text);
+    let moderations_text =
+        "rule \"moderations\" {\n  when request.endpoint == \"moderations\"\n  then moderation\n}\n\n";
+    assert_eq!(
+        shipped.replacen(faq_text, "", 1).replacen(support_text, "", 1).replacen(moderations_text, "", 1),
+        spec_text
+    );
 }
 
 /// E0406 and E0408 are the checker's errors, reported together with every other error of the

@@ -89,3 +89,53 @@ async fn malformed_bodies_and_failures_get_anthropics_error_shape() {
     assert_eq!((s, v["error"]["type"].as_str()), (401, Some("authentication_error")));
     g.running.shutdown().await;
 }
+
+/// Moderations (SPEC §12): routed by `request.endpoint == "moderations"` to models that serve
+/// them; an OpenAI-compatible provider passes the request through, and the mock flags its words.
+#[tokio::test]
+async fn moderations_pass_through_or_are_flagged_by_the_mock() {
+    let policy = "rule \"mod\" {\n  when request.endpoint == \"moderations\" and header(\"x-test\") == \"up\"\n  then up-mod\n}\n\
+                  rule \"mock mod\" {\n  when request.endpoint == \"moderations\"\n  then mock-mod\n}\n\ndefault { then ok-model }\n";
+    let g = crate::gateway_support::gateway_custom(policy, false, |addr| {
+        crate::gateway_support::config(addr, "ok")
+            .replace("providers:\n", "providers:\n  mocky: { kind: mock, latency: 0ms }\n")
+            .replace(
+                "models:\n",
+                "models:\n  up-mod: { provider: up, id: omni-moderation-latest, endpoint: moderations }\n  \
+             mock-mod: { provider: mocky, id: m, endpoint: moderations }\n",
+            )
+    })
+    .await;
+    let r = g
+        .post("/v1/moderations", Some("sk-plain"))
+        .header("x-test", "up")
+        .json(&json!({"input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), header(&r, "x-yardmaster-model")), (200, "up-mod".to_string()));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["results"][0]["flagged"], false, "{v}");
+    let sent = g.up.bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        sent,
+        json!({"model": "omni-moderation-latest", "input": "hello"}),
+        "the upstream id, the input as sent"
+    );
+    let r = g
+        .post("/v1/moderations", Some("sk-plain"))
+        .json(&json!({"input": ["I hate Mondays", "a calm day", "Bomb threat"]}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let flagged: Vec<bool> = v["results"].as_array().unwrap().iter().map(|r| r["flagged"].as_bool().unwrap()).collect();
+    assert_eq!(flagged, [true, false, true], "{v}");
+    assert_eq!(
+        (v["results"][0]["categories"]["hate"].as_bool(), v["results"][2]["categories"]["violence"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let r = g.post("/v1/moderations", Some("sk-plain")).json(&json!({"input": ""})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    g.running.shutdown().await;
+}

@@ -172,7 +172,7 @@ pub fn constant(c: &Cond) -> Option<bool> {
                 _ => return None,
             };
             let known: &[&str] = match f {
-                Fact::RequestEndpoint => &["chat", "embeddings"],
+                Fact::RequestEndpoint => crate::catalog::Endpoint::ALL,
                 Fact::RequestApi => crate::catalog::Api::ALL,
                 Fact::TimeWeekday => crate::policy::ir::names::WEEKDAYS,
                 _ => return None,

@@ -46,7 +46,7 @@ fn val(l: &Lit) -> Option<Val> {
 /// Every value of a finite fact, when it has a known list of them.
 fn universe(f: &Fact) -> Option<BTreeSet<Val>> {
     let mut out: BTreeSet<Val> = match f {
-        Fact::RequestEndpoint => ["chat", "embeddings"].iter().map(|s| Val::Str((*s).into())).collect(),
+        Fact::RequestEndpoint => crate::catalog::Endpoint::ALL.iter().map(|s| Val::Str((*s).into())).collect(),
         Fact::RequestApi => crate::catalog::Api::ALL.iter().map(|s| Val::Str((*s).into())).collect(),
         Fact::TimeWeekday => WEEKDAYS.iter().map(|s| Val::Str((*s).into())).collect(),
         Fact::RequestStream | Fact::RequestTools | Fact::RequestImages => [Val::Bool(false), Val::Bool(true)].into(),

@@ -128,9 +128,18 @@ impl RequestFacts {
 
     /// Builds the facts of an embeddings body: `prompt` is the input text(s) joined by `\n`.
     pub fn from_embeddings(body: &Value) -> Result<RequestFacts, BodyError> {
+        Self::from_input(body, Endpoint::Embeddings)
+    }
+
+    /// Facts from an OpenAI moderations body: its input is the prompt.
+    pub fn from_moderations(body: &Value) -> Result<RequestFacts, BodyError> {
+        Self::from_input(body, Endpoint::Moderations)
+    }
+
+    fn from_input(body: &Value, endpoint: Endpoint) -> Result<RequestFacts, BodyError> {
         let obj = body.as_object().ok_or(BodyError::NotObject)?;
         let input = obj.get("input").ok_or(BodyError::MissingInput)?;
-        let mut f = RequestFacts { endpoint: Endpoint::Embeddings, ..Default::default() };
+        let mut f = RequestFacts { endpoint, ..Default::default() };
         match input {
             Value::String(s) => f.prompt.push_str(s),
             Value::Array(items) => {
