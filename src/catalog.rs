@@ -125,6 +125,8 @@ pub type ModelId = u32;
 pub struct Catalog {
     models: Vec<Model>,
     by_name: HashMap<String, ModelId>,
+    /// Families (`PREFIX/*`): every name with the prefix, reached through `requested`.
+    families: Vec<Model>,
 }
 
 impl Catalog {
@@ -139,7 +141,31 @@ impl Catalog {
             by_name.insert(m.name.clone(), ModelId::try_from(kept.len()).unwrap_or(ModelId::MAX));
             kept.push(m);
         }
-        Catalog { models: kept, by_name }
+        Catalog { models: kept, by_name, families: Vec::new() }
+    }
+
+    /// The catalog with these families (entries named `PREFIX/*`).
+    pub fn with_families(mut self, families: Vec<Model>) -> Catalog {
+        self.families = families;
+        self
+    }
+
+    /// The families, in catalog order.
+    pub fn families(&self) -> &[Model] {
+        &self.families
+    }
+
+    /// The model a client's name stands for through a family: the family's provider, prices,
+    /// context, tags, capabilities and endpoint, named as the client named it, with the upstream
+    /// id after the prefix (`openai/gpt-4.1` -> `gpt-4.1`). The longest prefix wins.
+    pub fn family_of(&self, name: &str) -> Option<Model> {
+        let f = self
+            .families
+            .iter()
+            .filter(|f| f.name.strip_suffix('*').is_some_and(|p| name.len() > p.len() && name.starts_with(p)))
+            .max_by_key(|f| f.name.len())?;
+        let prefix = f.name.strip_suffix('*').unwrap_or("");
+        Some(Model { name: name.to_string(), upstream_id: name[prefix.len()..].to_string(), ..f.clone() })
     }
 
     /// The model with this name.

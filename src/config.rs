@@ -472,22 +472,26 @@ impl Loaded {
 
 /// Builds the catalog of a config.
 pub fn catalog_of(config: &Config) -> Catalog {
-    Catalog::new(
-        config
-            .models
-            .iter()
-            .map(|(name, m)| Model {
-                name: name.clone(),
-                provider: m.provider.clone(),
-                upstream_id: m.id.clone().unwrap_or_else(|| name.clone()),
-                price: m.price.map(|p| Price { input: p.input, output: p.output }),
-                context: m.context,
-                tags: m.tags.clone(),
-                capabilities: m.capabilities.clone(),
-                endpoint: m.endpoint.unwrap_or(Endpoint::Chat),
-            })
-            .collect(),
-    )
+    let (families, models): (Vec<Model>, Vec<Model>) = config
+        .models
+        .iter()
+        .map(|(name, m)| Model {
+            name: name.clone(),
+            provider: m.provider.clone(),
+            upstream_id: m.id.clone().unwrap_or_else(|| name.clone()),
+            price: m.price.map(|p| Price { input: p.input, output: p.output }),
+            context: m.context,
+            tags: m.tags.clone(),
+            capabilities: m.capabilities.clone(),
+            endpoint: m.endpoint.unwrap_or(Endpoint::Chat),
+        })
+        .partition(|m| is_family(&m.name));
+    Catalog::new(models).with_families(families)
+}
+
+/// Whether a catalog name stands for a family (`PREFIX/*`).
+pub fn is_family(name: &str) -> bool {
+    name.len() > 2 && name.ends_with("/*")
 }
 
 /// Reads and validates a config file.
@@ -556,6 +560,17 @@ fn check_providers(config: &Config, err: &mut impl FnMut(&str, String), warnings
 /// `models`: their providers, endpoints and prices.
 fn check_models(config: &Config, err: &mut impl FnMut(&str, String)) {
     for (name, m) in &config.models {
+        if is_family(name) && m.id.is_some() {
+            err(
+                name,
+                format!(
+                    "model family `{name}`: a family has no `id` (the upstream id is the rest of the client's name)"
+                ),
+            );
+        }
+        if name.contains('*') && !is_family(name) {
+            err(name, format!("model `{name}`: `*` is only for a family, written `PREFIX/*` (as `openai/*`)"));
+        }
         if !config.providers.contains_key(&m.provider) {
             let help = crate::util::fuzzy::did_you_mean(&m.provider, config.providers.keys().map(String::as_str));
             err(

@@ -78,7 +78,9 @@ pub async fn admit<'s>(
     }
     let Some(k) = key else { return Ok(Admitted { key, inbound }) };
     if let Some(list) = &k.models {
-        if inbound.requested != "auto" && !list.contains(&inbound.requested) {
+        let in_family =
+            |n: &String| crate::config::is_family(n) && inbound.requested.starts_with(n.trim_end_matches('*'));
+        if inbound.requested != "auto" && !list.contains(&inbound.requested) && !list.iter().any(in_family) {
             return Err(ApiError::model_not_allowed(&inbound.requested));
         }
     }

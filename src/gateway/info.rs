@@ -50,8 +50,14 @@ pub async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let snap = st.reloader.snapshot();
     let record = Record::new(snap.version());
     let result = authenticate(&snap, &headers).map(|key| {
-        let data: Vec<serde_json::Value> =
-            std::iter::once(auto_entry()).chain(visible(&snap, key).map(model_entry)).collect();
+        let allowed = key.and_then(|k| k.models.clone());
+        // A family is one entry, named as the catalog names it (`openai/*`).
+        let families =
+            snap.program.catalog().families().iter().filter(|f| allowed.as_ref().is_none_or(|a| a.contains(&f.name)));
+        let data: Vec<serde_json::Value> = std::iter::once(auto_entry())
+            .chain(visible(&snap, key).map(model_entry))
+            .chain(families.map(model_entry))
+            .collect();
         axum::Json(json!({"object": "list", "data": data})).into_response()
     });
     answer(&st, record, result)

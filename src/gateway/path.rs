@@ -231,7 +231,16 @@ async fn forward(
     let catalog = snap.program.catalog();
     let sizes = Sizes { prompt_bytes: inbound.facts.prompt.len() as u64, max_tokens: inbound.facts.max_tokens };
     let allowed = admitted.key.and_then(|k| k.models.as_deref());
-    let targets = dispatch::targets(&routing.steps, catalog, &snap.providers, allowed, sizes);
+    // A client's name under a family (`openai/gpt-4.1` under `openai/*`) is one target of its own.
+    let family = routing.unknown_requested.as_deref().and_then(|n| catalog.family_of(n));
+    let targets = match &family {
+        Some(m) => dispatch::targets::Targets {
+            list: dispatch::targets::one(m, &snap.providers, sizes.prompt_bytes).into_iter().collect(),
+            skipped: vec![format!("{}: its family's provider `{}` is not configured", m.name, m.provider)],
+            ..Default::default()
+        },
+        None => dispatch::targets(&routing.steps, catalog, &snap.providers, allowed, sizes),
+    };
     if targets.list.is_empty() {
         let why =
             if targets.skipped.is_empty() { "the rule has no target".to_string() } else { targets.skipped.join("; ") };
@@ -265,7 +274,7 @@ async fn forward(
             settle.record.attempted(std::mem::take(&mut success.attempts));
             settle.record.upstream = Some(success.upstream_id.clone());
             settle.record.ttfb = Some(success.ttfb);
-            let model = catalog.by_name(&success.model);
+            let model = catalog.by_name(&success.model).or(family.as_ref());
             settle.rate = Rate::of(model.and_then(|m| m.price));
             settle.context = model.and_then(|m| m.context);
             let prompt_tokens = routing.tokens.or(inbound.facts.known_tokens);

@@ -100,7 +100,10 @@ pub async fn route<'s>(
         return Err(ApiError::denied(status, message));
     }
     if let Some(name) = &routing.unknown_requested {
-        return Err(ApiError::model_not_found(name));
+        // A name outside the catalog may still be a family's (`openai/*`): dispatch reaches it.
+        if snap.program.catalog().family_of(name).is_none() {
+            return Err(ApiError::model_not_found(name));
+        }
     }
     Ok(routing)
 }

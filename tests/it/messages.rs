@@ -139,3 +139,64 @@ async fn moderations_pass_through_or_are_flagged_by_the_mock() {
     assert_eq!(r.status(), 400);
     g.running.shutdown().await;
 }
+
+/// Model families (SPEC §12): `up/*` stands for every name with the prefix, reached through
+/// `requested`, with the upstream id after the prefix and the family's prices.
+#[tokio::test]
+async fn a_family_passes_the_rest_of_the_name_upstream_at_its_prices() {
+    let g = crate::gateway_support::gateway_custom(crate::gateway_support::POLICY, false, |addr| {
+        crate::gateway_support::config(addr, "ok")
+            .replace(
+                "models:\n",
+                "models:\n  up/*: { provider: up, price: { input: 1, output: 2 }, context: 100000 }\n",
+            )
+            .replace(
+                "  - { name: plain,",
+                &format!(
+                    "  - {{ name: fam, key_sha256: {}, models: [\"up/*\"] }}\n  - {{ name: plain,",
+                    crate::gateway_support::sha("sk-fam")
+                ),
+            )
+    })
+    .await;
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let r = g.post("/v1/chat/completions", Some("sk-plain")).json(&ask("up/premium")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        (header(&r, "x-yardmaster-model"), header(&r, "x-yardmaster-upstream-model")),
+        ("up/premium".into(), "premium".into())
+    );
+    assert!(header(&r, "x-yardmaster-cost-usd").parse::<f64>().unwrap() > 0.0, "priced by the family");
+    assert_eq!(g.up.bodies.lock().unwrap().last().unwrap()["model"], "premium");
+    assert_eq!(g.up.calls("premium"), 1);
+    // A key whose allowlist names the family may use its names, and no others.
+    let r = g.post("/v1/chat/completions", Some("sk-fam")).json(&ask("up/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = g.post("/v1/chat/completions", Some("sk-fam")).json(&ask("premium-model")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    // A name under no family is still a 404.
+    let r = g.post("/v1/chat/completions", Some("sk-plain")).json(&ask("other/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // /v1/models lists the family once.
+    let v: Value =
+        g.http.get(format!("{}/v1/models", g.url)).bearer_auth("sk-fam").send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["auto", "up/*"]);
+    g.running.shutdown().await;
+}
+
+#[test]
+fn a_family_with_an_id_or_a_stray_star_is_a_config_error() {
+    let base = "providers:\n  up: { kind: mock }\nmodels:\n";
+    for (entry, says) in [
+        ("  up/*: { provider: up, id: x }\n", "a family has no `id`"),
+        ("  up*: { provider: up }\n", "only for a family"),
+    ] {
+        let e = yardmaster::config::parse(std::path::Path::new("y.yaml"), &format!("{base}{entry}")).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    let ok = yardmaster::config::parse(std::path::Path::new("y.yaml"), &format!("{base}  up/*: {{ provider: up }}\n"))
+        .unwrap();
+    assert_eq!(ok.catalog().family_of("up/m1").map(|m| m.upstream_id), Some("m1".to_string()));
+    assert!(ok.catalog().by_name("up/*").is_none(), "a family is not a model of its own");
+}

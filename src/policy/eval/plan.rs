@@ -104,7 +104,11 @@ impl<'p> Planner<'p, '_, '_> {
                     model: None,
                     name: n.to_string(),
                     taken: false,
-                    reason: "skipped: requested model is not in the catalog".into(),
+                    // A family's name is dispatched by the gateway as a target of its own.
+                    reason: match self.catalog.family_of(n) {
+                        Some(f) => format!("requested: of a family, sent to `{}` as `{}`", f.provider, f.upstream_id),
+                        None => "skipped: requested model is not in the catalog".into(),
+                    },
                     with: NO_WITH,
                     deny: None,
                     skip: Some(Skip::NotInCatalog),
