@@ -256,7 +256,7 @@ pub async fn answer(resp: Response) -> Response {
 
 /// Where a stream's translation stands.
 #[derive(Default)]
-struct Relay {
+pub struct Relay {
     started: bool,
     /// The open content block: its index, and whether it is text (else a tool use).
     open: Option<(usize, bool)>,

@@ -299,7 +299,7 @@ struct Item {
 
 /// Where a stream's translation stands.
 #[derive(Default)]
-struct Relay {
+pub struct Relay {
     echo: Echo,
     seq: u64,
     id: String,
@@ -372,6 +372,13 @@ impl Relay {
     fn snapshot(&self, status: &str, usage: Value) -> Value {
         let output: Vec<Value> = self.items.iter().map(|it| self.item_json(it, status != "in_progress")).collect();
         self.echo.response(&self.id, &self.created, &self.model, status, output, usage)
+    }
+}
+
+impl Relay {
+    /// A translation that echoes `echo`'s settings in its Response objects.
+    pub fn new(echo: Echo) -> Relay {
+        Relay { echo, ..Relay::default() }
     }
 }
 

@@ -13,6 +13,7 @@ mod cli;
 mod common;
 mod compile_corpus;
 mod docs;
+mod doors;
 mod eval;
 mod eval_corpus;
 mod fmt_corpus;
