@@ -12,17 +12,13 @@
 #
 # Usage: bash bench/cache.sh [ROUNDS]   (default 3; needs `oha`: cargo install oha --locked)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command -v oha >/dev/null || { echo "install oha first: cargo install oha --locked" >&2; exit 2; }
-cargo build --release --bins --quiet
+source "$(dirname "$0")/lib.sh"
 rounds=${1:-3}
 requests=${REQUESTS:-50000}
 fill=${FILL:-20000}
 
 UP=127.0.0.1:18391
 GW=127.0.0.1:18390
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 bench/gateway_config.py config "$work" "$GW" "$UP" on
 { printf 'rule "cached" {\n  when header("x-bench") == "cached"\n  then fast\n  cache 1h\n}\n\n'; cat "$work/policy.route"; } > "$work/p2"
 mv "$work/p2" "$work/policy.route"

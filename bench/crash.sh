@@ -7,14 +7,10 @@
 #
 # Usage: bash bench/crash.sh   (DURATION=30 KILL_AT=20 PROMPT_KB=120 CLIENTS=8 BIN=target/release/yardmaster)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command -v oha >/dev/null || { echo "install oha first: cargo install oha --locked" >&2; exit 2; }
-cargo build --release --bins --quiet
+source "$(dirname "$0")/lib.sh"
 BIN=${BIN:-target/release/yardmaster}
 DURATION=${DURATION:-30} KILL_AT=${KILL_AT:-20} PROMPT_KB=${PROMPT_KB:-120} CLIENTS=${CLIENTS:-8}
 UP=127.0.0.1:18191 GW=127.0.0.1:18192
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 python3 bench/gateway_config.py config "$work" "$GW" "$UP"
 printf 'log: { requests: requests.jsonl }\n' >> "$work/yardmaster.yaml"

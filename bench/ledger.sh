@@ -6,15 +6,11 @@
 #
 # Usage: bash bench/ledger.sh [ROUNDS]   (REQUEST_LOG=1 also writes the request log on the ledger side)   (needs `oha`: cargo install oha --locked)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command -v oha >/dev/null || { echo "install oha first: cargo install oha --locked" >&2; exit 2; }
-cargo build --release --bins --quiet
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${1:-3}
 N=50000
 
 UP=127.0.0.1:18091
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 for mode in on off; do
   mkdir -p "$work/$mode"

@@ -12,17 +12,13 @@
 # Usage: bash bench/redis.sh [ROUNDS]   (default 3; needs `oha` (cargo install oha --locked) and
 # redis-server)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command -v oha >/dev/null || { echo "install oha first: cargo install oha --locked" >&2; exit 2; }
+source "$(dirname "$0")/lib.sh"
 command -v redis-server >/dev/null || { echo "install redis-server first (apt-get install redis-server)" >&2; exit 2; }
-cargo build --release --bins --quiet
 rounds=${1:-3}
 requests=${REQUESTS:-20000}
 
 UP=127.0.0.1:18391
 REDIS_PORT=18393
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 KEY=sk-bench-key
 SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)

@@ -18,16 +18,12 @@
 #        STREAM=only bash bench/stack.sh  only the streaming part; STREAM=off skips it
 #        BIN=path bash bench/stack.sh     another gateway binary
 set -euo pipefail
-cd "$(dirname "$0")/.."
-command -v oha >/dev/null || { echo "install oha first: cargo install oha --locked" >&2; exit 2; }
-cargo build --release --bins --quiet
+source "$(dirname "$0")/lib.sh"
 rounds=${1:-3}
 requests=${REQUESTS:-50000}
 
 UP=127.0.0.1:18091
 GW=127.0.0.1:18090
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 bench/gateway_config.py config "$work" "$GW" "$UP" "${LEDGER:-on}"
 
 taskset -c 1 target/release/fake-upstream "$UP" --gap-ms 0 &

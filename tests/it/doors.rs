@@ -94,16 +94,26 @@ fn the_responses_door_keeps_its_contract() {
 /// Bodies each door refuses, with the status: never a panic, never a 500.
 #[test]
 fn malformed_bodies_are_refused_by_each_door() {
-    for body in [json!(null), json!([1]), json!("x"), json!({}), json!({"model": "m", "max_tokens": -1, "messages": []}),
-        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]})]
-    {
+    for body in [
+        json!(null),
+        json!([1]),
+        json!("x"),
+        json!({}),
+        json!({"model": "m", "max_tokens": -1, "messages": []}),
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]}),
+    ] {
         let e = messages::to_chat(body.clone()).unwrap_err();
         assert_eq!(e.status.as_u16(), 400, "{body}");
     }
-    for body in [json!(null), json!({"model": "m"}), json!({"model": "m", "input": 5}),
-        json!({"model": "m", "input": [{"type": "computer_call"}]}), json!({"model": "m", "input": [{"role": "tool", "content": "x"}]}),
-        json!({"model": "m", "input": "x", "tool_choice": 7}), json!({"model": "m", "input": "x", "instructions": 3})]
-    {
+    for body in [
+        json!(null),
+        json!({"model": "m"}),
+        json!({"model": "m", "input": 5}),
+        json!({"model": "m", "input": [{"type": "computer_call"}]}),
+        json!({"model": "m", "input": [{"role": "tool", "content": "x"}]}),
+        json!({"model": "m", "input": "x", "tool_choice": 7}),
+        json!({"model": "m", "input": "x", "instructions": 3}),
+    ] {
         let e = responses::to_chat(body.clone()).unwrap_err();
         assert_eq!(e.status.as_u16(), 400, "{body}");
     }
