@@ -15,6 +15,7 @@ pub mod policy;
 pub use serde_json as json;
 pub mod dispatch;
 pub mod gateway;
+pub mod lsp;
 pub mod providers;
 pub mod reload;
 pub mod simulate;

@@ -88,6 +88,8 @@ pub enum Command {
     Test(test::Args),
     /// Replay a request log through a policy (and a baseline) and compare the routing and cost.
     Simulate(simulate::Args),
+    /// Serve the Language Server Protocol over stdio, for editors.
+    Lsp,
 }
 
 /// Runs a parsed command line.
@@ -99,6 +101,13 @@ pub fn run(cli: Cli) -> Exit {
         Command::Serve(a) => serve::run(a),
         Command::Test(a) => test::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Lsp => match crate::lsp::run() {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("error: the language server stopped: {e}");
+                Exit::CannotRun
+            }
+        },
     }
 }
 

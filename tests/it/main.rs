@@ -21,6 +21,7 @@ mod front_door;
 mod gateway;
 mod gateway_support;
 mod lint;
+mod lsp;
 mod malformed;
 mod messages;
 mod native;

@@ -1,0 +1,261 @@
+//! The language server (SPEC §14): LSP messages over stdio -> diagnostics (as `lint` gives them,
+//! against the catalog of the nearest `yardmaster.yaml` up the tree), hover on models and facts,
+//! document symbols and formatting (as `fmt` gives it) for `.route` files. Positions are UTF-16,
+//! as LSP requires. Built so far: full-document sync, diagnostics on open and change, hover,
+//! symbols, formatting; completion, definitions, code actions and includes are to come.
+
+mod position;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use lsp_server::{Connection, Message, Notification, Request, Response};
+use lsp_types::{
+    Diagnostic, DiagnosticSeverity, DocumentSymbol, Hover, HoverContents, MarkupContent, MarkupKind, NumberOrString,
+    PublishDiagnosticsParams, ServerCapabilities, SymbolKind, TextDocumentSyncCapability, TextDocumentSyncKind,
+    TextEdit, Uri,
+};
+use serde_json::Value;
+
+use crate::catalog::Catalog;
+use crate::policy::syntax::ast::Item;
+use crate::policy::{check, load, CheckOptions};
+use position::Lines;
+
+/// Serves the protocol on stdin and stdout until the client says `exit`.
+pub fn run() -> Result<(), String> {
+    let (conn, io) = Connection::stdio();
+    let caps = ServerCapabilities {
+        text_document_sync: Some(TextDocumentSyncCapability::Kind(TextDocumentSyncKind::FULL)),
+        hover_provider: Some(lsp_types::HoverProviderCapability::Simple(true)),
+        document_symbol_provider: Some(lsp_types::OneOf::Left(true)),
+        document_formatting_provider: Some(lsp_types::OneOf::Left(true)),
+        ..ServerCapabilities::default()
+    };
+    let caps = serde_json::to_value(caps).map_err(|e| e.to_string())?;
+    conn.initialize(caps).map_err(|e| e.to_string())?;
+    let mut server = Server::default();
+    for msg in &conn.receiver {
+        match msg {
+            Message::Request(req) => {
+                if conn.handle_shutdown(&req).map_err(|e| e.to_string())? {
+                    break;
+                }
+                let resp = server.request(req);
+                conn.sender.send(Message::Response(resp)).map_err(|e| e.to_string())?;
+            }
+            Message::Notification(n) => {
+                for out in server.notification(n) {
+                    conn.sender.send(Message::Notification(out)).map_err(|e| e.to_string())?;
+                }
+            }
+            Message::Response(_) => {}
+        }
+    }
+    drop(conn);
+    io.join().map_err(|e| e.to_string())
+}
+
+/// The open documents.
+#[derive(Default)]
+struct Server {
+    docs: HashMap<String, String>,
+}
+
+/// The path of a `file://` URI.
+fn path_of(uri: &Uri) -> PathBuf {
+    let s = uri.as_str();
+    let p = s.strip_prefix("file://").unwrap_or(s);
+    PathBuf::from(percent_decode(p))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() + 1 {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The catalog of the nearest `yardmaster.yaml` up the tree from `file` (none without one, or
+/// when it does not load: then the policy is checked without a catalog, as `lint` does).
+fn catalog_for(file: &Path) -> Option<Catalog> {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        let cfg = d.join("yardmaster.yaml");
+        if cfg.is_file() {
+            return crate::config::load(&cfg).ok().map(|l| l.catalog());
+        }
+        dir = d.parent();
+    }
+    None
+}
+
+impl Server {
+    fn notification(&mut self, n: Notification) -> Vec<Notification> {
+        let uri = n.params.pointer("/textDocument/uri").and_then(Value::as_str).map(str::to_string);
+        let Some(uri) = uri else { return Vec::new() };
+        match n.method.as_str() {
+            "textDocument/didOpen" => {
+                let text = n.params.pointer("/textDocument/text").and_then(Value::as_str).unwrap_or("").to_string();
+                self.docs.insert(uri.clone(), text);
+            }
+            "textDocument/didChange" => {
+                // Full sync: the last change holds the whole text.
+                let changes = n.params.get("contentChanges").and_then(Value::as_array);
+                if let Some(text) = changes.and_then(|c| c.last()).and_then(|c| c.get("text")).and_then(Value::as_str) {
+                    self.docs.insert(uri.clone(), text.to_string());
+                }
+            }
+            "textDocument/didClose" => {
+                self.docs.remove(&uri);
+                return vec![publish(&uri, Vec::new())];
+            }
+            _ => return Vec::new(),
+        }
+        let text = self.docs.get(&uri).cloned().unwrap_or_default();
+        vec![publish(&uri, diagnostics(&uri, &text))]
+    }
+
+    fn request(&self, req: Request) -> Response {
+        let uri = req.params.pointer("/textDocument/uri").and_then(Value::as_str).unwrap_or("");
+        let Some(text) = self.docs.get(uri) else {
+            return Response::new_ok(req.id, Value::Null);
+        };
+        let result = match req.method.as_str() {
+            "textDocument/formatting" => formatting(text),
+            "textDocument/documentSymbol" => symbols(text),
+            "textDocument/hover" => {
+                let line = req.params.pointer("/position/line").and_then(Value::as_u64).unwrap_or(0);
+                let character = req.params.pointer("/position/character").and_then(Value::as_u64).unwrap_or(0);
+                let uri: Option<Uri> = uri.parse().ok();
+                hover(text, uri.as_ref().map(path_of).as_deref(), line as u32, character as u32)
+            }
+            _ => {
+                return Response::new_err(
+                    req.id,
+                    lsp_server::ErrorCode::MethodNotFound as i32,
+                    format!("{} is not served", req.method),
+                )
+            }
+        };
+        Response::new_ok(req.id, result)
+    }
+}
+
+fn publish(uri: &str, diagnostics: Vec<Diagnostic>) -> Notification {
+    let params = serde_json::json!({"uri": uri, "diagnostics": diagnostics});
+    let _: Option<PublishDiagnosticsParams> = serde_json::from_value(params.clone()).ok();
+    Notification::new("textDocument/publishDiagnostics".into(), params)
+}
+
+/// The document's diagnostics, as `lint` gives them, in UTF-16 ranges.
+fn diagnostics(uri: &str, text: &str) -> Vec<Diagnostic> {
+    let path = uri.parse::<Uri>().map(|u| path_of(&u)).unwrap_or_else(|_| PathBuf::from("policy.route"));
+    let catalog = catalog_for(&path);
+    let outcome = check(load::load_text(&path, text), catalog.as_ref(), CheckOptions::default());
+    let lines = Lines::new(text);
+    outcome
+        .diagnostics
+        .iter()
+        .filter(|d| d.primary.span.file == 0)
+        .map(|d| {
+            let mut message = d.message.clone();
+            if let Some(h) = &d.help {
+                message.push_str("\nhelp: ");
+                message.push_str(h);
+            }
+            Diagnostic {
+                range: lines.range(d.primary.span.start, d.primary.span.end),
+                severity: Some(if d.is_error() { DiagnosticSeverity::ERROR } else { DiagnosticSeverity::WARNING }),
+                code: Some(NumberOrString::String(d.code.as_str().to_string())),
+                source: Some("yardmaster".into()),
+                message,
+                ..Diagnostic::default()
+            }
+        })
+        .collect()
+}
+
+/// One edit that replaces the document with its formatted text (none when it does not parse).
+fn formatting(text: &str) -> Value {
+    let Ok(formatted) = crate::policy::fmt::format_source(text) else { return Value::Null };
+    let lines = Lines::new(text);
+    let edit = TextEdit { range: lines.range(0, u32::try_from(text.len()).unwrap_or(u32::MAX)), new_text: formatted };
+    serde_json::to_value(vec![edit]).unwrap_or(Value::Null)
+}
+
+/// The rules, `let`s and the default.
+fn symbols(text: &str) -> Value {
+    let Ok(file) = crate::policy::syntax::parse(0, text) else { return serde_json::json!([]) };
+    let lines = Lines::new(text);
+    let symbol = |name: String,
+                  kind: SymbolKind,
+                  whole: crate::policy::syntax::span::Span,
+                  at: crate::policy::syntax::span::Span| {
+        #[allow(deprecated, reason = "`deprecated` is a required field of the type")]
+        DocumentSymbol {
+            name,
+            detail: None,
+            kind,
+            tags: None,
+            deprecated: None,
+            range: lines.range(whole.start, whole.end),
+            selection_range: lines.range(at.start, at.end),
+            children: None,
+        }
+    };
+    let out: Vec<DocumentSymbol> = file
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Rule(r) => Some(symbol(r.node.name.node.clone(), SymbolKind::FUNCTION, r.span, r.node.name.span)),
+            Item::Let(l) => Some(symbol(l.node.name.node.clone(), SymbolKind::CONSTANT, l.span, l.node.name.span)),
+            Item::Default(d) => Some(symbol("default".into(), SymbolKind::FUNCTION, d.span, d.span)),
+            Item::Include(_) => None,
+        })
+        .collect();
+    serde_json::to_value(out).unwrap_or(Value::Null)
+}
+
+/// What a model or a fact under the cursor is.
+fn hover(text: &str, path: Option<&Path>, line: u32, character: u32) -> Value {
+    let lines = Lines::new(text);
+    let Some(word) = lines.word_at(line, character) else { return Value::Null };
+    let markdown = if let Some(m) = path.and_then(catalog_for).and_then(|c| c.by_name(word).cloned()) {
+        let price = m
+            .price
+            .map_or("unpriced".to_string(), |p| format!("${} in, ${} out per million tokens", p.input, p.output));
+        let caps: Vec<String> = m.capabilities.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
+        format!(
+            "**{}** (model)\n\nprovider `{}`, upstream id `{}`, serves {}\n\n{}; context {}\n\ntags: {}; capabilities: {}",
+            m.name,
+            m.provider,
+            m.upstream_id,
+            m.endpoint.as_str(),
+            price,
+            m.context.map_or("unknown".into(), |c| format!("{c} tokens")),
+            if m.tags.is_empty() { "none".into() } else { m.tags.join(", ") },
+            if caps.is_empty() { "none".into() } else { caps.join(", ") },
+        )
+    } else if crate::policy::ir::names::FACTS.contains(&word) {
+        format!("**{word}** (fact)\n\nSee the facts table of docs/language.md.")
+    } else {
+        return Value::Null;
+    };
+    let h = Hover {
+        contents: HoverContents::Markup(MarkupContent { kind: MarkupKind::Markdown, value: markdown }),
+        range: None,
+    };
+    serde_json::to_value(h).unwrap_or(Value::Null)
+}

@@ -1,0 +1,146 @@
+//! `yardmaster lsp` driven over stdio with JSON-RPC, as an editor drives it: initialize, open a
+//! policy with a mistake and get its diagnostic at the right UTF-16 range, edit it away and see the
+//! diagnostics cleared, hover on a model and a fact, document symbols, formatting, and shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde_json::{json, Value};
+
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next: u64,
+}
+
+impl Client {
+    fn start(dir: &std::path::Path) -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_yardmaster"))
+            .arg("lsp")
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Client { child, stdin, stdout, next: 1 }
+    }
+
+    fn send(&mut self, v: &Value) {
+        let body = v.to_string();
+        write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn read(&mut self) -> Value {
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            self.stdout.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(n) = line.strip_prefix("Content-Length: ") {
+                len = n.parse().unwrap();
+            }
+        }
+        let mut buf = vec![0; len];
+        self.stdout.read_exact(&mut buf).unwrap();
+        serde_json::from_slice(&buf).unwrap()
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let m = self.read();
+            if m["id"] == id {
+                return m["result"].clone();
+            }
+        }
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    fn diagnostics(&mut self) -> Vec<Value> {
+        loop {
+            let m = self.read();
+            if m["method"] == "textDocument/publishDiagnostics" {
+                return m["params"]["diagnostics"].as_array().unwrap().clone();
+            }
+        }
+    }
+}
+
+#[test]
+fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("examples/quickstart.yaml"), dir.path().join("yardmaster.yaml")).unwrap();
+    let file = dir.path().join("main.route");
+    let uri = format!("file://{}", file.display());
+    let mut c = Client::start(dir.path());
+    let caps = c.request("initialize", json!({"processId": null, "rootUri": null, "capabilities": {}}));
+    assert_eq!(caps["capabilities"]["documentFormattingProvider"], true);
+    c.notify("initialized", json!({}));
+
+    // A typo after non-ASCII text on its line: "é" is one UTF-16 unit, "😀" two.
+    let text = "rule \"é😀\" { when prompt contains \"x\" then gpt-4oo }\ndefault { then gpt-4o-mini }\n";
+    c.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": uri, "languageId": "route", "version": 1, "text": text}}),
+    );
+    let d = c.diagnostics();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["code"], "E0201");
+    assert_eq!(d[0]["severity"], 1);
+    let col = text[..text.find("gpt-4oo").unwrap()].encode_utf16().count();
+    assert_eq!(d[0]["range"]["start"], json!({"line": 0, "character": col}));
+    assert_eq!(d[0]["range"]["end"], json!({"line": 0, "character": col + 7}));
+    assert!(d[0]["message"].as_str().unwrap().contains("gpt-4o"), "{d:?}");
+
+    let fixed = "rule \"code\" {\n  when prompt contains \"x\"\n  then gpt-4o\n}\n\ndefault { then gpt-4o-mini }\n";
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": fixed}]}),
+    );
+    let d = c.diagnostics();
+    // Lint's warnings (unused catalog models) stay; the error is gone.
+    assert!(d.iter().all(|x| x["severity"] != 1), "{d:?}");
+
+    let h =
+        c.request("textDocument/hover", json!({"textDocument": {"uri": uri}, "position": {"line": 2, "character": 9}}));
+    let h = h["contents"]["value"].as_str().unwrap();
+    assert!(h.contains("gpt-4o") && h.contains("provider `mock-openai`") && h.contains("128000 tokens"), "{h}");
+    let h =
+        c.request("textDocument/hover", json!({"textDocument": {"uri": uri}, "position": {"line": 1, "character": 9}}));
+    assert!(h["contents"]["value"].as_str().unwrap().contains("**prompt** (fact)"), "{h}");
+
+    let s = c.request("textDocument/documentSymbol", json!({"textDocument": {"uri": uri}}));
+    let names: Vec<&str> = s.as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["code", "default"]);
+    assert_eq!(s[0]["selectionRange"]["start"], json!({"line": 0, "character": 5}));
+
+    let messy = "rule   \"code\" {  when prompt contains \"x\"\n then gpt-4o }\ndefault {then gpt-4o-mini}\n";
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 3}, "contentChanges": [{"text": messy}]}),
+    );
+    let _ = c.diagnostics();
+    let edits = c.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(edits[0]["newText"], yardmaster::policy::fmt::format_source(messy).unwrap());
+    assert_eq!(edits[0]["range"]["start"], json!({"line": 0, "character": 0}));
+
+    assert_eq!(c.request("shutdown", Value::Null), Value::Null);
+    c.notify("exit", Value::Null);
+    assert!(c.child.wait().unwrap().success());
+}
