@@ -2,8 +2,10 @@
 //! against the catalog of the nearest `yardmaster.yaml` up the tree), hover on models and facts,
 //! document symbols and formatting (as `fmt` gives it) for `.route` files. Positions are UTF-16,
 //! as LSP requires. Built so far: full-document sync, diagnostics on open and change, hover,
-//! symbols, formatting; completion, definitions, code actions and includes are to come.
+//! completion, go to definition (`let` names, `include`d files), symbols, formatting, and code
+//! actions for the diagnostics that say "did you mean"; includes' own diagnostics are to come.
 
+mod complete;
 mod position;
 
 use std::collections::HashMap;
@@ -30,6 +32,12 @@ pub fn run() -> Result<(), String> {
         hover_provider: Some(lsp_types::HoverProviderCapability::Simple(true)),
         document_symbol_provider: Some(lsp_types::OneOf::Left(true)),
         document_formatting_provider: Some(lsp_types::OneOf::Left(true)),
+        completion_provider: Some(lsp_types::CompletionOptions {
+            trigger_characters: Some(vec![" ".into(), "\"".into(), "(".into()]),
+            ..lsp_types::CompletionOptions::default()
+        }),
+        definition_provider: Some(lsp_types::OneOf::Left(true)),
+        code_action_provider: Some(lsp_types::CodeActionProviderCapability::Simple(true)),
         ..ServerCapabilities::default()
     };
     let caps = serde_json::to_value(caps).map_err(|e| e.to_string())?;
@@ -132,15 +140,25 @@ impl Server {
         let Some(text) = self.docs.get(uri) else {
             return Response::new_ok(req.id, Value::Null);
         };
+        let line = req.params.pointer("/position/line").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let character = req.params.pointer("/position/character").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let path = uri.parse::<Uri>().ok().map(|u| path_of(&u));
         let result = match req.method.as_str() {
+            "textDocument/completion" => {
+                let lines = Lines::new(text);
+                let before = lines.offset(line, character).map_or("", |o| {
+                    let start = text[..o].rfind('\n').map_or(0, |i| i + 1);
+                    &text[start..o]
+                });
+                let lets = let_names(text);
+                let catalog = path.as_deref().and_then(catalog_for);
+                serde_json::to_value(complete::at(before, catalog.as_ref(), &lets)).unwrap_or(Value::Null)
+            }
+            "textDocument/definition" => definition(text, path.as_deref(), line, character),
+            "textDocument/codeAction" => code_actions(uri, &req.params),
             "textDocument/formatting" => formatting(text),
             "textDocument/documentSymbol" => symbols(text),
-            "textDocument/hover" => {
-                let line = req.params.pointer("/position/line").and_then(Value::as_u64).unwrap_or(0);
-                let character = req.params.pointer("/position/character").and_then(Value::as_u64).unwrap_or(0);
-                let uri: Option<Uri> = uri.parse().ok();
-                hover(text, uri.as_ref().map(path_of).as_deref(), line as u32, character as u32)
-            }
+            "textDocument/hover" => hover(text, path.as_deref(), line, character),
             _ => {
                 return Response::new_err(
                     req.id,
@@ -258,4 +276,60 @@ fn hover(text: &str, path: Option<&Path>, line: u32, character: u32) -> Value {
         range: None,
     };
     serde_json::to_value(h).unwrap_or(Value::Null)
+}
+
+/// The policy's `let` names: read from its lines, since the text being typed rarely parses.
+fn let_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("let "))
+        .filter_map(|rest| {
+            rest.split(|c: char| c.is_whitespace() || c == '=').find(|w| !w.is_empty()).map(str::to_string)
+        })
+        .collect()
+}
+
+/// Where the `let` name or the `include`d file under the cursor is. Read from the lines, since the
+/// text being typed rarely parses.
+fn definition(text: &str, path: Option<&Path>, line: u32, character: u32) -> Value {
+    let lines = Lines::new(text);
+    let file_uri = |p: &Path| format!("file://{}", p.display());
+    let here = text.lines().nth(line as usize).unwrap_or("");
+    if let Some(rest) = here.trim_start().strip_prefix("include ") {
+        let name = rest.trim().trim_matches('"');
+        let Some(dir) = path.and_then(Path::parent) else { return Value::Null };
+        return serde_json::json!({"uri": file_uri(&dir.join(name)),
+            "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}}});
+    }
+    let Some(word) = lines.word_at(line, character) else { return Value::Null };
+    let mut offset = 0;
+    for l in text.split_inclusive('\n') {
+        if let Some(rest) = l.trim_start().strip_prefix("let ") {
+            let name_at = l.len() - l.trim_start().len() + 4 + (rest.len() - rest.trim_start().len());
+            if rest.trim_start().split(|c: char| c.is_whitespace() || c == '=').next() == Some(word) {
+                let start = u32::try_from(offset + name_at).unwrap_or(u32::MAX);
+                let end = start + u32::try_from(word.len()).unwrap_or(0);
+                let uri = path.map_or_else(String::new, file_uri);
+                return serde_json::json!({"uri": uri, "range": lines.range(start, end)});
+            }
+        }
+        offset += l.len();
+    }
+    Value::Null
+}
+
+/// A quick fix for each diagnostic in the request whose message or help says "did you mean `X`":
+/// X in place of the diagnostic's range.
+fn code_actions(uri: &str, params: &Value) -> Value {
+    let diags = params.pointer("/context/diagnostics").and_then(Value::as_array).cloned().unwrap_or_default();
+    let actions: Vec<Value> = diags
+        .iter()
+        .filter_map(|d| {
+            let text = d.get("message").and_then(Value::as_str)?;
+            let (_, rest) = text.split_once("did you mean `")?;
+            let (fix, _) = rest.split_once('`')?;
+            let edit = serde_json::json!({"changes": {uri: [{"range": d["range"], "newText": fix}]}});
+            Some(serde_json::json!({"title": format!("Replace with `{fix}`"), "kind": "quickfix", "diagnostics": [d], "edit": edit, "isPreferred": true}))
+        })
+        .collect();
+    Value::Array(actions)
 }

@@ -1,6 +1,7 @@
 //! `yardmaster lsp` driven over stdio with JSON-RPC, as an editor drives it: initialize, open a
-//! policy with a mistake and get its diagnostic at the right UTF-16 range, edit it away and see the
-//! diagnostics cleared, hover on a model and a fact, document symbols, formatting, and shutdown.
+//! policy with a mistake and get its diagnostic at the right UTF-16 range and its quick fix, edit it
+//! away and see the error cleared, hover on a model and a fact, document symbols, formatting,
+//! completion after `when` and `then`, definitions of a `let` and an include, and shutdown.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -105,6 +106,13 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     assert_eq!(d[0]["range"]["end"], json!({"line": 0, "character": col + 7}));
     assert!(d[0]["message"].as_str().unwrap().contains("gpt-4o"), "{d:?}");
 
+    // The typo's quick fix.
+    let actions = c.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": uri}, "range": d[0]["range"], "context": {"diagnostics": d}}),
+    );
+    assert_eq!(actions[0]["edit"]["changes"][&uri][0]["newText"], "gpt-4o", "{actions}");
+
     let fixed = "rule \"code\" {\n  when prompt contains \"x\"\n  then gpt-4o\n}\n\ndefault { then gpt-4o-mini }\n";
     c.notify(
         "textDocument/didChange",
@@ -139,6 +147,44 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     );
     assert_eq!(edits[0]["newText"], yardmaster::policy::fmt::format_source(messy).unwrap());
     assert_eq!(edits[0]["range"]["start"], json!({"line": 0, "character": 0}));
+
+    // Completion after `when` and `then`, go to a `let` and to an `include`d file.
+    std::fs::write(
+        dir.path().join("extra.route"),
+        "rule \"extra\" {\n  when prompt contains \"y\"\n  then gpt-4o\n}\n",
+    )
+    .unwrap();
+    let with_let = "include \"extra.route\"\nlet words = [\"a\", \"b\"]\n\nrule \"w\" {\n  when prompt contains any words\n  then \n}\n\ndefault { then gpt-4o-mini }\n";
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 4}, "contentChanges": [{"text": with_let}]}),
+    );
+    let _ = c.diagnostics();
+    let items = c.request(
+        "textDocument/completion",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 5, "character": 7}}),
+    );
+    let labels: Vec<&str> = items.as_array().unwrap().iter().map(|i| i["label"].as_str().unwrap()).collect();
+    assert!(
+        labels.contains(&"claude-haiku") && labels.contains(&"healthy") && labels.contains(&"cheapest("),
+        "{labels:?}"
+    );
+    let items = c.request(
+        "textDocument/completion",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 4, "character": 7}}),
+    );
+    let labels: Vec<&str> = items.as_array().unwrap().iter().map(|i| i["label"].as_str().unwrap()).collect();
+    assert!(labels.contains(&"prompt.tokens") && labels.contains(&"words"), "{labels:?}");
+    let def = c.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 4, "character": 27}}),
+    );
+    assert_eq!(def["range"]["start"], json!({"line": 1, "character": 4}), "{def}");
+    let def = c.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 0, "character": 12}}),
+    );
+    assert!(def["uri"].as_str().unwrap().ends_with("/extra.route"), "{def}");
 
     assert_eq!(c.request("shutdown", Value::Null), Value::Null);
     c.notify("exit", Value::Null);
