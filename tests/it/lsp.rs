@@ -69,6 +69,13 @@ impl Client {
         self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
     }
 
+    /// Replaces the document's text; returns the diagnostics that follow.
+    fn change(&mut self, uri: &str, version: u32, text: &str) -> Vec<Value> {
+        let params = json!({"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": text}]});
+        self.notify("textDocument/didChange", params);
+        self.diagnostics()
+    }
+
     fn diagnostics(&mut self) -> Vec<Value> {
         loop {
             let m = self.read();
@@ -114,11 +121,7 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     assert_eq!(actions[0]["edit"]["changes"][&uri][0]["newText"], "gpt-4o", "{actions}");
 
     let fixed = "rule \"code\" {\n  when prompt contains \"x\"\n  then gpt-4o\n}\n\ndefault { then gpt-4o-mini }\n";
-    c.notify(
-        "textDocument/didChange",
-        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": fixed}]}),
-    );
-    let d = c.diagnostics();
+    let d = c.change(&uri, 2, fixed);
     // Lint's warnings (unused catalog models) stay; the error is gone.
     assert!(d.iter().all(|x| x["severity"] != 1), "{d:?}");
 
@@ -136,11 +139,7 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     assert_eq!(s[0]["selectionRange"]["start"], json!({"line": 0, "character": 5}));
 
     let messy = "rule   \"code\" {  when prompt contains \"x\"\n then gpt-4o }\ndefault {then gpt-4o-mini}\n";
-    c.notify(
-        "textDocument/didChange",
-        json!({"textDocument": {"uri": uri, "version": 3}, "contentChanges": [{"text": messy}]}),
-    );
-    let _ = c.diagnostics();
+    let _ = c.change(&uri, 3, messy);
     let edits = c.request(
         "textDocument/formatting",
         json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
@@ -155,11 +154,7 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     )
     .unwrap();
     let with_let = "include \"extra.route\"\nlet words = [\"a\", \"b\"]\n\nrule \"w\" {\n  when prompt contains any words\n  then \n}\n\ndefault { then gpt-4o-mini }\n";
-    c.notify(
-        "textDocument/didChange",
-        json!({"textDocument": {"uri": uri, "version": 4}, "contentChanges": [{"text": with_let}]}),
-    );
-    let _ = c.diagnostics();
+    let _ = c.change(&uri, 4, with_let);
     let items = c.request(
         "textDocument/completion",
         json!({"textDocument": {"uri": uri}, "position": {"line": 5, "character": 7}}),
