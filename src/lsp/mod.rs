@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use lsp_server::{Connection, Message, Notification, Request, Response};
 use lsp_types::{
     Diagnostic, DiagnosticSeverity, DocumentSymbol, Hover, HoverContents, MarkupContent, MarkupKind, NumberOrString,
-    PublishDiagnosticsParams, ServerCapabilities, SymbolKind, TextDocumentSyncCapability, TextDocumentSyncKind,
-    TextEdit, Uri,
+    ServerCapabilities, SymbolKind, TextDocumentSyncCapability, TextDocumentSyncKind, TextEdit, Uri,
 };
 use serde_json::Value;
 
@@ -43,7 +42,26 @@ pub fn run() -> Result<(), String> {
     let caps = serde_json::to_value(caps).map_err(|e| e.to_string())?;
     conn.initialize(caps).map_err(|e| e.to_string())?;
     let mut server = Server::default();
-    for msg in &conn.receiver {
+    loop {
+        // Changes are checked once the typing pauses: a change that comes within the debounce
+        // replaces the one before it unchecked.
+        let msg = if server.pending.is_empty() {
+            match conn.receiver.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            }
+        } else {
+            match conn.receiver.recv_timeout(DEBOUNCE) {
+                Ok(m) => m,
+                Err(e) if e.is_timeout() => {
+                    for out in server.flush() {
+                        conn.sender.send(Message::Notification(out)).map_err(|e| e.to_string())?;
+                    }
+                    continue;
+                }
+                Err(_) => break,
+            }
+        };
         match msg {
             Message::Request(req) => {
                 if conn.handle_shutdown(&req).map_err(|e| e.to_string())? {
@@ -64,10 +82,14 @@ pub fn run() -> Result<(), String> {
     io.join().map_err(|e| e.to_string())
 }
 
-/// The open documents.
+/// How long the typing must pause before a changed document is checked.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// The open documents, and those changed since they were last checked.
 #[derive(Default)]
 struct Server {
     docs: HashMap<String, String>,
+    pending: std::collections::BTreeSet<String>,
 }
 
 /// The path of a `file://` URI.
@@ -127,12 +149,21 @@ impl Server {
             }
             "textDocument/didClose" => {
                 self.docs.remove(&uri);
+                self.pending.remove(&uri);
                 return vec![publish(&uri, Vec::new())];
             }
             _ => return Vec::new(),
         }
-        let text = self.docs.get(&uri).cloned().unwrap_or_default();
-        vec![publish(&uri, diagnostics(&uri, &text))]
+        self.pending.insert(uri);
+        Vec::new()
+    }
+
+    /// Checks the documents changed since their last check.
+    fn flush(&mut self) -> Vec<Notification> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter_map(|uri| Some(publish(&uri, diagnostics(&uri, self.docs.get(&uri)?))))
+            .collect()
     }
 
     fn request(&self, req: Request) -> Response {
@@ -171,9 +202,15 @@ impl Server {
     }
 }
 
+/// What the server publishes for `text` as the document `uri` (a `file://` URI): parse, check
+/// against the nearest catalog, and the notification's JSON. For benchmarks.
+pub fn check_and_publish(uri: &str, text: &str) -> String {
+    let n = publish(uri, diagnostics(uri, text));
+    serde_json::to_string(&n.params).unwrap_or_default()
+}
+
 fn publish(uri: &str, diagnostics: Vec<Diagnostic>) -> Notification {
     let params = serde_json::json!({"uri": uri, "diagnostics": diagnostics});
-    let _: Option<PublishDiagnosticsParams> = serde_json::from_value(params.clone()).ok();
     Notification::new("textDocument/publishDiagnostics".into(), params)
 }
 
@@ -246,7 +283,34 @@ fn symbols(text: &str) -> Value {
     serde_json::to_value(out).unwrap_or(Value::Null)
 }
 
-/// What a model or a fact under the cursor is.
+/// What the rule options mean, for hover.
+const OPTIONS: &[(&str, &str)] = &[
+    ("retries", "`retries N`: retries per target, with exponential backoff and jitter (0 to 10)."),
+    ("timeout", "`timeout DURATION`: per attempt, to the first byte (60s by default)."),
+    ("cache", "`cache DURATION [shared | similar PCT using MODEL]`: answer repeated (or close enough) requests from the cache."),
+    ("tag", "`tag \"label\"`: a metrics label."),
+    ("only", "`only SET`: every target the rule may try must be in the set."),
+    ("with", "`with (field: value, ...)`: request fields set for a target."),
+];
+
+/// What the word operators mean, for hover.
+const OPERATORS: &[(&str, &str)] = &[
+    ("contains", "Text contains a keyword (case-insensitive); `contains any LIST` / `contains all LIST`."),
+    ("starts_with", "Text starts with a string (case-insensitive)."),
+    ("ends_with", "Text ends with a string (case-insensitive)."),
+    ("matches", "Text matches a regex, written `/.../`."),
+    ("in", "The value is one of a list."),
+];
+
+/// A `let`'s value as written, from its line.
+fn let_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("let ")?.trim_start().strip_prefix(name)?;
+        Some(rest.trim_start().strip_prefix('=')?.trim())
+    })
+}
+
+/// What a model, a fact, a rule option, an operator or a `let` under the cursor is.
 fn hover(text: &str, path: Option<&Path>, line: u32, character: u32) -> Value {
     let lines = Lines::new(text);
     let Some(word) = lines.word_at(line, character) else { return Value::Null };
@@ -268,6 +332,12 @@ fn hover(text: &str, path: Option<&Path>, line: u32, character: u32) -> Value {
         )
     } else if crate::policy::ir::names::FACTS.contains(&word) {
         format!("**{word}** (fact)\n\nSee the facts table of docs/language.md.")
+    } else if let Some((_, meaning)) = OPTIONS.iter().find(|(o, _)| *o == word) {
+        format!("**{word}** (rule option)\n\n{meaning}")
+    } else if let Some((_, meaning)) = OPERATORS.iter().find(|(o, _)| *o == word) {
+        format!("**{word}** (operator)\n\n{meaning}")
+    } else if let Some(value) = let_value(text, word) {
+        format!("**{word}** (let)\n\n```route\nlet {word} = {value}\n```")
     } else {
         return Value::Null;
     };

@@ -181,6 +181,14 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     );
     assert!(def["uri"].as_str().unwrap().ends_with("/extra.route"), "{def}");
 
+    // Changes typed in a burst are checked once, as the last of them.
+    for v in 5..9 {
+        let params = json!({"textDocument": {"uri": uri, "version": v}, "contentChanges": [{"text": fixed}]});
+        c.notify("textDocument/didChange", params);
+    }
+    let d = c.change(&uri, 9, text);
+    assert_eq!(d.iter().filter(|x| x["code"] == "E0201").count(), 1, "the burst's last text was checked first: {d:?}");
+
     assert_eq!(c.request("shutdown", Value::Null), Value::Null);
     c.notify("exit", Value::Null);
     assert!(c.child.wait().unwrap().success());
