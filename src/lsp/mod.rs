@@ -3,7 +3,8 @@
 //! document symbols and formatting (as `fmt` gives it) for `.route` files. Positions are UTF-16,
 //! as LSP requires. Built so far: full-document sync, diagnostics on open and change, hover,
 //! completion, go to definition (`let` names, `include`d files), symbols, formatting, and code
-//! actions for the diagnostics that say "did you mean"; includes' own diagnostics are to come.
+//! actions for the diagnostics that say "did you mean"; included files are read as the editor has
+//! them and their diagnostics published for them.
 
 mod complete;
 mod position;
@@ -162,7 +163,8 @@ impl Server {
     fn flush(&mut self) -> Vec<Notification> {
         std::mem::take(&mut self.pending)
             .into_iter()
-            .filter_map(|uri| Some(publish(&uri, diagnostics(&uri, self.docs.get(&uri)?))))
+            .flat_map(|uri| diagnostics(&uri, &self.docs))
+            .map(|(uri, found)| publish(&uri, found))
             .collect()
     }
 
@@ -205,8 +207,9 @@ impl Server {
 /// What the server publishes for `text` as the document `uri` (a `file://` URI): parse, check
 /// against the nearest catalog, and the notification's JSON. For benchmarks.
 pub fn check_and_publish(uri: &str, text: &str) -> String {
-    let n = publish(uri, diagnostics(uri, text));
-    serde_json::to_string(&n.params).unwrap_or_default()
+    let open = HashMap::from([(uri.to_string(), text.to_string())]);
+    let (uri, found) = diagnostics(uri, &open).swap_remove(0);
+    serde_json::to_string(&publish(&uri, found).params).unwrap_or_default()
 }
 
 fn publish(uri: &str, diagnostics: Vec<Diagnostic>) -> Notification {
@@ -214,30 +217,65 @@ fn publish(uri: &str, diagnostics: Vec<Diagnostic>) -> Notification {
     Notification::new("textDocument/publishDiagnostics".into(), params)
 }
 
-/// The document's diagnostics, as `lint` gives them, in UTF-16 ranges.
-fn diagnostics(uri: &str, text: &str) -> Vec<Diagnostic> {
+/// Reads the open documents as the editor has them, and other files from disk.
+struct Editor<'a> {
+    open: &'a HashMap<String, String>,
+}
+
+impl load::Reader for Editor<'_> {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let open = self.open.iter().find(|(uri, _)| uri.parse::<Uri>().is_ok_and(|u| path_of(&u) == path));
+        match open {
+            Some((_, text)) => Ok(text.clone().into_bytes()),
+            None => std::fs::read(path),
+        }
+    }
+}
+
+fn file_uri(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// The diagnostics of the document `uri` and of the files it includes, as `lint` gives them, per
+/// file URI (the document's own first), in UTF-16 ranges.
+fn diagnostics(uri: &str, open: &HashMap<String, String>) -> Vec<(String, Vec<Diagnostic>)> {
     let path = uri.parse::<Uri>().map(|u| path_of(&u)).unwrap_or_else(|_| PathBuf::from("policy.route"));
     let catalog = catalog_for(&path);
-    let outcome = check(load::load_text(&path, text), catalog.as_ref(), CheckOptions::default());
-    let lines = Lines::new(text);
-    outcome
-        .diagnostics
-        .iter()
-        .filter(|d| d.primary.span.file == 0)
-        .map(|d| {
-            let mut message = d.message.clone();
-            if let Some(h) = &d.help {
-                message.push_str("\nhelp: ");
-                message.push_str(h);
-            }
-            Diagnostic {
-                range: lines.range(d.primary.span.start, d.primary.span.end),
-                severity: Some(if d.is_error() { DiagnosticSeverity::ERROR } else { DiagnosticSeverity::WARNING }),
-                code: Some(NumberOrString::String(d.code.as_str().to_string())),
-                source: Some("yardmaster".into()),
-                message,
-                ..Diagnostic::default()
-            }
+    let outcome = check(load::load(&path, &Editor { open }), catalog.as_ref(), CheckOptions::default());
+    let files = outcome.sources.files();
+    (0..files.len().max(1))
+        .map(|id| {
+            let (file_uri, text) = match files.get(id) {
+                Some(f) if id > 0 => (file_uri(&f.path), f.text.as_ref()),
+                Some(f) => (uri.to_string(), f.text.as_ref()),
+                None => (uri.to_string(), ""),
+            };
+            let lines = Lines::new(text);
+            let found = outcome
+                .diagnostics
+                .iter()
+                .filter(|d| d.primary.span.file as usize == id)
+                .map(|d| {
+                    let mut message = d.message.clone();
+                    if let Some(h) = &d.help {
+                        message.push_str("\nhelp: ");
+                        message.push_str(h);
+                    }
+                    Diagnostic {
+                        range: lines.range(d.primary.span.start, d.primary.span.end),
+                        severity: Some(if d.is_error() {
+                            DiagnosticSeverity::ERROR
+                        } else {
+                            DiagnosticSeverity::WARNING
+                        }),
+                        code: Some(NumberOrString::String(d.code.as_str().to_string())),
+                        source: Some("yardmaster".into()),
+                        message,
+                        ..Diagnostic::default()
+                    }
+                })
+                .collect();
+            (file_uri, found)
         })
         .collect()
 }

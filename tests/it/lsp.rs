@@ -73,13 +73,14 @@ impl Client {
     fn change(&mut self, uri: &str, version: u32, text: &str) -> Vec<Value> {
         let params = json!({"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": text}]});
         self.notify("textDocument/didChange", params);
-        self.diagnostics()
+        self.diagnostics(uri)
     }
 
-    fn diagnostics(&mut self) -> Vec<Value> {
+    /// The next diagnostics published for `uri` (those of other files are passed over).
+    fn diagnostics(&mut self, uri: &str) -> Vec<Value> {
         loop {
             let m = self.read();
-            if m["method"] == "textDocument/publishDiagnostics" {
+            if m["method"] == "textDocument/publishDiagnostics" && m["params"]["uri"] == uri {
                 return m["params"]["diagnostics"].as_array().unwrap().clone();
             }
         }
@@ -104,7 +105,7 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
         "textDocument/didOpen",
         json!({"textDocument": {"uri": uri, "languageId": "route", "version": 1, "text": text}}),
     );
-    let d = c.diagnostics();
+    let d = c.diagnostics(&uri);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0]["code"], "E0201");
     assert_eq!(d[0]["severity"], 1);
@@ -154,7 +155,8 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     )
     .unwrap();
     let with_let = "include \"extra.route\"\nlet words = [\"a\", \"b\"]\n\nrule \"w\" {\n  when prompt contains any words\n  then \n}\n\ndefault { then gpt-4o-mini }\n";
-    let _ = c.change(&uri, 4, with_let);
+    let d = c.change(&uri, 4, with_let);
+    assert!(d.iter().all(|x| x["code"] != "E0104"), "the include is read from disk: {d:?}");
     let items = c.request(
         "textDocument/completion",
         json!({"textDocument": {"uri": uri}, "position": {"line": 5, "character": 7}}),
@@ -181,8 +183,32 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     );
     assert!(def["uri"].as_str().unwrap().ends_with("/extra.route"), "{def}");
 
+    // A mistake in the included file is published for that file.
+    let extra_uri = format!("file://{}", dir.path().join("extra.route").display());
+    std::fs::write(
+        dir.path().join("extra.route"),
+        "rule \"extra\" {\n  when prompt contains \"y\"\n  then gpt-4oo\n}\n",
+    )
+    .unwrap();
+    let with_include = "include \"extra.route\"\n\ndefault { then gpt-4o-mini }\n";
+    c.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 5}, "contentChanges": [{"text": with_include}]}),
+    );
+    let d = c.diagnostics(&extra_uri);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0]["code"].as_str(), d[0]["range"]["start"].clone()),
+        (Some("E0201"), json!({"line": 2, "character": 7}))
+    );
+
     // Changes typed in a burst are checked once, as the last of them.
-    for v in 5..9 {
+    std::fs::write(
+        dir.path().join("extra.route"),
+        "rule \"extra\" {\n  when prompt contains \"y\"\n  then gpt-4o\n}\n",
+    )
+    .unwrap();
+    for v in 6..9 {
         let params = json!({"textDocument": {"uri": uri, "version": v}, "contentChanges": [{"text": fixed}]});
         c.notify("textDocument/didChange", params);
     }
