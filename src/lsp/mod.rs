@@ -8,6 +8,7 @@
 
 mod complete;
 mod position;
+mod reference;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -321,25 +322,6 @@ fn symbols(text: &str) -> Value {
     serde_json::to_value(out).unwrap_or(Value::Null)
 }
 
-/// What the rule options mean, for hover.
-const OPTIONS: &[(&str, &str)] = &[
-    ("retries", "`retries N`: retries per target, with exponential backoff and jitter (0 to 10)."),
-    ("timeout", "`timeout DURATION`: per attempt, to the first byte (60s by default)."),
-    ("cache", "`cache DURATION [shared | similar PCT using MODEL]`: answer repeated (or close enough) requests from the cache."),
-    ("tag", "`tag \"label\"`: a metrics label."),
-    ("only", "`only SET`: every target the rule may try must be in the set."),
-    ("with", "`with (field: value, ...)`: request fields set for a target."),
-];
-
-/// What the word operators mean, for hover.
-const OPERATORS: &[(&str, &str)] = &[
-    ("contains", "Text contains a keyword (case-insensitive); `contains any LIST` / `contains all LIST`."),
-    ("starts_with", "Text starts with a string (case-insensitive)."),
-    ("ends_with", "Text ends with a string (case-insensitive)."),
-    ("matches", "Text matches a regex, written `/.../`."),
-    ("in", "The value is one of a list."),
-];
-
 /// A `let`'s value as written, from its line.
 fn let_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find_map(|l| {
@@ -348,7 +330,8 @@ fn let_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// What a model, a fact, a rule option, an operator or a `let` under the cursor is.
+/// What a model, a fact, an operator, a target, a rule option or a `let` under the cursor is
+/// (the reference's words from docs/language.md).
 fn hover(text: &str, path: Option<&Path>, line: u32, character: u32) -> Value {
     let lines = Lines::new(text);
     let Some(word) = lines.word_at(line, character) else { return Value::Null };
@@ -368,12 +351,8 @@ fn hover(text: &str, path: Option<&Path>, line: u32, character: u32) -> Value {
             if m.tags.is_empty() { "none".into() } else { m.tags.join(", ") },
             if caps.is_empty() { "none".into() } else { caps.join(", ") },
         )
-    } else if crate::policy::ir::names::FACTS.contains(&word) {
-        format!("**{word}** (fact)\n\nSee the facts table of docs/language.md.")
-    } else if let Some((_, meaning)) = OPTIONS.iter().find(|(o, _)| *o == word) {
-        format!("**{word}** (rule option)\n\n{meaning}")
-    } else if let Some((_, meaning)) = OPERATORS.iter().find(|(o, _)| *o == word) {
-        format!("**{word}** (operator)\n\n{meaning}")
+    } else if !reference::lookup(word).is_empty() {
+        reference::markdown(word, &reference::lookup(word))
     } else if let Some(value) = let_value(text, word) {
         format!("**{word}** (let)\n\n```route\nlet {word} = {value}\n```")
     } else {

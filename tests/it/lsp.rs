@@ -132,7 +132,11 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     assert!(h.contains("gpt-4o") && h.contains("provider `mock-openai`") && h.contains("128000 tokens"), "{h}");
     let h =
         c.request("textDocument/hover", json!({"textDocument": {"uri": uri}, "position": {"line": 1, "character": 9}}));
-    assert!(h["contents"]["value"].as_str().unwrap().contains("**prompt** (fact)"), "{h}");
+    let h = h["contents"]["value"].as_str().unwrap();
+    assert!(
+        h.contains("**prompt** (fact)") && h.contains("text") && h.contains("prompt contains \"invoice\""),
+        "meaning, type and an example: {h}"
+    );
 
     let s = c.request("textDocument/documentSymbol", json!({"textDocument": {"uri": uri}}));
     let names: Vec<&str> = s.as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
