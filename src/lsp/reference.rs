@@ -21,15 +21,15 @@ fn cells(row: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut code = false;
     for c in row.trim().trim_matches('|').chars() {
-        match c {
-            '`' => {
-                code = !code;
-                out.last_mut().map(|s| s.push(c));
-            }
-            '|' if !code => out.push(String::new()),
-            _ => {
-                out.last_mut().map(|s| s.push(c));
-            }
+        if c == '|' && !code {
+            out.push(String::new());
+            continue;
+        }
+        if c == '`' {
+            code = !code;
+        }
+        if let Some(s) = out.last_mut() {
+            s.push(c);
         }
     }
     out.into_iter().map(|s| s.trim().to_string()).collect()
