@@ -192,7 +192,10 @@ impl Server {
             "textDocument/codeAction" => code_actions(uri, &req.params),
             "textDocument/formatting" => formatting(text),
             "textDocument/documentSymbol" => symbols(text),
-            "textDocument/hover" => hover(text, path.as_deref(), line, character),
+            "textDocument/hover" => {
+                let found = diagnostics(uri, &self.docs).into_iter().next().map(|(_, d)| d).unwrap_or_default();
+                with_diagnostics(hover(text, path.as_deref(), line, character), &found, line, character)
+            }
             _ => {
                 return Response::new_err(
                     req.id,
@@ -320,6 +323,32 @@ fn symbols(text: &str) -> Value {
         })
         .collect();
     serde_json::to_value(out).unwrap_or(Value::Null)
+}
+
+/// A hover with the diagnostics at the position before it (their code, message and help).
+fn with_diagnostics(hover: Value, found: &[Diagnostic], line: u32, character: u32) -> Value {
+    let at = lsp_types::Position { line, character };
+    let here: Vec<String> = found
+        .iter()
+        .filter(|d| d.range.start <= at && at <= d.range.end)
+        .map(|d| {
+            let code = match &d.code {
+                Some(NumberOrString::String(c)) => c.clone(),
+                _ => String::new(),
+            };
+            format!("**{code}** {}", d.message.replace("\nhelp: ", "\n\nhelp: "))
+        })
+        .collect();
+    if here.is_empty() {
+        return hover;
+    }
+    let rest =
+        hover.pointer("/contents/value").and_then(Value::as_str).map(|v| format!("\n\n---\n\n{v}")).unwrap_or_default();
+    let h = Hover {
+        contents: HoverContents::Markup(MarkupContent { kind: MarkupKind::Markdown, value: here.join("\n\n") + &rest }),
+        range: None,
+    };
+    serde_json::to_value(h).unwrap_or(Value::Null)
 }
 
 /// A `let`'s value as written, from its line.

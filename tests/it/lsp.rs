@@ -114,6 +114,11 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     assert_eq!(d[0]["range"]["end"], json!({"line": 0, "character": col + 7}));
     assert!(d[0]["message"].as_str().unwrap().contains("gpt-4o"), "{d:?}");
 
+    // Hover on the typo shows its diagnostic and help.
+    let h = c.request("textDocument/hover", json!({"textDocument": {"uri": uri}, "position": d[0]["range"]["start"]}));
+    let h = h["contents"]["value"].as_str().unwrap();
+    assert!(h.contains("**E0201**") && h.contains("help: did you mean `gpt-4o`?"), "{h}");
+
     // The typo's quick fix.
     let actions = c.request(
         "textDocument/codeAction",
