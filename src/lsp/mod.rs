@@ -4,7 +4,8 @@
 //! as LSP requires. Built so far: full-document sync, diagnostics on open and change, hover,
 //! completion, go to definition (`let` names, `include`d files), symbols, formatting, and code
 //! actions for the diagnostics that say "did you mean"; included files are read as the editor has
-//! them and their diagnostics published for them.
+//! them and their diagnostics published for them, and an included file is checked through the
+//! policy that includes it.
 
 mod complete;
 mod position;
@@ -240,48 +241,102 @@ fn file_uri(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
+/// The policy file that includes `path`, among the `.route` files under the nearest
+/// `yardmaster.yaml`'s directory (or `path`'s own), three levels deep at most.
+fn entry_for(path: &Path, open: &HashMap<String, String>) -> Option<PathBuf> {
+    let mut root = path.parent()?;
+    let mut up = Some(root);
+    while let Some(d) = up {
+        if d.join("yardmaster.yaml").is_file() {
+            root = d;
+            break;
+        }
+        up = d.parent();
+    }
+    let mut dirs = vec![(root.to_path_buf(), 0)];
+    let mut seen = 0;
+    while let Some((dir, depth)) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() && depth < 3 {
+                dirs.push((p, depth + 1));
+            } else if p.extension().is_some_and(|x| x == "route") && p != path {
+                seen += 1;
+                if seen > 500 {
+                    return None;
+                }
+                let Ok(bytes) = load::Reader::read(&Editor { open }, &p) else { continue };
+                let text = String::from_utf8_lossy(&bytes);
+                let includes = text
+                    .lines()
+                    .filter_map(|l| l.trim_start().strip_prefix("include "))
+                    .map(|r| r.trim().trim_matches('"'));
+                let here = p.parent().unwrap_or(root);
+                if includes.into_iter().any(|inc| same_file(&here.join(inc), path)) {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// The diagnostics of the document `uri` and of the files it includes, as `lint` gives them, per
-/// file URI (the document's own first), in UTF-16 ranges.
+/// file URI (the document's own first), in UTF-16 ranges. An included file is checked through the
+/// policy that includes it; without one, a file with no `default` is checked as a part (no
+/// missing-`default` error).
 fn diagnostics(uri: &str, open: &HashMap<String, String>) -> Vec<(String, Vec<Diagnostic>)> {
     let path = uri.parse::<Uri>().map(|u| path_of(&u)).unwrap_or_else(|_| PathBuf::from("policy.route"));
-    let catalog = catalog_for(&path);
-    let outcome = check(load::load(&path, &Editor { open }), catalog.as_ref(), CheckOptions::default());
+    let entry = entry_for(&path, open);
+    let root = entry.clone().unwrap_or_else(|| path.clone());
+    let catalog = catalog_for(&root);
+    let outcome = check(load::load(&root, &Editor { open }), catalog.as_ref(), CheckOptions::default());
     let files = outcome.sources.files();
-    (0..files.len().max(1))
+    let mut out: Vec<(String, Vec<Diagnostic>)> = (0..files.len())
         .map(|id| {
-            let (file_uri, text) = match files.get(id) {
-                Some(f) if id > 0 => (file_uri(&f.path), f.text.as_ref()),
-                Some(f) => (uri.to_string(), f.text.as_ref()),
-                None => (uri.to_string(), ""),
-            };
-            let lines = Lines::new(text);
+            let f = &files[id];
+            let mine = same_file(&f.path, &path);
+            let lines = Lines::new(&f.text);
             let found = outcome
                 .diagnostics
                 .iter()
                 .filter(|d| d.primary.span.file as usize == id)
-                .map(|d| {
-                    let mut message = d.message.clone();
-                    if let Some(h) = &d.help {
-                        message.push_str("\nhelp: ");
-                        message.push_str(h);
-                    }
-                    Diagnostic {
-                        range: lines.range(d.primary.span.start, d.primary.span.end),
-                        severity: Some(if d.is_error() {
-                            DiagnosticSeverity::ERROR
-                        } else {
-                            DiagnosticSeverity::WARNING
-                        }),
-                        code: Some(NumberOrString::String(d.code.as_str().to_string())),
-                        source: Some("yardmaster".into()),
-                        message,
-                        ..Diagnostic::default()
-                    }
-                })
+                .filter(|d| !(mine && entry.is_none() && d.code.as_str() == "E0403"))
+                .map(|d| to_lsp(d, &lines))
                 .collect();
-            (file_uri, found)
+            (if mine { uri.to_string() } else { file_uri(&f.path) }, found)
         })
-        .collect()
+        .collect();
+    // The document's own first.
+    out.sort_by_key(|(u, _)| u != uri);
+    if out.first().is_none_or(|(u, _)| u != uri) {
+        out.insert(0, (uri.to_string(), Vec::new()));
+    }
+    out
+}
+
+/// One diagnostic as LSP has it (the help after the message).
+fn to_lsp(d: &crate::policy::diagnostic::Diagnostic, lines: &Lines<'_>) -> Diagnostic {
+    let mut message = d.message.clone();
+    if let Some(h) = &d.help {
+        message.push_str("\nhelp: ");
+        message.push_str(h);
+    }
+    Diagnostic {
+        range: lines.range(d.primary.span.start, d.primary.span.end),
+        severity: Some(if d.is_error() { DiagnosticSeverity::ERROR } else { DiagnosticSeverity::WARNING }),
+        code: Some(NumberOrString::String(d.code.as_str().to_string())),
+        source: Some("yardmaster".into()),
+        message,
+        ..Diagnostic::default()
+    }
 }
 
 /// One edit that replaces the document with its formatted text (none when it does not parse).

@@ -228,3 +228,45 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     c.notify("exit", Value::Null);
     assert!(c.child.wait().unwrap().success());
 }
+
+/// An included file opened on its own is checked through the policy that includes it (its
+/// `let`s are known, no missing `default`); a file no policy includes and with no `default` is
+/// checked as a part.
+#[test]
+fn an_included_file_is_checked_through_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("examples/quickstart.yaml"), dir.path().join("yardmaster.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/main.route"),
+        "let words = [\"a\"]\ninclude \"part.route\"\n\ndefault { then gpt-4o-mini }\n",
+    )
+    .unwrap();
+    let part = "rule \"p\" {\n  when prompt contains any words\n  then gpt-4oo\n}\n";
+    std::fs::write(dir.path().join("rules/part.route"), part).unwrap();
+    let mut c = Client::start(dir.path());
+    c.request("initialize", json!({"processId": null, "rootUri": null, "capabilities": {}}));
+    c.notify("initialized", json!({}));
+    let uri = format!("file://{}", dir.path().join("rules/part.route").display());
+    c.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": uri, "languageId": "route", "version": 1, "text": part}}),
+    );
+    let d = c.diagnostics(&uri);
+    let codes: Vec<&str> = d.iter().map(|x| x["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["E0201"], "the typo, and neither `words` unknown nor a missing default: {d:?}");
+    assert_eq!(d[0]["range"]["start"], json!({"line": 2, "character": 7}));
+
+    let lone = format!("file://{}", dir.path().join("lone.route").display());
+    let text = "rule \"l\" {\n  when prompt contains \"x\"\n  then gpt-4o\n}\n";
+    c.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": lone, "languageId": "route", "version": 1, "text": text}}),
+    );
+    let d = c.diagnostics(&lone);
+    assert!(d.iter().all(|x| x["code"] != "E0403"), "checked as a part: {d:?}");
+    assert_eq!(c.request("shutdown", Value::Null), Value::Null);
+    c.notify("exit", Value::Null);
+    assert!(c.child.wait().unwrap().success());
+}
