@@ -165,22 +165,22 @@ impl std::fmt::Debug for Shared {
 
 fn error(e: &redis::RedisError) -> StateError {
     // The URL (and its password) is never part of a message.
-    StateError(format!("redis: {}", e.kind_name()))
+    StateError(format!("redis: {}", what(e)))
 }
 
-trait KindName {
-    fn kind_name(&self) -> String;
+/// Redis cannot be reached (as opposed to answering with an error).
+fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error()
 }
 
-impl KindName for redis::RedisError {
-    fn kind_name(&self) -> String {
-        if self.is_timeout() {
-            "timed out".into()
-        } else if self.is_connection_refusal() || self.is_connection_dropped() || self.is_io_error() {
-            "unreachable".into()
-        } else {
-            format!("{:?}", self.kind()).to_lowercase()
-        }
+/// What went wrong, in words that never hold the URL.
+fn what(e: &redis::RedisError) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if unreachable(e) {
+        "unreachable".into()
+    } else {
+        format!("{:?}", e.kind()).to_lowercase()
     }
 }
 
@@ -196,7 +196,7 @@ impl Shared {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("storage.redis: {}", e.kind_name()))?;
+            .map_err(|e| format!("storage.redis: {}", what(&e)))?;
         let scripts = Arc::new(Scripts {
             reserve: Script::new(&scripts::reserve()),
             settle: Script::new(scripts::SETTLE),
@@ -263,7 +263,7 @@ impl Shared {
 
     fn failed(&self, e: &redis::RedisError) -> StateError {
         self.health.errors.fetch_add(1, Ordering::Relaxed);
-        if e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
+        if unreachable(e) {
             self.health.up.store(false, Ordering::Relaxed);
         }
         error(e)
