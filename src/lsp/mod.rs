@@ -418,7 +418,9 @@ fn let_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 /// (the reference's words from docs/language.md).
 fn hover(text: &str, path: Option<&Path>, line: u32, character: u32) -> Value {
     let lines = Lines::new(text);
-    let Some(word) = lines.word_at(line, character) else { return Value::Null };
+    let Some(word) = lines.operator_at(line, character).or_else(|| lines.word_at(line, character)) else {
+        return Value::Null;
+    };
     let markdown = if let Some(m) = path.and_then(catalog_for).and_then(|c| c.by_name(word).cloned()) {
         let price = m
             .price

@@ -53,6 +53,16 @@ impl<'a> Lines<'a> {
         let end = at + self.text[at..].chars().take_while(|c| is_word(*c)).map(char::len_utf8).sum::<usize>();
         (start < end).then(|| self.text[start..end].trim_matches('.'))
     }
+
+    /// The symbolic operator under the cursor (`==`, `!=`, `<`, `<=`, `>`, `>=` or `->`), if any.
+    pub fn operator_at(&self, line: u32, character: u32) -> Option<&'a str> {
+        let at = self.offset(line, character)?;
+        let is_op = |c: char| matches!(c, '=' | '!' | '<' | '>' | '-');
+        let start = self.text[..at].char_indices().rev().take_while(|(_, c)| is_op(*c)).last().map_or(at, |(i, _)| i);
+        let end = at + self.text[at..].chars().take_while(|c| is_op(*c)).map(char::len_utf8).sum::<usize>();
+        let run = &self.text[start..end];
+        ["==", "!=", "<", "<=", ">", ">=", "->"].contains(&run).then_some(run)
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +79,10 @@ mod tests {
         assert_eq!(l.offset(1, 6), Some(x as usize));
         assert_eq!(l.word_at(2, 2), Some("last"));
         assert_eq!(l.word_at(1, 6), Some("x"));
+        let ops = Lines::new("a -> gpt-4o\nx >= 2");
+        assert_eq!(ops.operator_at(0, 2), Some("->"));
+        assert_eq!(ops.operator_at(0, 3), Some("->"));
+        assert_eq!(ops.operator_at(0, 8), None, "the dash of a model name");
+        assert_eq!(ops.operator_at(1, 3), Some(">="));
     }
 }

@@ -35,9 +35,18 @@ fn cells(row: &str) -> Vec<String> {
     out.into_iter().map(|s| s.trim().to_string()).collect()
 }
 
-/// The words a first cell documents: the leading word of each backticked piece.
+/// The words a first cell documents: the leading word of each backticked piece, and the
+/// symbolic operators in it (`->` of `A -> B -> C`).
 fn keys(cell: &str) -> Vec<String> {
-    cell.split('`')
+    let symbols = cell
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(str::split_whitespace)
+        .filter(|t| t.chars().all(|c| matches!(c, '=' | '!' | '<' | '>' | '-')) && *t != "-");
+    let symbols: Vec<String> = symbols.map(str::to_string).collect();
+    let words: Vec<String> = cell
+        .split('`')
         .skip(1)
         .step_by(2)
         .filter_map(|code| {
@@ -47,7 +56,14 @@ fn keys(cell: &str) -> Vec<String> {
             let word = if word.is_empty() { code.split_whitespace().next()?.to_string() } else { word };
             (word.chars().any(|c| c.is_lowercase()) || !word.chars().any(char::is_alphanumeric)).then_some(word)
         })
-        .collect()
+        .collect();
+    let mut all = words;
+    for s in symbols {
+        if !all.contains(&s) {
+            all.push(s);
+        }
+    }
+    all
 }
 
 fn table() -> &'static Vec<(String, Entry)> {
@@ -113,6 +129,9 @@ mod tests {
         assert_eq!(lookup("header")[0].kind, "fact");
         assert_eq!(lookup("starts_with")[0].kind, "operator");
         assert_eq!(lookup("==")[0].kind, "operator");
+        assert_eq!(lookup("==").len(), 1);
+        assert_eq!(lookup("->")[0].kind, "target");
+        assert!(lookup("tagged")[0].cells[0].contains("with the tag"));
         assert_eq!(lookup("cheapest")[0].kind, "target");
         assert_eq!(lookup("cache").len(), 3, "the three rows of `cache`");
         assert!(!lookup("retries").is_empty() && lookup("nonsense").is_empty());

@@ -143,13 +143,30 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
         "meaning, type and an example: {h}"
     );
 
+    // Symbolic operators and set words.
+    let ops = "rule \"big\" {\n  when prompt.tokens >= 2k\n  then cheapest(tagged(\"cheap\")) -> gpt-4o\n}\n\ndefault { then gpt-4o-mini }\n";
+    let _ = c.change(&uri, 3, ops);
+    let hover_at = |c: &mut Client, line: u32, character: u32| {
+        let h = c.request(
+            "textDocument/hover",
+            json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": character}}),
+        );
+        h["contents"]["value"].as_str().unwrap_or_default().to_string()
+    };
+    let h = hover_at(&mut c, 1, 21);
+    assert!(h.contains("**>=** (operator)") && h.contains("ordering"), "{h}");
+    let h = hover_at(&mut c, 2, 35);
+    assert!(h.contains("**->** (target)") && h.contains("fallback chain"), "{h}");
+    let h = hover_at(&mut c, 2, 17);
+    assert!(h.contains("**tagged** (target)") && h.contains("with the tag"), "{h}");
+
     let s = c.request("textDocument/documentSymbol", json!({"textDocument": {"uri": uri}}));
     let names: Vec<&str> = s.as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["code", "default"]);
+    assert_eq!(names, ["big", "default"]);
     assert_eq!(s[0]["selectionRange"]["start"], json!({"line": 0, "character": 5}));
 
     let messy = "rule   \"code\" {  when prompt contains \"x\"\n then gpt-4o }\ndefault {then gpt-4o-mini}\n";
-    let _ = c.change(&uri, 3, messy);
+    let _ = c.change(&uri, 4, messy);
     let edits = c.request(
         "textDocument/formatting",
         json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
@@ -164,7 +181,7 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     )
     .unwrap();
     let with_let = "include \"extra.route\"\nlet words = [\"a\", \"b\"]\n\nrule \"w\" {\n  when prompt contains any words\n  then \n}\n\ndefault { then gpt-4o-mini }\n";
-    let d = c.change(&uri, 4, with_let);
+    let d = c.change(&uri, 5, with_let);
     assert!(d.iter().all(|x| x["code"] != "E0104"), "the include is read from disk: {d:?}");
     let items = c.request(
         "textDocument/completion",
@@ -202,7 +219,7 @@ fn an_editor_gets_diagnostics_hover_symbols_and_formatting() {
     let with_include = "include \"extra.route\"\n\ndefault { then gpt-4o-mini }\n";
     c.notify(
         "textDocument/didChange",
-        json!({"textDocument": {"uri": uri, "version": 5}, "contentChanges": [{"text": with_include}]}),
+        json!({"textDocument": {"uri": uri, "version": 6}, "contentChanges": [{"text": with_include}]}),
     );
     let d = c.diagnostics(&extra_uri);
     assert_eq!(d.len(), 1, "{d:?}");
