@@ -67,6 +67,43 @@ pub struct Config {
     /// The response cache (SPEC §10).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Traces (SPEC §13).
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// `telemetry: { otlp: { endpoint: http://127.0.0.1:4318 } }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP export of traces.
+    pub otlp: OtlpConfig,
+    /// `service.name` of the spans.
+    #[serde(default = "default_service")]
+    pub service_name: String,
+}
+
+fn default_service() -> String {
+    "yardmaster".into()
+}
+
+/// `telemetry.otlp`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's base URL; `/v1/traces` is appended.
+    pub endpoint: String,
+    /// Headers sent with each export, their values read from environment variables
+    /// (`{ x-honeycomb-team: HONEYCOMB_KEY }`), since they are often credentials.
+    #[serde(default)]
+    pub headers_env: IndexMap<String, String>,
+    /// Each export's time limit.
+    #[serde(default = "default_export_timeout", deserialize_with = "duration_ms")]
+    pub timeout: u64,
+}
+
+fn default_export_timeout() -> u64 {
+    5000
 }
 
 /// `cache: { max_bytes: 256MiB }`: the in-memory response cache's bound.
@@ -104,6 +141,18 @@ pub enum ProviderKind {
     Gemini,
     /// Built in, no network.
     Mock,
+}
+
+impl ProviderKind {
+    /// The GenAI semantic conventions' name for the kind (`gen_ai.provider.name`).
+    pub fn otel_name(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gcp.gemini",
+            ProviderKind::Mock => "yardmaster.mock",
+        }
+    }
 }
 
 /// One provider.

@@ -20,4 +20,5 @@ pub mod providers;
 pub mod reload;
 pub mod simulate;
 pub mod state;
+pub mod telemetry;
 pub mod util;

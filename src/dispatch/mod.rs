@@ -14,7 +14,7 @@ pub mod health;
 pub mod outgoing;
 pub mod targets;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use rand::Rng;
@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::catalog::Endpoint;
 use crate::providers::{Call, Limits, Provider, Reply, UpstreamError};
 use crate::state::{Admission, Budget, Holds, StateError, StateStore, Store};
+use crate::util::trace::TraceContext;
 pub use health::{HealthView, Latencies};
 pub use outgoing::outgoing_body;
 pub use targets::{targets, Target, Targets};
@@ -82,6 +83,10 @@ pub struct Request<'a> {
     pub opts: Options,
     /// The key and its budget, when it has one: each attempt reserves its worst case first.
     pub budget: Option<(&'a str, Budget)>,
+    /// The trace the request belongs to, and whether each attempt is a span of its own (traces
+    /// on: a new span id per attempt in its `traceparent`) or the client's `traceparent` is only
+    /// passed on.
+    pub trace: Option<(TraceContext, bool)>,
 }
 
 /// What happened to one target (or one try of it).
@@ -126,11 +131,28 @@ pub struct Attempt {
     pub provider: String,
     /// What happened.
     pub outcome: Outcome,
+    /// When a call was made: when, how long it took, its span.
+    pub timing: Option<Timing>,
+}
+
+/// When an upstream call was made and how long it took (to the first event, for a stream).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    /// When it was sent.
+    pub start: SystemTime,
+    /// Until the reply (a stream: its first event) or the failure.
+    pub took: Duration,
+    /// The span id its `traceparent` named (zero without a trace of its own).
+    pub span: [u8; 8],
 }
 
 impl Attempt {
     fn new(t: &Target<'_>, outcome: Outcome) -> Attempt {
-        Attempt { model: t.model.into(), provider: t.provider_name.into(), outcome }
+        Attempt { model: t.model.into(), provider: t.provider_name.into(), outcome, timing: None }
+    }
+
+    fn called(t: &Target<'_>, outcome: Outcome, timing: Timing) -> Attempt {
+        Attempt { timing: Some(timing), ..Attempt::new(t, outcome) }
     }
 }
 
@@ -299,14 +321,23 @@ async fn try_target(
                 Err(e) => return Err(Failure::State(e, std::mem::take(attempts))),
             }
         }
-        let started = Instant::now();
-        let result = call(t, req).await;
+        let (wall, started) = (SystemTime::now(), Instant::now());
+        let (span, traceparent) = match req.trace {
+            Some((ctx, true)) => {
+                let span = crate::util::trace::span_id();
+                (span, Some(ctx.header(span)))
+            }
+            Some((ctx, false)) => ([0; 8], ctx.parent.map(|p| ctx.header(p))),
+            None => ([0; 8], None),
+        };
+        let result = call(t, req, traceparent).await;
         let ttfb = started.elapsed();
+        let timing = Timing { start: wall, took: ttfb, span };
         let e = match result {
             Ok(reply) => {
                 claim.success();
                 d.latency.record(t.model, ttfb);
-                attempts.push(Attempt::new(t, Outcome::Answered));
+                attempts.push(Attempt::called(t, Outcome::Answered, timing));
                 return Ok(Some((reply, ttfb)));
             }
             Err(e) => e,
@@ -314,7 +345,7 @@ async fn try_target(
         if let Some(r) = holds.budget.take() {
             d.state.settle(r, 0);
         }
-        attempts.push(Attempt::new(t, Outcome::Failed(e.clone())));
+        attempts.push(Attempt::called(t, Outcome::Failed(e.clone()), timing));
         if let (true, UpstreamError::Status { status, body, .. }) = (e.is_client_error(), &e) {
             claim.release();
             return Err(Failure::Client { status: *status, body: body.clone(), attempts: std::mem::take(attempts) });
@@ -338,9 +369,10 @@ async fn try_target(
 
 /// One upstream call. A stream counts as answered only once its first event has come (within
 /// the first-byte timeout), and a first event that is an error counts as that error.
-async fn call(t: &Target<'_>, req: Request<'_>) -> Result<Reply, UpstreamError> {
+async fn call(t: &Target<'_>, req: Request<'_>, traceparent: Option<String>) -> Result<Reply, UpstreamError> {
     let started = Instant::now();
     let call = Call {
+        traceparent,
         body: outgoing_body(req.body, t.upstream_id, t.with, req.stream && t.provider.reports_stream_usage()),
         stream: req.stream,
         endpoint: req.endpoint,
@@ -388,7 +420,7 @@ mod tests {
     }
 
     fn request<'a>(body: &'a Value, budget: Option<(&'a str, Budget)>) -> Request<'a> {
-        Request { body, stream: false, endpoint: Endpoint::Chat, opts: Options::default(), budget }
+        Request { body, stream: false, endpoint: Endpoint::Chat, opts: Options::default(), budget, trace: None }
     }
 
     fn body() -> Value {

@@ -41,10 +41,13 @@ pub async fn embed(
         endpoint: Endpoint::Embeddings,
         opts: dispatch::Options::default(),
         budget,
+        trace: None,
     };
     let mut holds = Holds::default();
+    let waited = std::time::Instant::now();
     let d = Dispatcher { state: &st.state, latency: &st.latency };
     let result = dispatch::run(d, std::slice::from_ref(&target), request, &mut holds).await;
+    settle.record.embed_time += waited.elapsed();
     let reply = match result {
         Ok(s) => match s.reply {
             Reply::Json(v) => v,

@@ -242,6 +242,10 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         c.refused.load(Ordering::Relaxed),
         c.idle_closed.load(Ordering::Relaxed),
     );
+    if let Some(t) = &st.telemetry {
+        let (exported, dropped) = t.counts();
+        super::metrics::render_traces(&mut text, exported, dropped);
+    }
     if let Some(h) = st.state.shared_health() {
         super::metrics::render_redis(&mut text, h.up(), h.errors(), h.round_trips());
     }

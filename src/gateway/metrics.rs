@@ -17,6 +17,18 @@ pub struct Metrics {
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// rule -> result -> count, and the money hits saved.
     cache: Mutex<CacheCounts>,
+    /// The gateway's own time per request (`yardmaster_overhead_seconds`).
+    overhead: Mutex<Overhead>,
+}
+
+/// A histogram with the overhead's finer bounds.
+#[derive(Debug, Clone)]
+struct Overhead(Histogram);
+
+impl Default for Overhead {
+    fn default() -> Self {
+        Overhead(Histogram { bounds: &OVERHEAD_BUCKETS, ..Histogram::default() })
+    }
 }
 
 /// The cache's verdicts by rule and result, and the micro-USD that hits saved.
@@ -25,16 +37,28 @@ type CacheCounts = (BTreeMap<String, BTreeMap<&'static str, u64>>, u64);
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
-#[derive(Debug, Default, Clone)]
+/// The overhead histogram's bounds, in seconds: the gateway's own time is counted in
+/// microseconds to milliseconds.
+const OVERHEAD_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Debug, Clone)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
+    bounds: &'static [f64; 14],
+    counts: [u64; 14],
     count: u64,
     sum: f64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { bounds: &BUCKETS, counts: [0; 14], count: 0, sum: 0.0 }
+    }
+}
+
 impl Histogram {
     fn observe(&mut self, secs: f64) {
-        for (b, c) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+        for (b, c) in self.bounds.iter().zip(self.counts.iter_mut()) {
             if secs <= *b {
                 *c += 1;
             }
@@ -44,12 +68,14 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, label: &str) {
-        for (b, c) in BUCKETS.iter().zip(self.counts.iter()) {
-            let _ = writeln!(out, "{name}_bucket{{{label},le=\"{b}\"}} {c}");
+        let sep = if label.is_empty() { "" } else { "," };
+        for (b, c) in self.bounds.iter().zip(self.counts.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{{label}{sep}le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{label}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{label}}} {}", self.count);
+        let _ = writeln!(out, "{name}_bucket{{{label}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = |s: &str| if s.is_empty() { String::new() } else { format!("{{{s}}}") };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(label), self.sum);
+        let _ = writeln!(out, "{name}_count{} {}", braces(label), self.count);
     }
 }
 
@@ -73,6 +99,15 @@ pub fn render_connections(out: &mut String, open: u64, refused: u64, idle_closed
     let _ = writeln!(out, "yardmaster_connections_refused_total {refused}");
     out.push_str("# HELP yardmaster_connections_idle_closed_total Connections closed after sending nothing for the header timeout.\n# TYPE yardmaster_connections_idle_closed_total counter\n");
     let _ = writeln!(out, "yardmaster_connections_idle_closed_total {idle_closed}");
+}
+
+/// Appends the trace exporter's figures: spans exported, and spans dropped (queue full, or the
+/// collector down or slow).
+pub fn render_traces(out: &mut String, exported: u64, dropped: u64) {
+    out.push_str("# HELP yardmaster_trace_spans_exported_total Spans the trace collector accepted.\n# TYPE yardmaster_trace_spans_exported_total counter\n");
+    let _ = writeln!(out, "yardmaster_trace_spans_exported_total {exported}");
+    out.push_str("# HELP yardmaster_trace_spans_dropped_total Spans dropped: the export queue was full, or the collector failed or timed out.\n# TYPE yardmaster_trace_spans_dropped_total counter\n");
+    let _ = writeln!(out, "yardmaster_trace_spans_dropped_total {dropped}");
 }
 
 /// Appends the shared store's figures: whether Redis answers, the calls that failed, and the
@@ -147,6 +182,11 @@ impl Metrics {
     /// Records the time to first byte of a successful attempt.
     pub fn ttfb(&self, model: &str, secs: f64) {
         self.model(model, |s| s.ttfb.observe(secs));
+    }
+
+    /// Records a request's overhead: its time minus the time spent waiting on providers.
+    pub fn overhead(&self, secs: f64) {
+        self.overhead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.observe(secs);
     }
 
     /// Counts a retry of `model` (the same target again).
@@ -234,6 +274,9 @@ impl Metrics {
         for (m, s) in &models {
             s.ttfb.render(&mut out, "yardmaster_upstream_ttfb_seconds", &format!("model=\"{}\"", esc(m)));
         }
+        out.push_str("# HELP yardmaster_overhead_seconds The gateway's own time per request: its total time minus the time spent waiting on providers (a stream: to its response head).\n# TYPE yardmaster_overhead_seconds histogram\n");
+        let overhead = self.overhead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone();
+        overhead.render(&mut out, "yardmaster_overhead_seconds", "");
         out.push_str(
             "# HELP yardmaster_tokens_total Tokens by model and direction.\n# TYPE yardmaster_tokens_total counter\n",
         );

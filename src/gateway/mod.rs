@@ -79,6 +79,8 @@ pub struct AppState {
     pub cut: tokio::sync::watch::Receiver<bool>,
     /// The response cache (sized at start: `cache.max_bytes` needs a restart).
     pub cache: Arc<crate::cache::ResponseCache>,
+    /// The trace exporter, with `telemetry.otlp` (started once: a change needs a restart).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Server timings.
@@ -177,6 +179,9 @@ impl Running {
             let _ = s.send(());
         }
         let _ = self.task.await;
+        if let Some(t) = &self.state.telemetry {
+            t.flush(Duration::from_secs(2)).await;
+        }
         // A shared store's last settlements, before the process goes.
         crate::state::StateStore::flush(&*self.state.state, Duration::from_secs(2)).await;
         if let Some(l) = &self.state.accounting.ledger {
@@ -201,6 +206,27 @@ fn store(snap: &crate::reload::Snapshot, ledger: Option<Ledger>, cooldown: Durat
     Ok(Store::Shared(crate::state::shared::Shared::new(settings, ledger)?))
 }
 
+/// The trace exporter `telemetry.otlp` asks for; its headers' values come from the environment.
+fn telemetry(
+    config: &crate::config::Config,
+    http: reqwest::Client,
+) -> Result<Option<crate::telemetry::Telemetry>, String> {
+    let Some(t) = &config.telemetry else { return Ok(None) };
+    let mut headers = Vec::new();
+    for (name, var) in &t.otlp.headers_env {
+        let value = std::env::var(var)
+            .map_err(|_| format!("telemetry.otlp.headers_env: the environment variable `{var}` is not set"))?;
+        headers.push((name.clone(), value));
+    }
+    let settings = crate::telemetry::Settings {
+        endpoint: t.otlp.endpoint.clone(),
+        headers,
+        timeout: Duration::from_millis(t.otlp.timeout),
+        service: t.service_name.clone(),
+    };
+    crate::telemetry::Telemetry::start(&settings, http).map(Some)
+}
+
 /// Starts a server for a loaded config on `listen` (use port 0 for an ephemeral port).
 pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool) -> Result<Running, String> {
     let http = reqwest::Client::builder()
@@ -208,7 +234,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(|e| e.to_string())?;
-    let reloader = Arc::new(Reloader::start(config, http)?);
+    let reloader = Arc::new(Reloader::start(config, http.clone())?);
     let snap = reloader.snapshot();
     // A name (`localhost:8090`) is resolved, and listened on at its first IPv4 address (else its
     // first address).
@@ -281,6 +307,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         conns: conns.clone(),
         cut,
         cache: Arc::new(crate::cache::ResponseCache::new(snap.config.config.cache.max_bytes)),
+        telemetry: telemetry(&snap.config.config, http)?.map(Arc::new),
     };
     if state.state.shares_cache() {
         // Exact entries go to the shared store too, so that every instance finds them.

@@ -105,9 +105,21 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     let mut settle = Settle::new(st.clone(), Record::new(snap.version()));
     // The request's own headers, not a copy of them (as axum's `HeaderMap` extractor makes).
     let (parts, body) = req.into_parts();
+    trace(&st, &parts.headers, &mut settle.record);
     let dispatched = async {
         let mut admitted = admit(&st, &snap, door, &parts.headers, body, &mut settle).await?;
-        let routing = route(&st, &snap, &mut admitted, &mut settle).await?;
+        let r = &mut settle.record;
+        r.operation = admitted.inbound.endpoint.as_str();
+        if r.span_id.is_some() {
+            r.requested.clone_from(&admitted.inbound.facts.model);
+            if st.accounting.log_prompts {
+                r.prompt = Some(admitted.inbound.facts.prompt.clone());
+            }
+        }
+        let routed = std::time::Instant::now();
+        let routing = route(&st, &snap, &mut admitted, &mut settle).await;
+        settle.record.policy_time = Some(routed.elapsed());
+        let routing = routing?;
         let ticket = match look_up(&st, &snap, &admitted, &routing, &parts.headers, &mut settle).await {
             Ok(ticket) => ticket,
             Err(e) => return Ok(Next::Hit(e, admitted.inbound.stream, admitted.inbound.wants_usage)),
@@ -119,6 +131,21 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
         Ok(Next::Hit(hit, stream, wants_usage)) => replies::answer(&hit, stream, wants_usage, settle),
         Err(e) => settle.refuse(e),
     }
+}
+
+/// The request's trace: the client's `traceparent` continued (passed on upstream even with
+/// traces off), or a new trace when traces are on. A span of its own only with traces on and a
+/// trace the client did not mark unsampled.
+fn trace(st: &AppState, headers: &axum::http::HeaderMap, record: &mut Record) {
+    use crate::util::trace::{span_id, TraceContext};
+    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
+    if st.telemetry.is_none() {
+        record.trace = incoming;
+        return;
+    }
+    let trace = incoming.unwrap_or_else(TraceContext::new_root);
+    record.trace = Some(trace);
+    record.span_id = trace.sampled().then(span_id);
 }
 
 /// The cache stage: an entry that answers the request (`Err`), or the ticket with which the reply
@@ -266,6 +293,7 @@ async fn forward(
             ..dispatch::Options::default()
         },
         budget,
+        trace: settle.record.trace.map(|t| (t, settle.record.span_id.is_some())),
     };
     let d = Dispatcher { state: &st.state, latency: &st.latency };
     let max_tokens = inbound.facts.max_tokens;

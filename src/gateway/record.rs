@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -15,6 +15,7 @@ use super::metrics::Metrics;
 use crate::accounting::requestlog::{Entry, Facts};
 use crate::accounting::{ledger, usage, Usage};
 use crate::dispatch::{Attempt, Outcome};
+use crate::util::trace::TraceContext;
 
 /// The response headers' names, parsed once.
 mod names {
@@ -30,6 +31,7 @@ mod names {
     pub const COST: HeaderName = HeaderName::from_static("x-yardmaster-cost-usd");
     pub const CACHE: HeaderName = HeaderName::from_static("x-yardmaster-cache");
     pub const SIMILARITY: HeaderName = HeaderName::from_static("x-yardmaster-cache-similarity");
+    pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 }
 
 /// What the gateway knows about one request.
@@ -76,6 +78,24 @@ pub struct Record {
     /// What the semantic cache's embedding call cost (already settled with the state store),
     /// micro-USD: part of the request's cost.
     pub embed_micros: u64,
+    /// Time spent on the semantic cache's embedding call (waiting on a provider too).
+    pub embed_time: Duration,
+    /// When it arrived, by the wall clock (for its span).
+    pub wall: SystemTime,
+    /// Its trace: the client's `traceparent` continued, or a new one when traces are on.
+    pub trace: Option<TraceContext>,
+    /// Its span id, when traces are on.
+    pub span_id: Option<[u8; 8]>,
+    /// The model the client named (kept for its span).
+    pub requested: Option<String>,
+    /// `chat`, `embeddings` or `moderations` (for its span).
+    pub operation: &'static str,
+    /// The prompt, for its span (only with `log: { prompts: true }`).
+    pub prompt: Option<String>,
+    /// Time spent routing: the facts and the policy's decision (`Server-Timing: policy`).
+    pub policy_time: Option<Duration>,
+    /// When a stream's response head left: the overhead of a stream is measured to there.
+    pub head_at: Option<Duration>,
 }
 
 /// A unique request id: a random prefix chosen at startup and a counter (no syscall per request).
@@ -132,7 +152,90 @@ impl Record {
             saved_micros: 0,
             similarity: None,
             embed_micros: 0,
+            embed_time: Duration::ZERO,
+            wall: SystemTime::now(),
+            trace: None,
+            span_id: None,
+            requested: None,
+            operation: "chat",
+            prompt: None,
+            policy_time: None,
+            head_at: None,
         }
+    }
+
+    /// Time spent waiting on providers: every call, to its reply (a stream: its first event).
+    pub fn upstream_time(&self) -> Duration {
+        self.attempts.iter().filter_map(|a| a.timing).map(|t| t.took).sum::<Duration>() + self.embed_time
+    }
+
+    /// The gateway's own time: to the end minus the time spent waiting on providers; for a
+    /// stream, to its response head (what the relay adds after that is the upstream's pace).
+    pub fn overhead(&self) -> Duration {
+        let total = self.head_at.unwrap_or_else(|| self.started.elapsed());
+        total.saturating_sub(self.upstream_time())
+    }
+
+    /// `Server-Timing`: `policy`, `upstream` (a stream: to the first event) and `total` (not on
+    /// a stream, whose end is not known when its headers leave), in milliseconds.
+    fn server_timing(&self, streaming: bool) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut v = format!(
+            "policy;dur={:.3}, upstream;dur={:.3}",
+            ms(self.policy_time.unwrap_or_default()),
+            ms(self.upstream_time())
+        );
+        if !streaming {
+            let _ = write!(v, ", total;dur={:.3}", ms(self.started.elapsed()));
+        }
+        v
+    }
+
+    /// The request's spans, as telemetry exports them (its provider kinds named by `kind`).
+    pub fn spans(&self, kind: impl Fn(&str) -> &'static str) -> Option<crate::telemetry::RequestSpan> {
+        let (trace, span_id) = (self.trace?, self.span_id?);
+        let end = SystemTime::now();
+        let answered = self.attempts.iter().rposition(|a| a.outcome == Outcome::Answered);
+        let attempts = self
+            .attempts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let t = a.timing?;
+                Some(crate::telemetry::AttemptSpan {
+                    span_id: t.span,
+                    start: t.start,
+                    end: t.start + t.took,
+                    model: a.model.clone(),
+                    upstream_model: self.upstream.clone().filter(|_| Some(i) == answered).unwrap_or(a.model.clone()),
+                    provider: a.provider.clone(),
+                    provider_kind: kind(&a.provider),
+                    error: match &a.outcome {
+                        Outcome::Answered => None,
+                        o => Some(o.describe()),
+                    },
+                    usage: (Some(i) == answered).then_some((self.usage.input, self.usage.output)),
+                })
+            })
+            .collect();
+        Some(crate::telemetry::RequestSpan {
+            trace,
+            span_id,
+            start: self.wall,
+            end,
+            operation: self.operation,
+            request_id: self.id.clone(),
+            requested: self.requested.clone(),
+            rule: self.rule.clone(),
+            policy: self.policy.clone(),
+            key: self.key.clone(),
+            status: self.status,
+            cost_usd: usage::usd(self.cost_micros.unwrap_or(0)),
+            cache: self.cache,
+            usage: (self.usage.input, self.usage.output),
+            prompt: self.prompt.clone(),
+            attempts,
+        })
     }
 
     /// The upstream calls made (`x-yardmaster-attempts`).
@@ -183,6 +286,9 @@ impl Record {
         h.insert(names::ATTEMPTS, HeaderValue::from(self.calls()));
         if let Some(c) = self.cache {
             h.insert(names::CACHE, HeaderValue::from_static(c));
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.server_timing(self.head_at.is_some())) {
+            h.insert(names::SERVER_TIMING, v);
         }
     }
 
@@ -248,6 +354,9 @@ impl Record {
                 m.ttfb(model, t.as_secs_f64());
             }
         }
+        if self.ledgered {
+            m.overhead(self.overhead().as_secs_f64());
+        }
         for w in self.attempts.windows(2) {
             if let [a, b] = w {
                 if a.model == b.model && a.outcome.called() && b.outcome.called() {
@@ -294,8 +403,9 @@ mod tests {
             model: m.into(),
             provider: "p".into(),
             outcome: Outcome::Failed(crate::providers::UpstreamError::Timeout),
+            timing: None,
         };
-        let skipped = Attempt { model: "c".into(), provider: "q".into(), outcome: Outcome::BreakerOpen };
+        let skipped = Attempt { model: "c".into(), provider: "q".into(), outcome: Outcome::BreakerOpen, timing: None };
         r.attempted(vec![failed("a"), failed("b"), skipped]);
         r.status = 502;
         r.cost_micros = Some(0);

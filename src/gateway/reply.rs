@@ -67,6 +67,7 @@ pub fn reply(st: &AppState, d: Dispatched, mut settle: Settle) -> Response {
         Reply::Stream(events) => {
             let mut resp_headers = axum::http::HeaderMap::new();
             settle.record.status = 200;
+            settle.record.head_at = Some(settle.record.started.elapsed());
             settle.record.headers(&mut resp_headers);
             let mut tally = Tally::new(settle, d.prompt, d.prompt_tokens, d.wants_usage);
             if let Some(t) = ticket {

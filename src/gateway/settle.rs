@@ -86,6 +86,13 @@ impl Settle {
             }
         }
         r.count(&self.st.metrics);
+        if let Some(t) = &self.st.telemetry {
+            let snap = self.st.reloader.snapshot();
+            let providers = &snap.config.config.providers;
+            if let Some(spans) = r.spans(|p| providers.get(p).map_or("unknown", |c| c.kind.otel_name())) {
+                t.submit(spans);
+            }
+        }
         cost
     }
 

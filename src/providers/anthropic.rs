@@ -409,7 +409,11 @@ impl ProviderApi for Anthropic {
         let (body, model) = native::client_body(&call.body)?;
         let (native_body, shape) = request(&body, call.stream).map_err(native::unsupported)?;
         native::log_dropped(PROVIDER_TYPE, &native::dropped_fields(&body, TAKEN));
-        let req = self.upstream.post(url.clone()).header("anthropic-version", API_VERSION).json(&native_body);
+        let req = self
+            .upstream
+            .post(url.clone(), call.traceparent.as_deref())
+            .header("anthropic-version", API_VERSION)
+            .json(&native_body);
         let resp = self.upstream.send(req, call.first_byte_timeout, call.limits, error_body).await?;
         if call.stream {
             return Ok(Reply::Stream(native::translate_stream(

@@ -424,7 +424,7 @@ impl ProviderApi for Gemini {
             let (b, shape) = request(&body).map_err(native::unsupported)?;
             (if call.stream { "streamGenerateContent" } else { "generateContent" }, b, shape)
         };
-        let req = self.upstream.post(self.url(&model, method)?).json(&native_body);
+        let req = self.upstream.post(self.url(&model, method)?, call.traceparent.as_deref()).json(&native_body);
         let resp = self.upstream.send(req, call.first_byte_timeout, call.limits, error_body).await?;
         if call.stream && call.endpoint == Endpoint::Chat {
             return Ok(Reply::Stream(native::translate_stream(

@@ -29,6 +29,8 @@ pub struct Call {
     pub first_byte_timeout: Duration,
     /// How long a read of the reply's body may wait, and how large the reply may be.
     pub limits: Limits,
+    /// The W3C `traceparent` to send upstream, when the request is traced.
+    pub traceparent: Option<String>,
 }
 
 /// What an upstream's reply may take (SPEC §6a's timeouts; `limits` in `yardmaster.yaml`).

@@ -159,9 +159,12 @@ impl Upstream {
         Upstream { http, key, auth, headers, scrub }
     }
 
-    /// A POST to `url` with the key and the extra headers.
-    pub fn post(&self, url: reqwest::Url) -> reqwest::RequestBuilder {
+    /// A POST to `url` with the key, the extra headers and the call's `traceparent`.
+    pub fn post(&self, url: reqwest::Url, traceparent: Option<&str>) -> reqwest::RequestBuilder {
         let mut req = self.http.post(url);
+        if let Some(t) = traceparent {
+            req = req.header("traceparent", t);
+        }
         if let Some(k) = &self.key {
             req = match self.auth {
                 Auth::Bearer => req.bearer_auth(k),

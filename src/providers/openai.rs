@@ -53,7 +53,11 @@ impl ProviderApi for OpenAi {
             Endpoint::Embeddings => embeddings.clone(),
             Endpoint::Moderations => moderations.clone(),
         };
-        let req = self.upstream.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(call.body);
+        let req = self
+            .upstream
+            .post(url, call.traceparent.as_deref())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(call.body);
         let resp = self.upstream.send(req, call.first_byte_timeout, call.limits, passthrough).await?;
         if call.stream {
             let events = self.upstream.events(resp, call.limits).map(|ev| ev.map(|(_, data)| data));

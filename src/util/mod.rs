@@ -8,3 +8,4 @@ pub mod fuzzy;
 pub mod size;
 pub mod thread;
 pub mod tokens;
+pub mod trace;

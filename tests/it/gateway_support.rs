@@ -25,6 +25,8 @@ pub struct Upstream {
     /// Set when a streamed body was dropped before it finished (the client went away).
     pub cancelled: Arc<AtomicBool>,
     pub auth: Arc<Mutex<Vec<String>>>,
+    /// The `traceparent` of each chat call (empty when it had none).
+    pub traceparents: Arc<Mutex<Vec<String>>>,
 }
 
 impl Upstream {
@@ -76,6 +78,8 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
     if let Some(a) = headers.get("authorization").and_then(|a| a.to_str().ok()) {
         up.auth.lock().unwrap().push(a.to_string());
     }
+    let tp = headers.get("traceparent").and_then(|t| t.to_str().ok()).unwrap_or_default();
+    up.traceparents.lock().unwrap().push(tp.to_string());
     let echo = headers.get("authorization").and_then(|a| a.to_str().ok()).unwrap_or("").to_string();
     let stream = v["stream"].as_bool().unwrap_or(false);
     let include_usage = v["stream_options"]["include_usage"].as_bool().unwrap_or(false);

@@ -33,3 +33,4 @@ mod reload;
 mod secrets;
 mod shared;
 mod simulate;
+mod telemetry;
