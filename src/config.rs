@@ -249,7 +249,7 @@ pub struct KeyConfig {
 }
 
 /// A budget.
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     /// USD per period.
@@ -284,7 +284,7 @@ impl Period {
 }
 
 /// Rate limits.
-#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Requests per minute.

@@ -35,6 +35,8 @@ pub struct Key {
     pub models: Option<Vec<String>>,
     /// Whether it uses the response cache.
     pub cache: bool,
+    /// When it stops working (run-time keys; Unix milliseconds).
+    pub expires_at_ms: Option<i64>,
 }
 
 /// Everything a request needs, loaded and checked as one.
@@ -45,8 +47,8 @@ pub struct Snapshot {
     pub config: Loaded,
     /// Providers by name.
     pub providers: HashMap<String, Provider>,
-    /// Gateway keys (empty: the gateway is open).
-    pub keys: Vec<Key>,
+    /// The config's gateway keys (run-time keys are the gateway's `KeyRing`).
+    pub keys: Vec<Arc<Key>>,
     /// SHA-256 of the admin key, when admin access is enabled.
     pub admin: Option<[u8; 32]>,
     /// When it was loaded.
@@ -62,7 +64,7 @@ impl Snapshot {
     }
 
     /// The key with this bearer token.
-    pub fn key(&self, token: &str) -> Option<&Key> {
+    pub fn key(&self, token: &str) -> Option<&Arc<Key>> {
         let h = sha256(token);
         self.keys.iter().find(|k| k.hash == h)
     }
@@ -148,7 +150,7 @@ pub fn build(loaded: Loaded, http: &reqwest::Client) -> Result<Snapshot, String>
         .keys
         .iter()
         .filter_map(|k| {
-            Some(Key {
+            Some(Arc::new(Key {
                 name: k.name.clone(),
                 hash: secret_hash(k.key_env.as_ref(), k.key_sha256.as_ref())?,
                 tier: k.tier.clone(),
@@ -156,7 +158,8 @@ pub fn build(loaded: Loaded, http: &reqwest::Client) -> Result<Snapshot, String>
                 limits: k.limits,
                 models: k.models.clone(),
                 cache: k.cache,
-            })
+                expires_at_ms: None,
+            }))
         })
         .collect();
     let admin = loaded.config.admin.as_ref().and_then(|a| secret_hash(a.key_env.as_ref(), a.key_sha256.as_ref()));
@@ -176,6 +179,26 @@ pub struct Reloader {
     pub reloads_failed: AtomicU64,
     /// Serialises reloads.
     lock: tokio::sync::Mutex<()>,
+    /// The last [`HISTORY_MAX`] reloads and rollbacks, newest last.
+    history: Mutex<std::collections::VecDeque<ReloadEvent>>,
+}
+
+/// How many reloads and rollbacks `/admin/reloads` remembers.
+pub const HISTORY_MAX: usize = 50;
+
+/// One reload or rollback, for `/admin/reloads`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReloadEvent {
+    /// When (RFC 3339).
+    pub at: String,
+    /// `reload` or `rollback`.
+    pub action: &'static str,
+    /// Whether it took effect.
+    pub ok: bool,
+    /// The version live afterwards.
+    pub version: String,
+    /// Why it was rejected.
+    pub error: Option<String>,
 }
 
 /// What `/admin/policy` shows.
@@ -206,6 +229,7 @@ impl Reloader {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             lock: tokio::sync::Mutex::new(()),
+            history: Mutex::default(),
         })
     }
 
@@ -232,12 +256,14 @@ impl Reloader {
                 *lock(&self.previous) = Some(old);
                 *lock(&self.last_error) = None;
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.remember("reload", true, &version, None);
                 tracing::info!(version = %version, "policy reloaded");
                 Ok(version)
             }
             Err(e) => {
                 *lock(&self.last_error) = Some(e.clone());
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.remember("reload", false, self.snapshot().version(), Some(e.clone()));
                 tracing::error!(error = %e, "reload rejected; the running policy stays");
                 Err(e)
             }
@@ -258,8 +284,22 @@ impl Reloader {
         let version = prev.version().to_string();
         let old = self.live.swap(prev);
         *lock(&self.previous) = Some(old);
+        self.remember("rollback", true, &version, None);
         tracing::info!(version = %version, "rolled back");
         Ok((version, false))
+    }
+
+    fn remember(&self, action: &'static str, ok: bool, version: &str, error: Option<String>) {
+        let mut h = lock(&self.history);
+        if h.len() == HISTORY_MAX {
+            h.pop_front();
+        }
+        h.push_back(ReloadEvent { at: chrono::Utc::now().to_rfc3339(), action, ok, version: version.to_string(), error });
+    }
+
+    /// The recent reloads and rollbacks, newest first.
+    pub fn history(&self) -> Vec<ReloadEvent> {
+        lock(&self.history).iter().rev().cloned().collect()
     }
 
     /// The state `/admin/policy` shows.

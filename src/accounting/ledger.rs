@@ -92,6 +92,8 @@ enum Msg {
     SpendSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<Result<u64, String>> },
     SavedSince { key: String, since_ms: i64, reply: tokio::sync::oneshot::Sender<Result<(u64, u64), String>> },
     Flush(tokio::sync::oneshot::Sender<()>),
+    KeyPut { id: String, record: String, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
+    KeysLoad(tokio::sync::oneshot::Sender<Result<Vec<String>, String>>),
 }
 
 /// The ledger's handle. Cloning shares the writer.
@@ -150,7 +152,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
              estimated INTEGER NOT NULL,
              policy TEXT
          );
-         CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key, ts_ms);",
+         CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key, ts_ms);
+         CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, record TEXT NOT NULL);",
     )?;
     // Ledgers written before the response cache lack its two columns: add them.
     let has_cache: bool =
@@ -162,6 +165,12 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
         )?;
     }
     Ok(conn)
+}
+
+fn load_keys(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM keys ORDER BY id")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -294,6 +303,17 @@ impl Writer {
                 self.flush_hard(Duration::from_secs(5));
                 let _ = reply.send(());
             }
+            Msg::KeyPut { id, record, reply } => {
+                let done = self
+                    .conn
+                    .execute("INSERT OR REPLACE INTO keys (id, record) VALUES (?1, ?2)", (&id, &record))
+                    .map(|_| ())
+                    .map_err(|e| format!("the ledger could not store the key: {e}"));
+                let _ = reply.send(done);
+            }
+            Msg::KeysLoad(reply) => {
+                let _ = reply.send(load_keys(&self.conn).map_err(|e| format!("the ledger could not be read: {e}")));
+            }
         }
     }
 
@@ -408,6 +428,27 @@ impl Ledger {
     pub async fn saved_since(&self, key: &str, since_ms: i64) -> Result<(u64, u64), String> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         if self.tx.send(Msg::SavedSince { key: key.to_string(), since_ms, reply }).is_err() {
+            return Err("the ledger's writer has stopped".into());
+        }
+        self.writer.unpark();
+        rx.await.unwrap_or_else(|_| Err("the ledger's writer has stopped".into()))
+    }
+
+    /// Stores a run-time key's record (JSON) under its id, replacing the one before; returns once
+    /// it is committed.
+    pub async fn put_key(&self, id: &str, record: String) -> Result<(), String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::KeyPut { id: id.to_string(), record, reply }).is_err() {
+            return Err("the ledger's writer has stopped".into());
+        }
+        self.writer.unpark();
+        rx.await.unwrap_or_else(|_| Err("the ledger's writer has stopped".into()))
+    }
+
+    /// Every run-time key's record (JSON), in id order.
+    pub async fn keys(&self) -> Result<Vec<String>, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::KeysLoad(reply)).is_err() {
             return Err("the ledger's writer has stopped".into());
         }
         self.writer.unpark();

@@ -3,6 +3,8 @@
 //! through its front door (400), the key's model allowlist (403), then its rate limits (429 with
 //! `Retry-After`; the `tpm` admission is held by the settle guard until the request ends).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::HeaderMap;
 use http_body_util::BodyExt;
@@ -16,9 +18,9 @@ use crate::state::{StateStore, Store};
 
 /// A request that may go on to routing.
 #[derive(Debug)]
-pub struct Admitted<'s> {
+pub struct Admitted {
     /// The calling key (none when the gateway is open).
-    pub key: Option<&'s Key>,
+    pub key: Option<Arc<Key>>,
     /// The request, in the internal shape.
     pub inbound: Inbound,
 }
@@ -33,14 +35,22 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The calling key: `None` when the gateway is open (no keys configured; keys whose variable
-/// is unset are disabled, and do not open it).
-pub fn authenticate<'s>(snap: &'s Snapshot, headers: &HeaderMap) -> Result<Option<&'s Key>, ApiError> {
-    if snap.config.config.keys.is_empty() {
+/// The calling key: `None` when the gateway is open (no keys in the config and none made at run
+/// time; keys whose variable is unset still close it). A run-time key past its expiry is refused.
+pub fn authenticate(st: &AppState, snap: &Snapshot, headers: &HeaderMap) -> Result<Option<Arc<Key>>, ApiError> {
+    if snap.config.config.keys.is_empty() && st.keys.is_empty() {
         return Ok(None);
     }
     let token = bearer(headers).ok_or_else(ApiError::missing_key)?;
-    snap.key(token).map(Some).ok_or_else(ApiError::invalid_key)
+    let hash = crate::reload::sha256(token);
+    if let Some(k) = snap.keys.iter().find(|k| k.hash == hash) {
+        return Ok(Some(k.clone()));
+    }
+    let k = st.keys.find(&hash).ok_or_else(ApiError::invalid_key)?;
+    if k.expires_at_ms.is_some_and(|t| t <= chrono::Utc::now().timestamp_millis()) {
+        return Err(ApiError::key_expired());
+    }
+    Ok(Some(k))
 }
 
 /// The body, within the size limit and the body timeout.
@@ -59,24 +69,24 @@ pub async fn read_body(st: &AppState, snap: &Snapshot, body: Body) -> Result<byt
 
 /// Admits a request. `settle` learns the key (so that the request is ledgered from here on) and
 /// takes the `tpm` admission.
-pub async fn admit<'s>(
+pub async fn admit(
     st: &AppState,
-    snap: &'s Snapshot,
+    snap: &Snapshot,
     door: Door,
     headers: &HeaderMap,
     body: Body,
     settle: &mut Settle,
-) -> Result<Admitted<'s>, ApiError> {
-    let key = authenticate(snap, headers)?;
+) -> Result<Admitted, ApiError> {
+    let key = authenticate(st, snap, headers)?;
     settle.record.ledgered = true;
-    settle.record.key = key.map(|k| k.name.clone());
+    settle.record.key = key.as_ref().map(|k| k.name.clone());
     let bytes = read_body(st, snap, body).await?;
     let mut inbound = door.parse(&bytes)?;
     if snap.program.info.reads_headers {
         let facts = std::mem::take(&mut inbound.facts);
         inbound.facts = facts.with_headers(headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
     }
-    let Some(k) = key else { return Ok(Admitted { key, inbound }) };
+    let Some(k) = key.as_deref() else { return Ok(Admitted { key, inbound }) };
     if let Some(list) = &k.models {
         let in_family =
             |n: &String| crate::config::is_family(n) && inbound.requested.starts_with(n.trim_end_matches('*'));

@@ -72,6 +72,25 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "invalid API key")
     }
 
+    /// 401: a run-time key past its expiry.
+    pub fn key_expired() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "expired_api_key", "this API key has expired")
+    }
+
+    /// 409: `/admin/keys` would make a second key with a name already in use.
+    pub fn key_name_taken(name: &str) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "key_exists", format!("a key named `{name}` exists already")).param("name")
+    }
+
+    /// 409: `/admin/keys` cannot change a key that `yardmaster.yaml` defines.
+    pub fn key_in_config(name: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "key_in_config",
+            format!("the key `{name}` is defined in the config file: change it there"),
+        )
+    }
+
     /// 401: `/admin` without the admin key.
     pub fn missing_admin_key() -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "missing admin key")

@@ -49,13 +49,13 @@ fn visible<'a>(
 pub async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let record = Record::new(snap.version());
-    let result = authenticate(&snap, &headers).map(|key| {
-        let allowed = key.and_then(|k| k.models.clone());
+    let result = authenticate(&st, &snap, &headers).map(|key| {
+        let allowed = key.as_ref().and_then(|k| k.models.clone());
         // A family is one entry, named as the catalog names it (`openai/*`).
         let families =
             snap.program.catalog().families().iter().filter(|f| allowed.as_ref().is_none_or(|a| a.contains(&f.name)));
         let data: Vec<serde_json::Value> = std::iter::once(auto_entry())
-            .chain(visible(&snap, key).map(model_entry))
+            .chain(visible(&snap, key.as_deref()).map(model_entry))
             .chain(families.map(model_entry))
             .collect();
         axum::Json(json!({"object": "list", "data": data})).into_response()
@@ -71,9 +71,9 @@ pub async fn model(
 ) -> Response {
     let snap = st.reloader.snapshot();
     let record = Record::new(snap.version());
-    let result = authenticate(&snap, &headers).and_then(|key| {
+    let result = authenticate(&st, &snap, &headers).and_then(|key| {
         let entry =
-            if id == "auto" { Some(auto_entry()) } else { visible(&snap, key).find(|m| m.name == id).map(model_entry) };
+            if id == "auto" { Some(auto_entry()) } else { visible(&snap, key.as_deref()).find(|m| m.name == id).map(model_entry) };
         entry.map(|e| axum::Json(e).into_response()).ok_or_else(|| ApiError::model_not_found(&id))
     });
     answer(&st, record, result)
@@ -85,7 +85,7 @@ pub async fn model(
 pub async fn providers(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let record = Record::new(snap.version());
-    let result = authenticate(&snap, &headers).map(|key| {
+    let result = authenticate(&st, &snap, &headers).map(|key| {
         let mut names: Vec<&String> = snap.config.config.providers.keys().collect();
         names.sort();
         let breakers = st.state.breakers();
@@ -98,7 +98,7 @@ pub async fn providers(State(st): State<Arc<AppState>>, headers: HeaderMap) -> R
                     Some(_) => (true, None),
                     None => (false, Some("not built".to_string())),
                 };
-                let models: Vec<serde_json::Value> = visible(&snap, key)
+                let models: Vec<serde_json::Value> = visible(&snap, key.as_deref())
                     .filter(|m| &m.provider == name)
                     .map(|m| {
                         let breaker = match breakers.iter().find(|(n, _)| *n == m.name).map(|(_, b)| *b) {
@@ -123,13 +123,13 @@ pub async fn providers(State(st): State<Arc<AppState>>, headers: HeaderMap) -> R
 pub async fn key(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let snap = st.reloader.snapshot();
     let record = Record::new(snap.version());
-    let result = match authenticate(&snap, &headers) {
+    let result = match authenticate(&st, &snap, &headers) {
         Err(e) => Err(e),
         Ok(None) => Ok(axum::Json(
             json!({"name": null, "tier": null, "open": true, "spend_usd": null, "budget": null, "limits": null}),
         )
         .into_response()),
-        Ok(Some(k)) => key_standing(&st, k).await,
+        Ok(Some(k)) => key_standing(&st, &k).await,
     };
     answer(&st, record, result)
 }

@@ -19,6 +19,70 @@ pub struct Metrics {
     cache: Mutex<CacheCounts>,
     /// The gateway's own time per request (`yardmaster_overhead_seconds`).
     overhead: Mutex<Overhead>,
+    /// rule -> requests in each of the last 60 minutes (the admin page's plot).
+    minutes: Mutex<BTreeMap<String, Minutes>>,
+}
+
+/// A rule's requests per minute over the last hour: slot `m % 60` holds minute `m`.
+#[derive(Debug, Clone)]
+struct Minutes {
+    last: u64,
+    counts: [u32; 60],
+}
+
+impl Default for Minutes {
+    fn default() -> Self {
+        Minutes { last: 0, counts: [0; 60] }
+    }
+}
+
+impl Minutes {
+    /// Empties the slots of the minutes between the last one counted and `now`.
+    fn advance(&mut self, now: u64) {
+        if now > self.last {
+            for m in (self.last + 1)..=now.min(self.last + 60) {
+                self.counts[(m % 60) as usize] = 0;
+            }
+            self.last = now;
+        }
+    }
+
+    /// The last 60 minutes, oldest first, ending with `now`.
+    fn series(&self, now: u64) -> Vec<u32> {
+        let mut s = self.clone();
+        s.advance(now);
+        ((now + 1)..=(now + 60)).map(|m| s.counts[(m % 60) as usize]).collect()
+    }
+}
+
+/// A rule's figures for the admin page.
+#[derive(Debug, serde::Serialize)]
+pub struct RuleFigures {
+    /// Requests it matched since the start.
+    pub hits: u64,
+    /// Of those, answered with a status of 400 or more.
+    pub errors: u64,
+    /// Requests per minute over the last five minutes.
+    pub per_minute: f64,
+    /// Requests in each of the last 60 minutes, oldest first.
+    pub last_hour: Vec<u32>,
+}
+
+/// A model's figures for the admin page.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ModelFigures {
+    /// Requests it answered or failed.
+    pub requests: u64,
+    /// Of those, answered with a status of 500 or more.
+    pub errors: u64,
+    /// Mean latency, in milliseconds.
+    pub mean_latency_ms: Option<f64>,
+    /// Mean time to first byte, in milliseconds.
+    pub mean_ttfb_ms: Option<f64>,
+}
+
+fn minute_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60)
 }
 
 /// A histogram with the overhead's finer bounds.
@@ -162,6 +226,53 @@ impl Metrics {
     pub fn request(&self, rule: &str, model: &str, provider: &str, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *slot(slot(slot(&mut m, rule), model), provider).entry(status).or_default() += 1;
+        drop(m);
+        let now = minute_now();
+        let mut minutes = self.minutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = slot(&mut minutes, rule);
+        r.advance(now);
+        r.counts[(now % 60) as usize] += 1;
+    }
+
+    /// Every rule that matched a request: hits, errors, and its last hour minute by minute.
+    pub fn rules(&self) -> BTreeMap<String, RuleFigures> {
+        let now = minute_now();
+        let minutes = self.minutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        requests
+            .iter()
+            .map(|(rule, models)| {
+                let statuses = models.values().flat_map(BTreeMap::values).flat_map(BTreeMap::iter);
+                let (hits, errors) = statuses.fold((0, 0), |(h, e), (s, n)| (h + n, e + if *s >= 400 { n } else { &0 }));
+                let last_hour = minutes.get(rule).map_or_else(|| vec![0; 60], |m| m.series(now));
+                let per_minute = f64::from(last_hour[55..].iter().sum::<u32>()) / 5.0;
+                (rule.clone(), RuleFigures { hits, errors, per_minute, last_hour })
+            })
+            .collect()
+    }
+
+    /// Every model that was called: requests, errors and mean latencies.
+    pub fn models(&self) -> BTreeMap<String, ModelFigures> {
+        let mut out: BTreeMap<String, ModelFigures> = BTreeMap::new();
+        let requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (model, providers) in requests.values().flat_map(BTreeMap::iter) {
+            let f = out.entry(model.clone()).or_default();
+            for (status, n) in providers.values().flat_map(BTreeMap::iter) {
+                f.requests += n;
+                if *status >= 500 {
+                    f.errors += n;
+                }
+            }
+        }
+        drop(requests);
+        let models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mean = |h: &Histogram| (h.count > 0).then(|| h.sum * 1000.0 / h.count as f64);
+        for (model, s) in models.iter() {
+            let f = out.entry(model.clone()).or_default();
+            f.mean_latency_ms = mean(&s.latency);
+            f.mean_ttfb_ms = mean(&s.ttfb);
+        }
+        out
     }
 
     fn model<R>(&self, model: &str, f: impl FnOnce(&mut ModelStats) -> R) -> R {

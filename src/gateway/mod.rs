@@ -18,6 +18,8 @@ pub mod door;
 pub mod edge;
 pub mod error;
 mod info;
+pub mod keys;
+mod page;
 pub mod messages;
 pub mod metrics;
 mod path;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub cache: Arc<crate::cache::ResponseCache>,
     /// The trace exporter, with `telemetry.otlp` (started once: a change needs a restart).
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// Gateway keys made at run time (`/admin/keys`).
+    pub keys: Arc<keys::KeyRing>,
 }
 
 /// Server timings.
@@ -142,6 +146,14 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/reload", post(admin::reload))
         .route("/admin/rollback", post(admin::rollback))
         .route("/admin/explain", post(admin::explain))
+        .route("/admin/rules", get(admin::rules))
+        .route("/admin/models", get(admin::models))
+        .route("/admin/reloads", get(admin::reloads))
+        .route("/admin/", get(page::index))
+        .route("/admin", get(page::redirect))
+        .route("/admin/assets/{file}", get(page::asset))
+        .route("/admin/keys", get(keys::list).post(keys::create))
+        .route("/admin/keys/{id}", axum::routing::patch(keys::update).delete(keys::revoke))
         .fallback(info::not_found)
         .with_state(Arc::new(state))
 }
@@ -252,14 +264,6 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
                 .ok_or_else(|| format!("listen: `{listen}` resolves to no address"))?
         }
     };
-    if snap.config.config.keys.is_empty() {
-        if !addr.ip().is_loopback() && !snap.config.config.allow_open {
-            return Err(format!(
-                "no `keys` are configured, so the gateway would be open; it refuses to listen on {addr} (not loopback) unless `allow_open: true`"
-            ));
-        }
-        tracing::warn!("no `keys` are configured: the gateway is open to anyone who can reach {addr}");
-    }
     for w in &snap.config.warnings {
         tracing::warn!("{w}");
     }
@@ -271,6 +275,19 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         }
     };
     let state = Arc::new(store(&snap, ledger.clone(), timeouts.breaker_cooldown)?);
+    let ring = Arc::new(keys::KeyRing::default());
+    if let Err(e) = ring.refresh(&state, true).await {
+        tracing::warn!(error = %e, "the run-time keys could not be read at start; they are read again every 250 ms");
+    }
+    ring.watch(state.clone());
+    if snap.config.config.keys.is_empty() && ring.is_empty() {
+        if !addr.ip().is_loopback() && !snap.config.config.allow_open {
+            return Err(format!(
+                "no `keys` are configured (or made at run time), so the gateway would be open; it refuses to listen on {addr} (not loopback) unless `allow_open: true`"
+            ));
+        }
+        tracing::warn!("no `keys` are configured: the gateway is open to anyone who can reach {addr}");
+    }
     let accounting = Arc::new(Accounting {
         request_log: ledger.is_some() && snap.config.config.log.requests.is_some(),
         log_prompts: snap.config.config.log.prompts,
@@ -308,6 +325,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         cut,
         cache: Arc::new(crate::cache::ResponseCache::new(snap.config.config.cache.max_bytes)),
         telemetry: telemetry(&snap.config.config, http)?.map(Arc::new),
+        keys: ring,
     };
     if state.state.shares_cache() {
         // Exact entries go to the shared store too, so that every instance finds them.

@@ -42,7 +42,7 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, req: axum::extract::R
     let record = Record::new(snap.version());
     let (parts, body) = req.into_parts();
     let counted = async {
-        super::admit::authenticate(&snap, &parts.headers)?;
+        super::admit::authenticate(&st, &snap, &parts.headers)?;
         let bytes = super::admit::read_body(&st, &snap, body).await?;
         let mut v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
@@ -156,7 +156,7 @@ fn trace(st: &AppState, headers: &axum::http::HeaderMap, record: &mut Record) {
 async fn look_up(
     st: &AppState,
     snap: &Snapshot,
-    admitted: &Admitted<'_>,
+    admitted: &Admitted,
     routing: &Routing<'_>,
     headers: &axum::http::HeaderMap,
     settle: &mut Settle,
@@ -171,9 +171,9 @@ async fn look_up(
         log.request_sha256 = Some(hex::encode(digest));
     }
     let caller = cache::Caller {
-        key: admitted.key.map(|k| k.name.as_str()),
-        tier: admitted.key.and_then(|k| k.tier.as_deref()),
-        uses_cache: admitted.key.is_none_or(|k| k.cache),
+        key: admitted.key.as_deref().map(|k| k.name.as_str()),
+        tier: admitted.key.as_deref().and_then(|k| k.tier.as_deref()),
+        uses_cache: admitted.key.as_deref().is_none_or(|k| k.cache),
     };
     let query = cache::Query {
         rule_cache: routing.cache,
@@ -219,7 +219,7 @@ async fn look_up(
     let Some(context) = cache::similar::context(&scope, routing.rule, inbound.endpoint, model, &inbound.body) else {
         return Ok(Some(ticket));
     };
-    if let Some(v) = replies::embed(st, snap, similar.model, &context.text, budget_of(admitted), settle).await {
+    if let Some(v) = replies::embed(st, snap, similar.model, &context.text, admitted.key.as_deref().and_then(budget_of), settle).await {
         if !ticket.no_lookup {
             if let Some(hit) = cache::nearest(&st.cache, &context.key, &v, similar.threshold) {
                 return Err(hit);
@@ -231,8 +231,7 @@ async fn look_up(
 }
 
 /// The calling key and its budget, when it has one.
-fn budget_of<'a>(admitted: &Admitted<'a>) -> Option<(&'a str, Budget)> {
-    let k = admitted.key?;
+fn budget_of(k: &crate::reload::Key) -> Option<(&str, Budget)> {
     let b = k.budget?;
     Some((k.name.as_str(), Budget { limit: crate::accounting::usage::micros(b.usd), per: b.per }))
 }
@@ -248,16 +247,16 @@ enum Next {
 async fn forward(
     st: &AppState,
     snap: &Snapshot,
-    admitted: Admitted<'_>,
+    admitted: Admitted,
     routing: &Routing<'_>,
     ticket: Option<cache::Ticket>,
     settle: &mut Settle,
 ) -> Result<Dispatched, ApiError> {
-    let budget = budget_of(&admitted);
-    let inbound = admitted.inbound;
+    let Admitted { key, inbound } = admitted;
+    let budget = key.as_deref().and_then(budget_of);
     let catalog = snap.program.catalog();
     let sizes = Sizes { prompt_bytes: inbound.facts.prompt.len() as u64, max_tokens: inbound.facts.max_tokens };
-    let allowed = admitted.key.and_then(|k| k.models.as_deref());
+    let allowed = key.as_deref().and_then(|k| k.models.as_deref());
     // A client's name under a family (`openai/gpt-4.1` under `openai/*`) is one target of its own.
     let family = routing.unknown_requested.as_deref().and_then(|n| catalog.family_of(n));
     let targets = match &family {

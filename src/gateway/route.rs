@@ -64,13 +64,13 @@ pub fn context<'a>(key: Option<&'a Key>, health: &'a HealthView<'a>, standing: S
 pub async fn route<'s>(
     st: &AppState,
     snap: &'s Snapshot,
-    admitted: &mut Admitted<'s>,
+    admitted: &mut Admitted,
     settle: &mut Settle,
 ) -> Result<Routing<'s>, ApiError> {
     // The standing is a round trip to a shared store: read only when a rule or the request log
     // needs it (402s and `/v1/key` read their own).
     let standing = if snap.program.info.reads_budget || settle.record.log.is_some() {
-        standing(st, admitted.key).await?
+        standing(st, admitted.key.as_deref()).await?
     } else {
         Standing::default()
     };
@@ -82,7 +82,7 @@ pub async fn route<'s>(
     let (routing, ctx_facts) = {
         // The context borrows the (non-Send) health view: keep it out of the await above.
         let view = HealthView { state: &st.state, latency: &st.latency, catalog: snap.program.catalog() };
-        let ctx = context(admitted.key, &view, standing);
+        let ctx = context(admitted.key.as_deref(), &view, standing);
         let routing = SCRATCH.with(|s| snap.program.route(facts, &ctx, &mut s.borrow_mut()));
         (routing, (ctx.budget.spent_usd, ctx.hour, ctx.weekday))
     };
@@ -91,8 +91,8 @@ pub async fn route<'s>(
         let keep = st.accounting.log_headers.as_deref();
         let mut f = log_facts(facts, &snap.program.info.headers, keep, st.accounting.log_prompts);
         f.prompt_tokens = routing.tokens;
-        f.tier = admitted.key.and_then(|k| k.tier.clone());
-        f.budget_usd = admitted.key.and_then(|k| k.budget.map(|b| b.usd));
+        f.tier = admitted.key.as_deref().and_then(|k| k.tier.clone());
+        f.budget_usd = admitted.key.as_deref().and_then(|k| k.budget.map(|b| b.usd));
         (f.budget_spent_usd, f.hour, f.weekday) = ctx_facts;
         settle.record.log = Some(f);
     }

@@ -13,6 +13,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod keys;
 pub mod local;
 pub mod shared;
 
@@ -221,6 +222,39 @@ impl Store {
     pub fn cache_put(&self, key: &str, bytes: Vec<u8>, ttl: Duration) {
         if let Store::Shared(s) = self {
             s.cache_put(key, bytes, ttl);
+        }
+    }
+
+    /// The run-time keys' version: it changes with every write, on any instance.
+    pub async fn keys_version(&self) -> Result<u64, StateError> {
+        match self {
+            Store::Local(s) => Ok(s.keys.version()),
+            Store::Shared(s) => s.keys_version().await,
+        }
+    }
+
+    /// Every run-time key's record, revoked ones included.
+    pub async fn keys(&self) -> Result<Vec<keys::KeyRecord>, StateError> {
+        match self {
+            Store::Local(s) => s.keys.all().await,
+            Store::Shared(s) => s.keys().await,
+        }
+    }
+
+    /// Stores a run-time key's record, replacing the one with its id.
+    pub async fn put_key(&self, record: &keys::KeyRecord) -> Result<(), StateError> {
+        match self {
+            Store::Local(s) => s.keys.put(record).await,
+            Store::Shared(s) => s.put_key(record).await,
+        }
+    }
+
+    /// Where run-time keys are kept: `redis`, `ledger` or `memory`.
+    pub fn keys_home(&self) -> &'static str {
+        match self {
+            Store::Local(s) if s.keys.persistent() => "ledger",
+            Store::Local(_) => "memory",
+            Store::Shared(_) => "redis",
         }
     }
 

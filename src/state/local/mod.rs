@@ -19,6 +19,8 @@ pub struct Local {
     limits: limits::RateLimits,
     breakers: breakers::Breakers,
     ledger: Option<Ledger>,
+    /// Run-time keys.
+    pub keys: super::keys::LocalKeys,
 }
 
 impl Local {
@@ -29,6 +31,7 @@ impl Local {
             budgets: budgets::Budgets::default(),
             limits: limits::RateLimits::default(),
             breakers: breakers::Breakers::new(cooldown),
+            keys: super::keys::LocalKeys::new(ledger.clone()),
             ledger,
         }
     }

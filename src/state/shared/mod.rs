@@ -370,6 +370,41 @@ impl Shared {
         Ok(bytes.map(|b| (b, Duration::from_millis(u64::try_from(ttl).unwrap_or(0)))))
     }
 
+    /// The run-time keys' version (0 before the first key).
+    pub async fn keys_version(&self) -> Result<u64, StateError> {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.key(&["keys", "version"]))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Every run-time key's record.
+    pub async fn keys(&self) -> Result<Vec<super::keys::KeyRecord>, StateError> {
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key(&["keys"]))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let mut records: Vec<super::keys::KeyRecord> = all.values().filter_map(|r| serde_json::from_str(r).ok()).collect();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    /// Stores a run-time key's record and moves the version on, in one transaction.
+    pub async fn put_key(&self, record: &super::keys::KeyRecord) -> Result<(), StateError> {
+        redis::pipe()
+            .atomic()
+            .hset(self.key(&["keys"]), &record.id, super::keys::json(record))
+            .ignore()
+            .incr(self.key(&["keys", "version"]), 1)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.failed(&e))
+    }
+
     /// Stores an exact cache entry for `ttl` (never waits).
     pub fn cache_put(&self, key: &str, bytes: Vec<u8>, ttl: Duration) {
         let _ = self.writes.send(Write::Cache { key: self.key(&["cache", key]), bytes, ttl });

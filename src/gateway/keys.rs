@@ -1,0 +1,368 @@
+//! Gateway keys made at run time: the [`KeyRing`] that authentication consults next to the
+//! config's keys, and the `/admin/keys` endpoints that create, list, update and revoke them.
+//! Input: the state store's key records (SPEC §13); output: the live keys, and JSON for the admin
+//! page and scripts. A secret is shown once, in the answer that creates it, and stored only as
+//! its SHA-256. Every instance re-reads the records when their version moves (it checks every
+//! 250 ms), so a revocation holds everywhere within a second. Keys in the config file are listed
+//! but cannot be changed here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::admin::admin;
+use super::admit::read_body;
+use super::error::ApiError;
+use super::record::Record;
+use super::settle::answer;
+use super::AppState;
+use crate::config::{BudgetConfig, LimitsConfig};
+use crate::reload::{sha256, Key, Snapshot};
+use crate::state::keys::KeyRecord;
+use crate::state::{StateError, StateStore, Store};
+
+/// How often an instance checks whether the run-time keys changed.
+pub const KEYS_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// The run-time keys that work now (neither revoked nor, at load, expired), by secret hash.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    live: ArcSwap<HashMap<[u8; 32], Arc<Key>>>,
+    version: AtomicU64,
+}
+
+impl KeyRing {
+    /// True when there is no run-time key (with none in the config either, the gateway is open).
+    pub fn is_empty(&self) -> bool {
+        self.live.load().is_empty()
+    }
+
+    /// The run-time key with this secret hash.
+    pub fn find(&self, hash: &[u8; 32]) -> Option<Arc<Key>> {
+        self.live.load().get(hash).cloned()
+    }
+
+    /// The live run-time key with this name.
+    pub fn named(&self, name: &str) -> Option<Arc<Key>> {
+        self.live.load().values().find(|k| k.name == name).cloned()
+    }
+
+    /// Re-reads the records when their version moved (or always, with `force`).
+    pub async fn refresh(&self, store: &Store, force: bool) -> Result<(), StateError> {
+        let version = store.keys_version().await?;
+        if !force && version == self.version.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let records = store.keys().await?;
+        let live = records.iter().filter(|r| r.revoked_at_ms.is_none()).filter_map(|r| {
+            let hash: [u8; 32] = hex::decode(&r.sha256).ok()?.try_into().ok()?;
+            Some((hash, Arc::new(Key { hash, ..key_of(r) })))
+        });
+        self.live.store(Arc::new(live.collect()));
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// Checks for changes every [`KEYS_CHECK_EVERY`] for as long as the runtime lives. A store
+    /// that cannot be read keeps the keys last read.
+    pub fn watch(self: &Arc<Self>, store: Arc<Store>) {
+        let ring = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEYS_CHECK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(ring) = ring.upgrade() else { return };
+                if let Err(e) = ring.refresh(&store, false).await {
+                    tracing::debug!(error = %e, "the run-time keys could not be read; the last ones stay");
+                }
+            }
+        });
+    }
+}
+
+fn key_of(r: &KeyRecord) -> Key {
+    Key {
+        name: r.name.clone(),
+        hash: [0; 32],
+        tier: r.tier.clone(),
+        budget: r.budget,
+        limits: r.limits,
+        models: r.models.clone(),
+        cache: true,
+        expires_at_ms: r.expires_at_ms,
+    }
+}
+
+fn unavailable(e: StateError) -> ApiError {
+    ApiError::state_unavailable(&e.to_string())
+}
+
+fn rfc3339(ms: Option<i64>) -> Value {
+    ms.and_then(chrono::DateTime::from_timestamp_millis).map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+/// A key as the admin endpoints show it: its settings, its standing, and where it comes from.
+async fn shown(st: &AppState, source: &str, id: Option<&str>, key: &Key, record: Option<&KeyRecord>) -> Value {
+    let standing = match key.budget {
+        Some(b) => st.state.standing(&key.name, b.per).await.ok(),
+        None => st.state.standing(&key.name, crate::config::Period::Month).await.ok(),
+    };
+    let spent = standing.map(|s| crate::accounting::usage::usd(s.spent));
+    let reserved = standing.map(|s| crate::accounting::usage::usd(s.reserved));
+    let now = chrono::Utc::now().timestamp_millis();
+    let state = match record {
+        Some(r) if r.revoked_at_ms.is_some() => "revoked",
+        _ if key.expires_at_ms.is_some_and(|t| t <= now) => "expired",
+        _ => "active",
+    };
+    json!({
+        "id": id, "source": source, "name": key.name, "state": state, "tier": key.tier,
+        "budget": key.budget, "limits": key.limits, "models": key.models,
+        "spend_usd": spent, "reserved_usd": reserved,
+        "prefix": record.map(|r| r.prefix.as_str()),
+        "expires_at": rfc3339(key.expires_at_ms),
+        "created_at": rfc3339(record.map(|r| r.created_at_ms)),
+        "revoked_at": rfc3339(record.and_then(|r| r.revoked_at_ms)),
+    })
+}
+
+/// `GET /admin/keys`: the config's keys, then the run-time ones (revoked ones included), each
+/// with its spend this period.
+pub async fn list(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let snap = st.reloader.snapshot();
+    let result = async {
+        admin(&snap, &headers)?;
+        let records = st.state.keys().await.map_err(unavailable)?;
+        let mut data = Vec::new();
+        for k in &snap.config.config.keys {
+            let key = snap.keys.iter().find(|c| c.name == k.name).map_or_else(
+                || Key {
+                    name: k.name.clone(),
+                    hash: [0; 32],
+                    tier: k.tier.clone(),
+                    budget: k.budget,
+                    limits: k.limits,
+                    models: k.models.clone(),
+                    cache: k.cache,
+                    expires_at_ms: None,
+                },
+                |c| (**c).clone(),
+            );
+            data.push(shown(&st, "config", None, &key, None).await);
+        }
+        for r in &records {
+            data.push(shown(&st, "runtime", Some(&r.id), &key_of(r), Some(r)).await);
+        }
+        Ok::<_, ApiError>(
+            axum::Json(json!({"object": "list", "stored_in": st.state.keys_home(), "data": data})).into_response(),
+        )
+    }
+    .await;
+    answer(&st, Record::new(snap.version()), result)
+}
+
+/// The settings a create or an update names; `None` for a field it leaves alone, `Some(None)` for
+/// one it clears.
+#[derive(Default)]
+struct Fields {
+    name: Option<String>,
+    tier: Option<Option<String>>,
+    budget: Option<Option<BudgetConfig>>,
+    limits: Option<Option<LimitsConfig>>,
+    models: Option<Option<Vec<String>>>,
+    expires_at_ms: Option<Option<i64>>,
+}
+
+fn field<T: serde::de::DeserializeOwned>(body: &serde_json::Map<String, Value>, name: &str) -> Result<Option<Option<T>>, ApiError> {
+    match body.get(name) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(|t| Some(Some(t)))
+            .map_err(|e| ApiError::bad_request(format!("`{name}`: {e}")).param(name.to_string())),
+    }
+}
+
+fn fields(bytes: &[u8]) -> Result<Fields, ApiError> {
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let Value::Object(body) = body else { return Err(ApiError::bad_request("the request body must be a JSON object")) };
+    const KNOWN: [&str; 6] = ["name", "tier", "budget", "limits", "models", "expires_at"];
+    if let Some(k) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!("unknown field `{k}` (expected one of {})", KNOWN.join(", ")))
+            .param(k.clone()));
+    }
+    let expires_at_ms = match field::<String>(&body, "expires_at")? {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(t)) => Some(Some(
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map_err(|e| {
+                    ApiError::bad_request(format!("`expires_at`: `{t}` is not an RFC 3339 time: {e}")).param("expires_at")
+                })?
+                .timestamp_millis(),
+        )),
+    };
+    let name = match field::<String>(&body, "name")? {
+        Some(None) => return Err(ApiError::bad_request("`name` cannot be null").param("name")),
+        Some(Some(n)) if n.trim().is_empty() || n.len() > 128 => {
+            return Err(ApiError::bad_request("`name` must be 1 to 128 characters").param("name"))
+        }
+        n => n.flatten(),
+    };
+    let budget: Option<Option<BudgetConfig>> = field(&body, "budget")?;
+    if let Some(Some(b)) = budget {
+        if !(b.usd.is_finite() && b.usd >= 0.0) {
+            return Err(ApiError::bad_request("`budget.usd` must be a number of dollars, 0 or more").param("budget"));
+        }
+    }
+    Ok(Fields {
+        name,
+        tier: field(&body, "tier")?,
+        budget,
+        limits: field(&body, "limits")?,
+        models: field(&body, "models")?,
+        expires_at_ms,
+    })
+}
+
+impl Fields {
+    fn apply(self, r: &mut KeyRecord) {
+        if let Some(n) = self.name {
+            r.name = n;
+        }
+        if let Some(t) = self.tier {
+            r.tier = t;
+        }
+        if let Some(b) = self.budget {
+            r.budget = b;
+        }
+        if let Some(l) = self.limits {
+            r.limits = l;
+        }
+        if let Some(m) = self.models {
+            r.models = m;
+        }
+        if let Some(e) = self.expires_at_ms {
+            r.expires_at_ms = e;
+        }
+    }
+}
+
+/// A name no config key and no other live run-time key has.
+fn name_free(snap: &Snapshot, records: &[KeyRecord], name: &str, except: Option<&str>) -> Result<(), ApiError> {
+    let in_config = snap.config.config.keys.iter().any(|k| k.name == name);
+    let in_use = records.iter().any(|r| r.name == name && r.revoked_at_ms.is_none() && Some(r.id.as_str()) != except);
+    if in_config || in_use {
+        return Err(ApiError::key_name_taken(name));
+    }
+    Ok(())
+}
+
+/// `POST /admin/keys`: makes a key; the answer holds its secret, the only time it is shown.
+pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let snap = st.reloader.snapshot();
+    let result = async {
+        admin(&snap, &headers)?;
+        let bytes = read_body(&st, &snap, body).await?;
+        let fields = fields(&bytes)?;
+        let name = fields.name.clone().ok_or_else(|| ApiError::bad_request("`name` is required").param("name"))?;
+        let records = st.state.keys().await.map_err(unavailable)?;
+        name_free(&snap, &records, &name, None)?;
+        let secret = format!("ym-{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let mut record = KeyRecord {
+            id: format!("key_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+            name,
+            sha256: hex::encode(sha256(&secret)),
+            prefix: secret[..7].to_string(),
+            tier: None,
+            budget: None,
+            limits: None,
+            models: None,
+            expires_at_ms: None,
+            created_at_ms: chrono::Utc::now().timestamp_millis(),
+            revoked_at_ms: None,
+        };
+        fields.apply(&mut record);
+        st.state.put_key(&record).await.map_err(unavailable)?;
+        st.keys.refresh(&st.state, true).await.map_err(unavailable)?;
+        tracing::info!(id = %record.id, name = %record.name, "gateway key created");
+        let mut shown = shown(&st, "runtime", Some(&record.id), &key_of(&record), Some(&record)).await;
+        shown["key"] = Value::String(secret);
+        Ok::<_, ApiError>((StatusCode::CREATED, axum::Json(shown)).into_response())
+    }
+    .await;
+    answer(&st, Record::new(snap.version()), result)
+}
+
+/// The run-time record `id` names; a config key's name is refused, anything else is not found.
+async fn record_of(st: &AppState, snap: &Snapshot, id: &str) -> Result<(Vec<KeyRecord>, KeyRecord), ApiError> {
+    let records = st.state.keys().await.map_err(unavailable)?;
+    if let Some(r) = records.iter().find(|r| r.id == id) {
+        let r = r.clone();
+        return Ok((records, r));
+    }
+    if snap.config.config.keys.iter().any(|k| k.name == id) {
+        return Err(ApiError::key_in_config(id));
+    }
+    Err(ApiError::key_not_found(id))
+}
+
+/// `PATCH /admin/keys/{id}`: changes the fields the body names (`null` clears one).
+pub async fn update(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let snap = st.reloader.snapshot();
+    let result = async {
+        admin(&snap, &headers)?;
+        let bytes = read_body(&st, &snap, body).await?;
+        let fields = fields(&bytes)?;
+        let (records, mut record) = record_of(&st, &snap, &id).await?;
+        if record.revoked_at_ms.is_some() {
+            return Err(ApiError::new(StatusCode::CONFLICT, "key_revoked", format!("the key `{id}` is revoked")));
+        }
+        if let Some(n) = &fields.name {
+            name_free(&snap, &records, n, Some(&record.id))?;
+        }
+        fields.apply(&mut record);
+        st.state.put_key(&record).await.map_err(unavailable)?;
+        st.keys.refresh(&st.state, true).await.map_err(unavailable)?;
+        tracing::info!(id = %record.id, "gateway key updated");
+        Ok(axum::Json(shown(&st, "runtime", Some(&record.id), &key_of(&record), Some(&record)).await).into_response())
+    }
+    .await;
+    answer(&st, Record::new(snap.version()), result)
+}
+
+/// `DELETE /admin/keys/{id}`: revokes the key (its record stays, for the spend it carries).
+pub async fn revoke(State(st): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let snap = st.reloader.snapshot();
+    let result = async {
+        admin(&snap, &headers)?;
+        let (_, mut record) = record_of(&st, &snap, &id).await?;
+        if record.revoked_at_ms.is_none() {
+            record.revoked_at_ms = Some(chrono::Utc::now().timestamp_millis());
+            st.state.put_key(&record).await.map_err(unavailable)?;
+            tracing::info!(id = %record.id, "gateway key revoked");
+        }
+        st.keys.refresh(&st.state, true).await.map_err(unavailable)?;
+        Ok::<_, ApiError>(
+            axum::Json(json!({"id": record.id, "revoked": true, "revoked_at": rfc3339(record.revoked_at_ms)}))
+                .into_response(),
+        )
+    }
+    .await;
+    answer(&st, Record::new(snap.version()), result)
+}
