@@ -294,7 +294,13 @@ impl Reloader {
         if h.len() == HISTORY_MAX {
             h.pop_front();
         }
-        h.push_back(ReloadEvent { at: chrono::Utc::now().to_rfc3339(), action, ok, version: version.to_string(), error });
+        h.push_back(ReloadEvent {
+            at: chrono::Utc::now().to_rfc3339(),
+            action,
+            ok,
+            version: version.to_string(),
+            error,
+        });
     }
 
     /// The recent reloads and rollbacks, newest first.

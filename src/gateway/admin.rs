@@ -121,11 +121,8 @@ pub async fn rules(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respo
                     "last_hour": f.map_or_else(|| vec![0; 60], |f| f.last_hour)})
             })
             .collect();
-        let files: Vec<serde_json::Value> = sources
-            .files()
-            .iter()
-            .map(|f| json!({"path": f.path.display().to_string(), "text": &*f.text}))
-            .collect();
+        let files: Vec<serde_json::Value> =
+            sources.files().iter().map(|f| json!({"path": f.path.display().to_string(), "text": &*f.text})).collect();
         let status = st.reloader.status();
         axum::Json(json!({"version": status.version, "loaded_at": status.loaded_at, "last_error": status.last_error,
             "files": files, "rules": rules, "retired": figures}))

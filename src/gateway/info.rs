@@ -72,8 +72,11 @@ pub async fn model(
     let snap = st.reloader.snapshot();
     let record = Record::new(snap.version());
     let result = authenticate(&st, &snap, &headers).and_then(|key| {
-        let entry =
-            if id == "auto" { Some(auto_entry()) } else { visible(&snap, key.as_deref()).find(|m| m.name == id).map(model_entry) };
+        let entry = if id == "auto" {
+            Some(auto_entry())
+        } else {
+            visible(&snap, key.as_deref()).find(|m| m.name == id).map(model_entry)
+        };
         entry.map(|e| axum::Json(e).into_response()).ok_or_else(|| ApiError::model_not_found(&id))
     });
     answer(&st, record, result)

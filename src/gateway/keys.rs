@@ -182,7 +182,10 @@ struct Fields {
     expires_at_ms: Option<Option<i64>>,
 }
 
-fn field<T: serde::de::DeserializeOwned>(body: &serde_json::Map<String, Value>, name: &str) -> Result<Option<Option<T>>, ApiError> {
+fn field<T: serde::de::DeserializeOwned>(
+    body: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<Option<T>>, ApiError> {
     match body.get(name) {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
@@ -207,7 +210,8 @@ fn fields(bytes: &[u8]) -> Result<Fields, ApiError> {
         Some(Some(t)) => Some(Some(
             chrono::DateTime::parse_from_rfc3339(&t)
                 .map_err(|e| {
-                    ApiError::bad_request(format!("`expires_at`: `{t}` is not an RFC 3339 time: {e}")).param("expires_at")
+                    ApiError::bad_request(format!("`expires_at`: `{t}` is not an RFC 3339 time: {e}"))
+                        .param("expires_at")
                 })?
                 .timestamp_millis(),
         )),

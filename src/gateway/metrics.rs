@@ -243,7 +243,8 @@ impl Metrics {
             .iter()
             .map(|(rule, models)| {
                 let statuses = models.values().flat_map(BTreeMap::values).flat_map(BTreeMap::iter);
-                let (hits, errors) = statuses.fold((0, 0), |(h, e), (s, n)| (h + n, e + if *s >= 400 { n } else { &0 }));
+                let (hits, errors) =
+                    statuses.fold((0, 0), |(h, e), (s, n)| (h + n, e + if *s >= 400 { n } else { &0 }));
                 let last_hour = minutes.get(rule).map_or_else(|| vec![0; 60], |m| m.series(now));
                 let per_minute = f64::from(last_hour[55..].iter().sum::<u32>()) / 5.0;
                 (rule.clone(), RuleFigures { hits, errors, per_minute, last_hour })

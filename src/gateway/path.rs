@@ -219,7 +219,10 @@ async fn look_up(
     let Some(context) = cache::similar::context(&scope, routing.rule, inbound.endpoint, model, &inbound.body) else {
         return Ok(Some(ticket));
     };
-    if let Some(v) = replies::embed(st, snap, similar.model, &context.text, admitted.key.as_deref().and_then(budget_of), settle).await {
+    if let Some(v) =
+        replies::embed(st, snap, similar.model, &context.text, admitted.key.as_deref().and_then(budget_of), settle)
+            .await
+    {
         if !ticket.no_lookup {
             if let Some(hit) = cache::nearest(&st.cache, &context.key, &v, similar.threshold) {
                 return Err(hit);

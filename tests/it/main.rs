@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 mod accounting;
+mod admin;
 mod architecture;
 mod cache;
 mod cli;

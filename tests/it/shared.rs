@@ -327,3 +327,39 @@ async fn a_killed_instances_reservation_frees_within_15_seconds() {
     }
     assert!(killed.elapsed() > Duration::from_secs(5), "freed before its lifetime could end: the renewals worked?");
 }
+
+#[tokio::test]
+async fn a_key_made_on_one_instance_works_on_the_other_and_its_revocation_holds_there_within_a_second() {
+    let redis = Redis::start();
+    let (a, b) = (instance(&redis, "closed").await, instance(&redis, "closed").await);
+    let made: Value = a
+        .post("/admin/keys", Some("sk-admin"))
+        .json(&json!({"name": "roaming", "budget": {"usd": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (secret, id) = (made["key"].as_str().unwrap().to_string(), made["id"].as_str().unwrap().to_string());
+    let status = |g: &Gateway| {
+        let r = g.post("/v1/chat/completions", Some(&secret)).json(&ask("hello")).send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
+    let started = Instant::now();
+    while status(&b).await != 200 {
+        assert!(started.elapsed() < Duration::from_secs(1), "the key reached the other instance within a second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listed = b.http.get(format!("{}/admin/keys", b.url)).bearer_auth("sk-admin").send().await.unwrap();
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["stored_in"], "redis");
+    let r = a.http.delete(format!("{}/admin/keys/{id}", a.url)).bearer_auth("sk-admin").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let revoked = Instant::now();
+    assert_eq!(status(&a).await, 401, "at once on the instance that revoked it");
+    while status(&b).await != 401 {
+        assert!(revoked.elapsed() < Duration::from_secs(1), "revoked on the other instance within a second");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -387,7 +387,8 @@ impl Shared {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| self.failed(&e))?;
-        let mut records: Vec<super::keys::KeyRecord> = all.values().filter_map(|r| serde_json::from_str(r).ok()).collect();
+        let mut records: Vec<super::keys::KeyRecord> =
+            all.values().filter_map(|r| serde_json::from_str(r).ok()).collect();
         records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(records)
     }
