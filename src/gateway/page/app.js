@@ -204,6 +204,7 @@ async function showReloads() {
 const views = { policy: showPolicy, models: showModels, keys: showKeys, reloads: showReloads, explain: async () => {} };
 
 async function show(view) {
+  if (view !== current) forgetSecret();
   current = views[view] ? view : "policy";
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== "view-" + current;
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.view === current);
@@ -286,7 +287,7 @@ function editKey(x) {
   $("key-form-title").textContent = "Edit " + x.name;
   $("key-save").textContent = "Save";
   $("key-cancel").hidden = false;
-  $("key-secret").hidden = true;
+  forgetSecret();
 }
 
 async function saveKey() {
@@ -295,7 +296,7 @@ async function saveKey() {
   try {
     if (id) {
       await api("PATCH", "/admin/keys/" + encodeURIComponent(id), keyBody());
-      $("key-secret").hidden = true;
+      forgetSecret();
     } else {
       const made = await api("POST", "/admin/keys", keyBody());
       $("key-secret").replaceChildren("The key for " + made.name + " (shown once, copy it now): ", el("code", { id: "new-secret" }, made.key));
@@ -308,8 +309,14 @@ async function saveKey() {
   await show("keys");
 }
 
+function forgetSecret() {
+  $("key-secret").replaceChildren();
+  $("key-secret").hidden = true;
+}
+
 async function revokeKey(x) {
   $("key-message").textContent = "";
+  forgetSecret();
   try {
     await api("DELETE", "/admin/keys/" + encodeURIComponent(x.id));
   } catch (e) {
@@ -336,10 +343,13 @@ async function explain() {
     $("explain-error").textContent = t && t.error ? t.error.message : String(r.status);
     return;
   }
-  const rules = el("table", { class: "trace" }, el("thead", {}, el("tr", {}, el("th", {}, "Rule"), el("th", {}, "Holds"), el("th", {}, "Conditions"))),
-    el("tbody", {}, ...t.rules.map((r) => el("tr", { class: r.matched ? "matched" : "" },
-      el("td", {}, r.name), el("td", {}, r.holds ? "yes" : "no"),
-      el("td", {}, ...r.conditions.map((c) => el("div", { class: c.value ? "ok" : "bad" }, (c.value ? "✓ " : "✗ ") + c.condition + (c.fact ? "  (" + c.fact + ")" : "")))))));
+  const condition = (c) =>
+    el("div", { class: c.value ? "ok" : "bad" }, (c.value ? "✓ " : "✗ ") + c.condition + (c.fact ? "  (" + c.fact + ")" : ""));
+  const row = (r) =>
+    el("tr", { class: r.matched ? "matched" : "" }, el("td", {}, r.name), el("td", {}, r.holds ? "yes" : "no"),
+      el("td", {}, ...r.conditions.map(condition)));
+  const head = el("thead", {}, el("tr", {}, el("th", {}, "Rule"), el("th", {}, "Holds"), el("th", {}, "Conditions")));
+  const rules = el("table", { class: "trace" }, head, el("tbody", {}, ...t.rules.map(row)));
   const plan = el("ol", { class: "plan" }, ...t.plan.map((s) => el("li", { class: s.taken ? "ok" : "bad" }, s.model + ": " + s.reason)));
   $("explain-result").replaceChildren(
     el("p", {}, "Matched rule: ", el("strong", { id: "explain-rule" }, t.rule), " (version " + t.version + ")"),
