@@ -249,6 +249,16 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         let (exported, dropped) = t.counts();
         super::metrics::render_traces(&mut text, exported, dropped);
     }
+    let mut budgets = Vec::new();
+    for k in snap.keys.iter().cloned().chain(st.keys.all()) {
+        if let Some(b) = k.budget {
+            // A store that cannot be read leaves the key out rather than showing a spend of 0.
+            if let Ok(s) = st.state.standing(&k.name, b.per).await {
+                budgets.push((k.name.clone(), crate::accounting::usage::usd(s.spent), b.usd));
+            }
+        }
+    }
+    super::metrics::render_budgets(&mut text, &budgets);
     if let Some(h) = st.state.shared_health() {
         super::metrics::render_redis(&mut text, h.up(), h.errors(), h.round_trips());
     }

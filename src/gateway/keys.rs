@@ -50,6 +50,11 @@ impl KeyRing {
         self.live.load().get(hash).cloned()
     }
 
+    /// Every live run-time key.
+    pub fn all(&self) -> Vec<Arc<Key>> {
+        self.live.load().values().cloned().collect()
+    }
+
     /// The live run-time key with this name.
     pub fn named(&self, name: &str) -> Option<Arc<Key>> {
         self.live.load().values().find(|k| k.name == name).cloned()

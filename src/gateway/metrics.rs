@@ -174,6 +174,20 @@ pub fn render_traces(out: &mut String, exported: u64, dropped: u64) {
     let _ = writeln!(out, "yardmaster_trace_spans_dropped_total {dropped}");
 }
 
+/// Appends each budgeted key's spend this period and its budget (name, spent USD, budget USD).
+pub fn render_budgets(out: &mut String, keys: &[(String, f64, f64)]) {
+    out.push_str("# HELP yardmaster_key_spend_usd Spend this budget period per key (settled; reservations excluded).\n# TYPE yardmaster_key_spend_usd gauge\n");
+    for (k, spent, _) in keys {
+        let _ = writeln!(out, "yardmaster_key_spend_usd{{key=\"{}\"}} {spent}", esc(k));
+    }
+    out.push_str(
+        "# HELP yardmaster_key_budget_usd Budget per period per key.\n# TYPE yardmaster_key_budget_usd gauge\n",
+    );
+    for (k, _, budget) in keys {
+        let _ = writeln!(out, "yardmaster_key_budget_usd{{key=\"{}\"}} {budget}", esc(k));
+    }
+}
+
 /// Appends the shared store's figures: whether Redis answers, the calls that failed, and the
 /// round trips.
 pub fn render_redis(out: &mut String, up: bool, errors: u64, round_trips: u64) {

@@ -11,13 +11,13 @@ use serde_json::{json, Value};
 use crate::gateway_support::{config, gateway_custom, header, sha, Gateway};
 
 /// A `redis-server` on 127.0.0.1, stopped on drop.
-struct Redis {
+pub struct Redis {
     child: Option<std::process::Child>,
     port: u16,
 }
 
 impl Redis {
-    fn start() -> Redis {
+    pub fn start() -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut r = Redis { child: None, port };
         r.restart();
@@ -48,7 +48,7 @@ impl Redis {
     }
 
     /// The environment variable that holds its URL (one per server: tests run side by side).
-    fn env(&self) -> String {
+    pub fn env(&self) -> String {
         let name = format!("YM_TEST_REDIS_{}", self.port);
         std::env::set_var(&name, format!("redis://127.0.0.1:{}/", self.port));
         name
