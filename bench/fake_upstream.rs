@@ -1,7 +1,9 @@
 //! A fast fake OpenAI-compatible upstream for load benchmarks (`bench/load.sh`): answers
 //! `POST /v1/chat/completions` at once with a fixed completion, or, for `"stream": true`, with
 //! `max_tokens` chunks (64 when the request has none), `--gap-ms` apart (20 by default; 0 sends
-//! them as fast as the connection takes them). Loopback only.
+//! them as fast as the connection takes them). `POST /v1/traces` is a trace sink: it takes an
+//! OTLP/HTTP export and answers with an empty (protobuf) success, so the same binary stands in
+//! for a local collector (`bench/traces.sh`). Loopback only.
 //!
 //! Usage: `fake-upstream 127.0.0.1:18081 [--gap-ms N]`
 
@@ -28,6 +30,11 @@ fn max_tokens(body: &[u8]) -> Option<u32> {
 }
 
 async fn handle(req: Request<Incoming>, gap: Duration) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    if req.uri().path() == "/v1/traces" {
+        let _ = req.into_body().collect().await;
+        let b = Full::new(Bytes::new()).boxed();
+        return Ok(Response::builder().header("content-type", "application/x-protobuf").body(b).unwrap());
+    }
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let stream = body.windows(13).any(|w| w == b"\"stream\":true");
     if !stream {
