@@ -39,6 +39,22 @@ pub struct Key {
     pub expires_at_ms: Option<i64>,
 }
 
+impl Key {
+    /// A config key with the hash of its secret.
+    pub fn from_config(k: &config::KeyConfig, hash: [u8; 32]) -> Key {
+        Key {
+            name: k.name.clone(),
+            hash,
+            tier: k.tier.clone(),
+            budget: k.budget,
+            limits: k.limits,
+            models: k.models.clone(),
+            cache: k.cache,
+            expires_at_ms: None,
+        }
+    }
+}
+
 /// Everything a request needs, loaded and checked as one.
 pub struct Snapshot {
     /// The compiled policy.
@@ -150,16 +166,8 @@ pub fn build(loaded: Loaded, http: &reqwest::Client) -> Result<Snapshot, String>
         .keys
         .iter()
         .filter_map(|k| {
-            Some(Arc::new(Key {
-                name: k.name.clone(),
-                hash: secret_hash(k.key_env.as_ref(), k.key_sha256.as_ref())?,
-                tier: k.tier.clone(),
-                budget: k.budget,
-                limits: k.limits,
-                models: k.models.clone(),
-                cache: k.cache,
-                expires_at_ms: None,
-            }))
+            let hash = secret_hash(k.key_env.as_ref(), k.key_sha256.as_ref())?;
+            Some(Arc::new(Key::from_config(k, hash)))
         })
         .collect();
     let admin = loaded.config.admin.as_ref().and_then(|a| secret_hash(a.key_env.as_ref(), a.key_sha256.as_ref()));

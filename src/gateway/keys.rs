@@ -149,20 +149,12 @@ pub async fn list(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respon
         let records = st.state.keys().await.map_err(unavailable)?;
         let mut data = Vec::new();
         for k in &snap.config.config.keys {
-            let key = snap.keys.iter().find(|c| c.name == k.name).map_or_else(
-                || Key {
-                    name: k.name.clone(),
-                    hash: [0; 32],
-                    tier: k.tier.clone(),
-                    budget: k.budget,
-                    limits: k.limits,
-                    models: k.models.clone(),
-                    cache: k.cache,
-                    expires_at_ms: None,
-                },
-                |c| (**c).clone(),
-            );
-            data.push(shown(&st, "config", None, &key, None).await);
+            let mut shown = shown(&st, "config", None, &Key::from_config(k, [0; 32]), None).await;
+            if !snap.keys.iter().any(|c| c.name == k.name) {
+                // Its secret's variable is unset: listed, but no request can use it.
+                shown["state"] = "disabled".into();
+            }
+            data.push(shown);
         }
         for r in &records {
             data.push(shown(&st, "runtime", Some(&r.id), &key_of(r), Some(r)).await);
