@@ -239,7 +239,12 @@ impl ApiError {
 
     /// Whether retrying could help; SDKs read `x-should-retry`.
     pub fn should_retry(&self) -> bool {
-        matches!(self.status.as_u16(), 408 | 409 | 429 | 500..=599)
+        match self.status.as_u16() {
+            // The gateway's own conflicts (a key name taken, a config key, nothing to roll back
+            // to) stay until someone changes something; a provider's 409 may be a lock that frees.
+            409 => self.upstream_body.is_some(),
+            s => matches!(s, 408 | 429 | 500..=599),
+        }
     }
 
     /// OpenAI's `type`.

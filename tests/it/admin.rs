@@ -186,6 +186,7 @@ async fn config_keys_cannot_be_changed_and_bad_bodies_are_refused_with_the_field
     let g = gateway("ok", false).await;
     let r = create(&g, json!({"name": "team-a"})).await;
     assert_eq!(r.status(), 409, "a config key's name is taken");
+    assert_eq!(r.headers()["x-should-retry"], "false", "retrying cannot free the name");
     let r = g.http.delete(format!("{}/admin/keys/team-a", g.url)).bearer_auth("sk-admin").send().await.unwrap();
     assert_eq!(r.status(), 409);
     let v: Value = r.json().await.unwrap();
