@@ -8,6 +8,7 @@
 # binary's round-to-round coefficient of variation and the spread of the per-round ratios.
 #
 # Usage: bash bench/ab.sh A_BINARY B_BINARY [ROUNDS]   (default 4; needs `oha`)
+#        TRACES=1 bash bench/ab.sh A B   both export traces to a local OTLP sink (a fake-upstream)
 #   e.g.  git stash; cargo build --release; cp target/release/yardmaster /tmp/a
 #         git stash pop; cargo build --release; bash bench/ab.sh /tmp/a target/release/yardmaster
 set -euo pipefail
@@ -23,6 +24,10 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 bench/gateway_config.py config "$work/a" 127.0.0.1:18712 "$UP"
 python3 bench/gateway_config.py config "$work/b" 127.0.0.1:18713 "$UP"
 taskset -c 1 target/release/fake-upstream "$UP" &
+if [ -n "${TRACES:-}" ]; then
+  taskset -c 1 target/release/fake-upstream 127.0.0.1:18714 &
+  for side in a b; do echo 'telemetry: { otlp: { endpoint: "http://127.0.0.1:18714" } }' >>"$work/$side/yardmaster.yaml"; done
+fi
 YARDMASTER_LOG=warn taskset -c 0 "$a" serve --config "$work/a/yardmaster.yaml" &
 YARDMASTER_LOG=warn taskset -c 0 "$b" serve --config "$work/b/yardmaster.yaml" &
 declare -A url=([a]="http://127.0.0.1:18712/v1/chat/completions" [b]="http://127.0.0.1:18713/v1/chat/completions")

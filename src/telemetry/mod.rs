@@ -6,16 +6,23 @@
 //! is down or slow therefore never slows or fails a request; its batches fail (each export is
 //! bounded by a timeout) and their spans are counted as dropped too. The spans follow the GenAI
 //! semantic conventions (`gen_ai.*`), plus Yardmaster's own `yardmaster.*` attributes.
+//!
+//! The spans are built as OTLP's own messages (`opentelemetry-proto`) and encoded with prost:
+//! every span of a batch has the same resource and scope, so the SDK's span model, which the
+//! OTLP exporter copies and regroups by resource and scope on every export, would only add work.
+//! The export is a plain `POST {endpoint}/v1/traces` on the gateway's reqwest client.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+};
+use prost::Message as _;
 use tokio::sync::mpsc;
 
 use crate::util::trace::TraceContext;
@@ -120,23 +127,39 @@ impl Telemetry {
     /// Starts the export task (on the current tokio runtime).
     pub fn start(settings: &Settings, http: reqwest::Client) -> Result<Telemetry, String> {
         let url = format!("{}/v1/traces", settings.endpoint.trim_end_matches('/'));
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_http_client(http)
-            .with_endpoint(url)
-            .with_timeout(settings.timeout)
-            .with_headers(settings.headers.iter().cloned().collect())
-            .build()
-            .map_err(|e| format!("telemetry.otlp: {e}"))?;
-        let resource = opentelemetry_sdk::Resource::builder_empty()
-            .with_service_name(settings.service.clone())
-            .with_attributes([KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))])
-            .build();
-        exporter.set_resource(&resource);
+        reqwest::Url::parse(&url).map_err(|e| format!("telemetry.otlp.endpoint: `{}`: {e}", settings.endpoint))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &settings.headers {
+            let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("telemetry.otlp.headers_env: `{name}` is not a header name"))?;
+            let v = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| format!("telemetry.otlp.headers_env: the value of `{name}` is not a header value"))?;
+            headers.insert(n, v);
+        }
+        headers
+            .insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/x-protobuf"));
+        let exporter = Exporter {
+            http,
+            url,
+            headers,
+            timeout: settings.timeout,
+            resource: Resource {
+                attributes: vec![
+                    text("service.name", settings.service.clone()),
+                    text("service.version", env!("CARGO_PKG_VERSION").to_string()),
+                ],
+                ..Default::default()
+            },
+            scope: InstrumentationScope {
+                name: "yardmaster".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            },
+        };
         let (queue, rx) = mpsc::channel(QUEUE);
         let (flush, flushes) = mpsc::channel(4);
         let counts = Arc::new(Counts::default());
-        tokio::spawn(export(exporter, rx, flushes, counts.clone(), settings.timeout));
+        tokio::spawn(export(exporter, rx, flushes, counts.clone()));
         Ok(Telemetry { queue, flush, counts })
     }
 
@@ -163,21 +186,56 @@ impl Telemetry {
     }
 }
 
+/// Where and how batches go.
+struct Exporter {
+    http: reqwest::Client,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    timeout: Duration,
+    resource: Resource,
+    scope: InstrumentationScope,
+}
+
+impl Exporter {
+    /// Sends one batch: the spans the collector accepted, or why it took none.
+    async fn send(&self, spans: Vec<Span>) -> Result<u64, String> {
+        let n = spans.len() as u64;
+        let body = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(self.resource.clone()),
+                scope_spans: vec![ScopeSpans { scope: Some(self.scope.clone()), spans, schema_url: String::new() }],
+                schema_url: String::new(),
+            }],
+        }
+        .encode_to_vec();
+        let call = self.http.post(&self.url).headers(self.headers.clone()).timeout(self.timeout).body(body).send();
+        let r = call.await.map_err(|e| format!("the collector cannot be reached: {}", e.without_url()))?;
+        if !r.status().is_success() {
+            return Err(format!("the collector answered {}", r.status()));
+        }
+        // A partial success names the spans it rejected; an empty body is a full success.
+        let reply = r.bytes().await.unwrap_or_default();
+        let rejected = ExportTraceServiceResponse::decode(reply)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0));
+        Ok(n.saturating_sub(rejected))
+    }
+}
+
 /// The export task: batches of up to [`BATCH`] spans, sent when full or after [`BATCH_WAIT`].
 async fn export(
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: Exporter,
     mut rx: mpsc::Receiver<RequestSpan>,
     mut flushes: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
     counts: Arc<Counts>,
-    timeout: Duration,
 ) {
-    let scope = InstrumentationScope::builder("yardmaster").with_version(env!("CARGO_PKG_VERSION")).build();
-    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Span> = Vec::with_capacity(BATCH);
     loop {
         let mut flushed = None;
         tokio::select! {
             first = rx.recv() => match first {
-                Some(r) => batch.extend(spans(r, &scope)),
+                Some(r) => spans(r, &mut batch),
                 None => return,
             },
             f = flushes.recv() => flushed = f,
@@ -185,27 +243,32 @@ async fn export(
         let deadline = tokio::time::Instant::now() + BATCH_WAIT;
         while batch.len() < BATCH && flushed.is_none() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => batch.extend(spans(r, &scope)),
+                Ok(Some(r)) => spans(r, &mut batch),
                 _ => break,
             }
         }
         if flushed.is_some() {
             while let Ok(r) = rx.try_recv() {
-                batch.extend(spans(r, &scope));
+                spans(r, &mut batch);
             }
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
             let sent = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            // The exporter bounds its own call; this bounds it again, in case it does not.
-            match tokio::time::timeout(timeout + Duration::from_secs(1), exporter.export(sent)).await {
-                Ok(Ok(())) => counts.exported.fetch_add(n, Ordering::Relaxed),
+            // reqwest bounds the call; this bounds it again, reading the reply included.
+            match tokio::time::timeout(exporter.timeout + Duration::from_secs(1), exporter.send(sent)).await {
+                Ok(Ok(accepted)) => {
+                    counts.exported.fetch_add(accepted, Ordering::Relaxed);
+                    counts.dropped.fetch_add(n - accepted, Ordering::Relaxed);
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, spans = n, "the trace collector did not take a batch");
-                    counts.dropped.fetch_add(n, Ordering::Relaxed)
+                    counts.dropped.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(_) => counts.dropped.fetch_add(n, Ordering::Relaxed),
-            };
+                Err(_) => {
+                    counts.dropped.fetch_add(n, Ordering::Relaxed);
+                }
+            }
         }
         if let Some(done) = flushed {
             let _ = done.send(());
@@ -213,31 +276,68 @@ async fn export(
     }
 }
 
-fn context(trace: &TraceContext, span: [u8; 8], remote: bool) -> SpanContext {
-    SpanContext::new(
-        TraceId::from_bytes(trace.trace_id),
-        SpanId::from_bytes(span),
-        TraceFlags::new(trace.flags),
-        remote,
-        TraceState::default(),
-    )
+fn text(key: &str, value: String) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }) }
+}
+
+fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }) }
+}
+
+fn float(key: &str, value: f64) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(any_value::Value::DoubleValue(value)) }) }
 }
 
 fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The request's span and its attempts' spans.
-fn spans(r: RequestSpan, scope: &InstrumentationScope) -> Vec<SpanData> {
-    let mut out = Vec::with_capacity(1 + r.attempts.len());
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The span a description makes: its ids, kind, times, attributes and status.
+struct Shape<'a> {
+    trace: &'a TraceContext,
+    id: [u8; 8],
+    parent: Option<[u8; 8]>,
+    kind: SpanKind,
+    name: String,
+    times: (SystemTime, SystemTime),
+    attributes: Vec<KeyValue>,
+    error: Option<String>,
+}
+
+fn span(s: Shape<'_>) -> Span {
+    let status = match s.error {
+        Some(message) => Status { message, code: StatusCode::Error as i32 },
+        None => Status::default(),
+    };
+    Span {
+        trace_id: s.trace.trace_id.to_vec(),
+        span_id: s.id.to_vec(),
+        parent_span_id: s.parent.map_or_else(Vec::new, |p| p.to_vec()),
+        flags: u32::from(s.trace.flags) | if s.parent.is_some() && s.kind == SpanKind::Server { 0x300 } else { 0x100 },
+        name: s.name,
+        kind: s.kind as i32,
+        start_time_unix_nano: nanos(s.times.0),
+        end_time_unix_nano: nanos(s.times.1),
+        attributes: s.attributes,
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+/// Appends the request's span and its attempts' spans to `out`.
+fn spans(r: RequestSpan, out: &mut Vec<Span>) {
     let mut attrs = vec![
-        KeyValue::new("gen_ai.operation.name", r.operation),
-        KeyValue::new("yardmaster.request_id", r.request_id),
-        KeyValue::new("yardmaster.policy_version", r.policy),
-        KeyValue::new("yardmaster.cost_usd", r.cost_usd),
-        KeyValue::new("http.response.status_code", i64::from(r.status)),
-        KeyValue::new("gen_ai.usage.input_tokens", clamp(r.usage.0)),
-        KeyValue::new("gen_ai.usage.output_tokens", clamp(r.usage.1)),
+        text("gen_ai.operation.name", r.operation.to_string()),
+        text("yardmaster.request_id", r.request_id),
+        text("yardmaster.policy_version", r.policy),
+        float("yardmaster.cost_usd", r.cost_usd),
+        int("http.response.status_code", i64::from(r.status)),
+        int("gen_ai.usage.input_tokens", clamp(r.usage.0)),
+        int("gen_ai.usage.output_tokens", clamp(r.usage.1)),
     ];
     let optional = [
         ("gen_ai.request.model", r.requested),
@@ -246,63 +346,46 @@ fn spans(r: RequestSpan, scope: &InstrumentationScope) -> Vec<SpanData> {
         ("yardmaster.cache", r.cache.map(str::to_string)),
         ("yardmaster.prompt", r.prompt),
     ];
-    attrs.extend(optional.into_iter().filter_map(|(k, v)| Some(KeyValue::new(k, v?))));
+    attrs.extend(optional.into_iter().filter_map(|(k, v)| Some(text(k, v?))));
     if let Some(a) = r.attempts.iter().rev().find(|a| a.error.is_none()) {
-        attrs.push(KeyValue::new("gen_ai.response.model", a.upstream_model.clone()));
-        attrs.push(KeyValue::new("yardmaster.model", a.model.clone()));
+        attrs.push(text("gen_ai.response.model", a.upstream_model.clone()));
+        attrs.push(text("yardmaster.model", a.model.clone()));
     }
-    let status = if r.status >= 500 { Status::error(format!("status {}", r.status)) } else { Status::Unset };
-    let parent = r.trace.parent.map_or(SpanId::INVALID, SpanId::from_bytes);
-    out.push(SpanData {
-        span_context: context(&r.trace, r.span_id, false),
-        parent_span_id: parent,
-        parent_span_is_remote: r.trace.parent.is_some(),
-        span_kind: SpanKind::Server,
-        name: Cow::Borrowed("yardmaster.request"),
-        start_time: r.start,
-        end_time: r.end,
+    out.push(span(Shape {
+        trace: &r.trace,
+        id: r.span_id,
+        parent: r.trace.parent,
+        kind: SpanKind::Server,
+        name: "yardmaster.request".into(),
+        times: (r.start, r.end),
         attributes: attrs,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: scope.clone(),
-    });
+        error: (r.status >= 500).then(|| format!("status {}", r.status)),
+    }));
     for a in r.attempts {
         let mut attrs = vec![
-            KeyValue::new("gen_ai.operation.name", r.operation),
-            KeyValue::new("gen_ai.request.model", a.upstream_model.clone()),
-            KeyValue::new("gen_ai.provider.name", a.provider_kind),
-            KeyValue::new("yardmaster.provider", a.provider),
-            KeyValue::new("yardmaster.model", a.model),
+            text("gen_ai.operation.name", r.operation.to_string()),
+            text("gen_ai.request.model", a.upstream_model.clone()),
+            text("gen_ai.provider.name", a.provider_kind.to_string()),
+            text("yardmaster.provider", a.provider),
+            text("yardmaster.model", a.model),
         ];
         if let Some((input, output)) = a.usage {
-            attrs.push(KeyValue::new("gen_ai.response.model", a.upstream_model.clone()));
-            attrs.push(KeyValue::new("gen_ai.usage.input_tokens", clamp(input)));
-            attrs.push(KeyValue::new("gen_ai.usage.output_tokens", clamp(output)));
+            attrs.push(text("gen_ai.response.model", a.upstream_model.clone()));
+            attrs.push(int("gen_ai.usage.input_tokens", clamp(input)));
+            attrs.push(int("gen_ai.usage.output_tokens", clamp(output)));
         }
-        let status = match &a.error {
-            Some(e) => {
-                attrs.push(KeyValue::new("error.type", e.clone()));
-                Status::error(e.clone())
-            }
-            None => Status::Ok,
-        };
-        out.push(SpanData {
-            span_context: context(&r.trace, a.span_id, false),
-            parent_span_id: SpanId::from_bytes(r.span_id),
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Client,
-            name: Cow::Owned(format!("{} {}", r.operation, a.upstream_model)),
-            start_time: a.start,
-            end_time: a.end,
+        if let Some(e) = &a.error {
+            attrs.push(text("error.type", e.clone()));
+        }
+        out.push(span(Shape {
+            trace: &r.trace,
+            id: a.span_id,
+            parent: Some(r.span_id),
+            kind: SpanKind::Client,
+            name: format!("{} {}", r.operation, a.upstream_model),
+            times: (a.start, a.end),
             attributes: attrs,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: scope.clone(),
-        });
+            error: a.error,
+        }));
     }
-    out
 }

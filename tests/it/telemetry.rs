@@ -29,6 +29,10 @@ async fn receiver() -> (SocketAddr, Spans) {
             async move {
                 let req = ExportTraceServiceRequest::decode(body).unwrap();
                 for rs in req.resource_spans {
+                    // Every batch names its service (a failed check answers 500: the spans count as dropped).
+                    let service = rs.resource.iter().flat_map(|r| &r.attributes).find(|kv| kv.key == "service.name");
+                    let service = service.and_then(|kv| kv.value.clone()).and_then(|v| v.value);
+                    assert_eq!(service, Some(Any::StringValue("yardmaster".into())));
                     for ss in rs.scope_spans {
                         kept.lock().unwrap().extend(ss.spans);
                     }
@@ -100,6 +104,13 @@ async fn a_request_and_its_attempt_are_spans_of_the_clients_trace() {
     assert_eq!(hex::encode(&req.parent_span_id), CLIENT_SPAN, "continued from the client's traceparent");
     assert_eq!(attempt.trace_id, req.trace_id);
     assert_eq!(attempt.parent_span_id, req.span_id);
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    assert_eq!((req.kind, attempt.kind), (SpanKind::Server as i32, SpanKind::Client as i32));
+    assert_eq!(req.flags, 0x301, "sampled, with a remote parent");
+    assert_eq!(attempt.flags, 0x101, "sampled, with a local parent");
+    assert!(req.start_time_unix_nano <= attempt.start_time_unix_nano);
+    assert!(attempt.end_time_unix_nano <= req.end_time_unix_nano && attempt.start_time_unix_nano > 0);
+    assert_ne!(attempt.status.as_ref().map(|s| s.code), Some(2), "the attempt succeeded");
 
     assert_eq!(text(req, "yardmaster.rule"), "explicit");
     assert_eq!(text(req, "yardmaster.policy_version"), header(&r, "x-yardmaster-policy"));
