@@ -80,9 +80,8 @@ impl Snapshot {
     }
 
     /// The key with this bearer token.
-    pub fn key(&self, token: &str) -> Option<&Arc<Key>> {
-        let h = sha256(token);
-        self.keys.iter().find(|k| k.hash == h)
+    pub fn key(&self, hash: &[u8; 32]) -> Option<&Arc<Key>> {
+        self.keys.iter().find(|k| k.hash == *hash)
     }
 
     /// Whether the token is the admin key.

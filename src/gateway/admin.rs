@@ -145,11 +145,7 @@ pub async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             .models()
             .iter()
             .map(|m| {
-                let breaker = match breakers.iter().find(|(n, _)| *n == m.name).map(|(_, b)| *b) {
-                    Some(BreakerState::Open) => "open",
-                    Some(BreakerState::HalfOpen) => "half_open",
-                    _ => "closed",
-                };
+                let breaker = BreakerState::of(&breakers, &m.name).as_str();
                 let f = figures.remove(&m.name).unwrap_or_default();
                 let rate = if f.requests == 0 { 0.0 } else { f.errors as f64 / f.requests as f64 };
                 json!({"name": m.name, "provider": m.provider, "upstream_id": m.upstream_id,

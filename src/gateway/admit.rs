@@ -43,7 +43,7 @@ pub fn authenticate(st: &AppState, snap: &Snapshot, headers: &HeaderMap) -> Resu
     }
     let token = bearer(headers).ok_or_else(ApiError::missing_key)?;
     let hash = crate::reload::sha256(token);
-    if let Some(k) = snap.keys.iter().find(|k| k.hash == hash) {
+    if let Some(k) = snap.key(&hash) {
         return Ok(Some(k.clone()));
     }
     let k = st.keys.find(&hash).ok_or_else(ApiError::invalid_key)?;

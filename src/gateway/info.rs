@@ -104,11 +104,7 @@ pub async fn providers(State(st): State<Arc<AppState>>, headers: HeaderMap) -> R
                 let models: Vec<serde_json::Value> = visible(&snap, key.as_deref())
                     .filter(|m| &m.provider == name)
                     .map(|m| {
-                        let breaker = match breakers.iter().find(|(n, _)| *n == m.name).map(|(_, b)| *b) {
-                            Some(BreakerState::Open) => "open",
-                            Some(BreakerState::HalfOpen) => "half_open",
-                            _ => "closed",
-                        };
+                        let breaker = BreakerState::of(&breakers, &m.name).as_str();
                         json!({"id": m.name, "upstream_id": m.upstream_id, "endpoint": m.endpoint.as_str(),
                             "healthy": available && st.state.healthy(&m.name), "breaker": breaker})
                     })

@@ -76,6 +76,17 @@ impl KeyRing {
         Ok(())
     }
 
+    /// The keys in `store` now, kept up to date by [`KeyRing::watch`]. A store that cannot be
+    /// read at start leaves the ring empty until it can.
+    pub async fn start(store: Arc<Store>) -> Arc<KeyRing> {
+        let ring = Arc::new(KeyRing::default());
+        if let Err(e) = ring.refresh(&store, true).await {
+            tracing::warn!(error = %e, "the run-time keys could not be read at start; they are read again every 250 ms");
+        }
+        ring.watch(store);
+        ring
+    }
+
     /// Checks for changes every [`KEYS_CHECK_EVERY`] for as long as the runtime lives. A store
     /// that cannot be read keeps the keys last read.
     pub fn watch(self: &Arc<Self>, store: Arc<Store>) {

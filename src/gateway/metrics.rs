@@ -19,8 +19,6 @@ pub struct Metrics {
     cache: Mutex<CacheCounts>,
     /// The gateway's own time per request (`yardmaster_overhead_seconds`).
     overhead: Mutex<Overhead>,
-    /// rule -> requests in each of the last 60 minutes (the admin page's plot).
-    minutes: Mutex<BTreeMap<String, Minutes>>,
 }
 
 /// A rule's requests per minute over the last hour: slot `m % 60` holds minute `m`.
@@ -218,7 +216,15 @@ pub struct LedgerFigures {
     pub log_dropped: u64,
 }
 
-type Requests = BTreeMap<String, BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>>;
+type Requests = BTreeMap<String, RuleCounts>;
+
+/// One rule's requests: model -> provider -> status -> count, and its last hour by the minute
+/// (the admin page's plot), counted under the same lock.
+#[derive(Debug, Default)]
+struct RuleCounts {
+    models: BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>,
+    minutes: Minutes,
+}
 
 fn slot<'m, V: Default>(m: &'m mut BTreeMap<String, V>, k: &str) -> &'m mut V {
     if !m.contains_key(k) {
@@ -238,28 +244,25 @@ fn esc(s: &str) -> String {
 impl Metrics {
     /// Counts a request.
     pub fn request(&self, rule: &str, model: &str, provider: &str, status: u16) {
-        let mut m = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *slot(slot(slot(&mut m, rule), model), provider).entry(status).or_default() += 1;
-        drop(m);
         let now = minute_now();
-        let mut minutes = self.minutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let r = slot(&mut minutes, rule);
-        r.advance(now);
-        r.counts[(now % 60) as usize] += 1;
+        let mut m = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = slot(&mut m, rule);
+        *slot(slot(&mut r.models, model), provider).entry(status).or_default() += 1;
+        r.minutes.advance(now);
+        r.minutes.counts[(now % 60) as usize] += 1;
     }
 
     /// Every rule that matched a request: hits, errors, and its last hour minute by minute.
     pub fn rules(&self) -> BTreeMap<String, RuleFigures> {
         let now = minute_now();
-        let minutes = self.minutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         requests
             .iter()
-            .map(|(rule, models)| {
-                let statuses = models.values().flat_map(BTreeMap::values).flat_map(BTreeMap::iter);
+            .map(|(rule, counts)| {
+                let statuses = counts.models.values().flat_map(BTreeMap::values).flat_map(BTreeMap::iter);
                 let (hits, errors) =
                     statuses.fold((0, 0), |(h, e), (s, n)| (h + n, e + if *s >= 400 { n } else { &0 }));
-                let last_hour = minutes.get(rule).map_or_else(|| vec![0; 60], |m| m.series(now));
+                let last_hour = counts.minutes.series(now);
                 let per_minute = f64::from(last_hour[55..].iter().sum::<u32>()) / 5.0;
                 (rule.clone(), RuleFigures { hits, errors, per_minute, last_hour })
             })
@@ -270,7 +273,7 @@ impl Metrics {
     pub fn models(&self) -> BTreeMap<String, ModelFigures> {
         let mut out: BTreeMap<String, ModelFigures> = BTreeMap::new();
         let requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (model, providers) in requests.values().flat_map(BTreeMap::iter) {
+        for (model, providers) in requests.values().flat_map(|r| r.models.iter()) {
             let f = out.entry(model.clone()).or_default();
             for (status, n) in providers.values().flat_map(BTreeMap::iter) {
                 f.requests += n;
@@ -367,8 +370,8 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP yardmaster_requests_total Requests by rule, model, provider and status.\n# TYPE yardmaster_requests_total counter\n");
         let m = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (rule, models) in m.iter() {
-            for (model, providers) in models {
+        for (rule, counts) in m.iter() {
+            for (model, providers) in &counts.models {
                 for (provider, statuses) in providers {
                     for (status, n) in statuses {
                         let _ = writeln!(

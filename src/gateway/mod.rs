@@ -174,6 +174,21 @@ pub async fn run(
     conn::run(listener, router, settings, stats, cut, shutdown).await;
 }
 
+/// With no key in the config and none made at run time the gateway is open: allowed on loopback
+/// (with a warning), refused elsewhere unless `allow_open: true`.
+fn refuse_open(snap: &crate::reload::Snapshot, addr: SocketAddr, ring: &keys::KeyRing) -> Result<(), String> {
+    if !snap.config.config.keys.is_empty() || !ring.is_empty() {
+        return Ok(());
+    }
+    if !addr.ip().is_loopback() && !snap.config.config.allow_open {
+        return Err(format!(
+            "no `keys` are configured (or made at run time), so the gateway would be open; it refuses to listen on {addr} (not loopback) unless `allow_open: true`"
+        ));
+    }
+    tracing::warn!("no `keys` are configured: the gateway is open to anyone who can reach {addr}");
+    Ok(())
+}
+
 /// A running server (for tests and embedding).
 pub struct Running {
     /// Where it listens.
@@ -275,19 +290,8 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         }
     };
     let state = Arc::new(store(&snap, ledger.clone(), timeouts.breaker_cooldown)?);
-    let ring = Arc::new(keys::KeyRing::default());
-    if let Err(e) = ring.refresh(&state, true).await {
-        tracing::warn!(error = %e, "the run-time keys could not be read at start; they are read again every 250 ms");
-    }
-    ring.watch(state.clone());
-    if snap.config.config.keys.is_empty() && ring.is_empty() {
-        if !addr.ip().is_loopback() && !snap.config.config.allow_open {
-            return Err(format!(
-                "no `keys` are configured (or made at run time), so the gateway would be open; it refuses to listen on {addr} (not loopback) unless `allow_open: true`"
-            ));
-        }
-        tracing::warn!("no `keys` are configured: the gateway is open to anyone who can reach {addr}");
-    }
+    let ring = keys::KeyRing::start(state.clone()).await;
+    refuse_open(&snap, addr, &ring)?;
     let accounting = Arc::new(Accounting {
         request_log: ledger.is_some() && snap.config.config.log.requests.is_some(),
         log_prompts: snap.config.config.log.prompts,

@@ -108,14 +108,7 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     trace(&st, &parts.headers, &mut settle.record);
     let dispatched = async {
         let mut admitted = admit(&st, &snap, door, &parts.headers, body, &mut settle).await?;
-        let r = &mut settle.record;
-        r.operation = admitted.inbound.endpoint.as_str();
-        if r.span_id.is_some() {
-            r.requested.clone_from(&admitted.inbound.facts.model);
-            if st.accounting.log_prompts {
-                r.prompt = Some(admitted.inbound.facts.prompt.clone());
-            }
-        }
+        settle.record.admitted(&admitted.inbound, st.accounting.log_prompts);
         let routed = std::time::Instant::now();
         let routing = route(&st, &snap, &mut admitted, &mut settle).await;
         settle.record.policy_time = Some(routed.elapsed());

@@ -164,6 +164,18 @@ impl Record {
         }
     }
 
+    /// Learns what its span says of the admitted request: the operation, and, when it has a span,
+    /// the model the client named and (with `log: { prompts: true }`) the prompt.
+    pub fn admitted(&mut self, inbound: &super::door::Inbound, log_prompts: bool) {
+        self.operation = inbound.endpoint.as_str();
+        if self.span_id.is_some() {
+            self.requested.clone_from(&inbound.facts.model);
+            if log_prompts {
+                self.prompt = Some(inbound.facts.prompt.clone());
+            }
+        }
+    }
+
     /// Time spent waiting on providers: every call, to its reply (a stream: its first event).
     pub fn upstream_time(&self) -> Duration {
         self.attempts.iter().filter_map(|a| a.timing).map(|t| t.took).sum::<Duration>() + self.embed_time
@@ -207,7 +219,11 @@ impl Record {
                     start: t.start,
                     end: t.start + t.took,
                     model: a.model.clone(),
-                    upstream_model: self.upstream.clone().filter(|_| Some(i) == answered).unwrap_or(a.model.clone()),
+                    upstream_model: self
+                        .upstream
+                        .clone()
+                        .filter(|_| Some(i) == answered)
+                        .unwrap_or_else(|| a.model.clone()),
                     provider: a.provider.clone(),
                     provider_kind: kind(&a.provider),
                     error: match &a.outcome {

@@ -100,6 +100,22 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// As the JSON endpoints name it: `closed`, `half_open` or `open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
+        }
+    }
+
+    /// The named model's state in a [`StateStore::breakers`] list (closed when it is not there).
+    pub fn of(breakers: &[(String, BreakerState)], model: &str) -> BreakerState {
+        breakers.iter().find(|(n, _)| n == model).map_or(BreakerState::Closed, |(_, b)| *b)
+    }
+}
+
 /// May a call go to a model now?
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
