@@ -336,6 +336,14 @@ pub struct RedisConfig {
     /// The prefix of every key the gateway writes.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// The bytes of cache entries that may wait for Redis (while it is slow or stalled); a
+    /// cache store past it is dropped and counted. 64 MiB by default.
+    #[serde(default = "default_queued_bytes", deserialize_with = "bytes_size")]
+    pub max_queued_bytes: usize,
+}
+
+fn default_queued_bytes() -> usize {
+    64 << 20
 }
 
 fn default_prefix() -> String {

@@ -188,7 +188,12 @@ pub struct Reloader {
     lock: tokio::sync::Mutex<()>,
     /// The last [`HISTORY_MAX`] reloads and rollbacks, newest last.
     history: Mutex<std::collections::VecDeque<ReloadEvent>>,
+    /// A last check of a snapshot before it goes live (the gateway's: SPEC §9's open-gateway rule).
+    guard: Mutex<Option<Guard>>,
 }
+
+/// Why a snapshot may not go live, if it may not.
+pub type Guard = Box<dyn Fn(&Snapshot) -> Option<String> + Send + Sync>;
 
 /// How many reloads and rollbacks `/admin/reloads` remembers.
 pub const HISTORY_MAX: usize = 50;
@@ -206,6 +211,17 @@ pub struct ReloadEvent {
     pub version: String,
     /// Why it was rejected.
     pub error: Option<String>,
+}
+
+/// Why a rollback did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    /// No reload has succeeded yet.
+    #[error("there is no previous version to roll back to")]
+    Nothing,
+    /// The previous version may not go live now (the reason).
+    #[error("the rollback was refused: {0}")]
+    Refused(String),
 }
 
 /// What `/admin/policy` shows.
@@ -237,7 +253,17 @@ impl Reloader {
             reloads_failed: AtomicU64::new(0),
             lock: tokio::sync::Mutex::new(()),
             history: Mutex::default(),
+            guard: Mutex::default(),
         })
+    }
+
+    /// Sets the check every new snapshot must pass before it goes live, by reload or rollback.
+    pub fn guard(&self, guard: Guard) {
+        *lock(&self.guard) = Some(guard);
+    }
+
+    fn refused(&self, snap: &Snapshot) -> Option<String> {
+        lock(&self.guard).as_ref().and_then(|g| g(snap))
     }
 
     /// The live snapshot. Load it once per request.
@@ -251,6 +277,10 @@ impl Reloader {
         let path = self.config_path.clone();
         let http = self.http.clone();
         let built = tokio::task::spawn_blocking(move || load(&path, &http)).await.map_err(|e| e.to_string())?;
+        let built = built.and_then(|snap| match self.refused(&snap) {
+            Some(why) => Err(why),
+            None => Ok(snap),
+        });
         match built {
             Ok(snap) => {
                 let old = self.live.load_full();
@@ -279,14 +309,18 @@ impl Reloader {
 
     /// Brings back the previous good snapshot: its version, and `true` when that version is the
     /// one already live (then nothing changes, and the previous one is kept).
-    pub async fn rollback(&self) -> Result<(String, bool), String> {
+    pub async fn rollback(&self) -> Result<(String, bool), RollbackError> {
         let _guard = self.lock.lock().await;
         let mut previous = lock(&self.previous);
-        let prev = previous.as_ref().ok_or_else(|| "there is no previous version to roll back to".to_string())?;
+        let prev = previous.as_ref().ok_or(RollbackError::Nothing)?;
         if prev.version() == self.snapshot().version() {
             return Ok((prev.version().to_string(), true));
         }
-        let prev = previous.take().ok_or_else(|| "there is no previous version to roll back to".to_string())?;
+        if let Some(why) = self.refused(prev) {
+            tracing::error!(error = %why, "rollback refused; the running policy stays");
+            return Err(RollbackError::Refused(why));
+        }
+        let prev = previous.take().ok_or(RollbackError::Nothing)?;
         drop(previous);
         let version = prev.version().to_string();
         let old = self.live.swap(prev);

@@ -62,7 +62,8 @@ pub async fn rollback(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Re
             Ok((v, true)) => Ok(axum::Json(json!({"rolled_back": false, "version": v,
                 "message": format!("the previous version is {v}, the one already live: nothing changed")}))
             .into_response()),
-            Err(e) => Err(ApiError::no_previous_version(e)),
+            Err(e @ crate::reload::RollbackError::Nothing) => Err(ApiError::no_previous_version(e.to_string())),
+            Err(crate::reload::RollbackError::Refused(why)) => Err(ApiError::reload_rejected(&why)),
         },
     };
     answer(&st, Record::new(snap.version()), result)

@@ -35,18 +35,29 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The calling key: `None` when the gateway is open (no keys in the config and none made at run
-/// time; keys whose variable is unset still close it). A run-time key past its expiry is refused.
+/// The calling key: `None` when the gateway is open (no keys in the config, and a run-time key
+/// store that can be read and has never held a key; keys whose variable is unset still close
+/// it). It fails closed: while the run-time keys cannot be read, a request with no key known
+/// from before gets 503 `state_unavailable` rather than a 401 or, worse, a 200. A run-time key
+/// past its expiry is refused.
 pub fn authenticate(st: &AppState, snap: &Snapshot, headers: &HeaderMap) -> Result<Option<Arc<Key>>, ApiError> {
-    if snap.config.config.keys.is_empty() && st.keys.is_empty() {
+    let unreadable = || ApiError::state_unavailable("the run-time keys cannot be read; try again shortly");
+    if snap.config.config.keys.is_empty() && st.keys.open() {
         return Ok(None);
     }
-    let token = bearer(headers).ok_or_else(ApiError::missing_key)?;
+    let Some(token) = bearer(headers) else {
+        return Err(if snap.config.config.keys.is_empty() && st.keys.unsure() {
+            unreadable()
+        } else {
+            ApiError::missing_key()
+        });
+    };
     let hash = crate::reload::sha256(token);
     if let Some(k) = snap.key(&hash) {
         return Ok(Some(k.clone()));
     }
-    let k = st.keys.find(&hash).ok_or_else(ApiError::invalid_key)?;
+    let k =
+        st.keys.find(&hash).ok_or_else(|| if st.keys.readable() { ApiError::invalid_key() } else { unreadable() })?;
     if k.expires_at_ms.is_some_and(|t| t <= chrono::Utc::now().timestamp_millis()) {
         return Err(ApiError::key_expired());
     }

@@ -183,6 +183,10 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     if let Err(why) = st.state.ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response();
     }
+    // Without config keys, only run-time keys can let a request in.
+    if let Some(why) = st.keys.unready().filter(|_| st.reloader.snapshot().config.config.keys.is_empty()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response();
+    }
     let snap = st.reloader.snapshot();
     let mut why: Vec<String> = Vec::new();
     for m in snap.program.catalog().models() {
@@ -256,7 +260,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     }
     super::metrics::render_budgets(&mut text, &budgets);
     if let Some(h) = st.state.shared_health() {
-        super::metrics::render_redis(&mut text, h.up(), h.errors(), h.round_trips());
+        super::metrics::render_redis(&mut text, h);
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

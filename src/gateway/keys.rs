@@ -7,7 +7,7 @@
 //! but cannot be changed here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,18 +31,77 @@ use crate::state::{StateError, StateStore, Store};
 
 /// How often an instance checks whether the run-time keys changed.
 pub const KEYS_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long Redis must have answered before an instance trusts it to say which keys exist: four
+/// checks, time enough for an instance with a copy to put back what a restarted Redis lost.
+pub const CONFIRM_SHARED: Duration = Duration::from_secs(1);
 
-/// The run-time keys that work now (neither revoked nor, at load, expired), by secret hash.
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// The run-time keys that work now (neither revoked nor, at load, expired), by secret hash, and
+/// what the gateway may conclude from them: it is open only while the store can be read and has
+/// never held a key (a revoked one included).
 #[derive(Debug, Default)]
 pub struct KeyRing {
     live: ArcSwap<HashMap<[u8; 32], Arc<Key>>>,
     version: AtomicU64,
+    /// The last read of the store succeeded.
+    readable: AtomicBool,
+    /// When the store became readable (Unix ms); a shared store's empty answer is trusted only
+    /// [`CONFIRM_SHARED`] later, once the instances that hold a copy had time to put back what
+    /// Redis lost.
+    readable_since: AtomicU64,
+    /// How long a shared store must have been readable before its answers are trusted.
+    confirm_ms: AtomicU64,
+    /// The store has held a key: the gateway stays closed, even with every key revoked.
+    had: AtomicBool,
 }
 
 impl KeyRing {
-    /// True when there is no run-time key (with none in the config either, the gateway is open).
+    /// True when there is no live run-time key.
     pub fn is_empty(&self) -> bool {
         self.live.load().is_empty()
+    }
+
+    /// True when the keys can vouch that the gateway is open: the store was read (a shared one
+    /// for long enough to trust an empty answer) and has never held a key. A store that cannot
+    /// be read, or that held keys once, keeps the gateway closed.
+    pub fn open(&self) -> bool {
+        self.confirmed() && !self.had()
+    }
+
+    /// Not open, and not known to be closed either: no key was ever seen and the store cannot
+    /// vouch for that yet (it cannot be read, or a shared store answered only just now).
+    pub fn unsure(&self) -> bool {
+        !self.had() && !self.confirmed()
+    }
+
+    /// Whether the last read of the store succeeded (an unknown key is then a wrong one).
+    pub fn readable(&self) -> bool {
+        self.readable.load(Ordering::Acquire)
+    }
+
+    /// Readable, and for long enough to trust what it says.
+    fn confirmed(&self) -> bool {
+        let since = self.readable_since.load(Ordering::Acquire);
+        self.readable() && now_ms().saturating_sub(since) >= self.confirm_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the store has held a key (the gateway is closed for good).
+    pub fn had(&self) -> bool {
+        self.had.load(Ordering::Acquire)
+    }
+
+    /// Why the keys cannot vouch for requests now (for `/readyz`), if they cannot.
+    pub fn unready(&self) -> Option<&'static str> {
+        if !self.readable() {
+            Some("the run-time keys cannot be read")
+        } else if self.unsure() {
+            Some("the run-time keys are being confirmed")
+        } else {
+            None
+        }
     }
 
     /// The run-time key with this secret hash.
@@ -62,11 +121,32 @@ impl KeyRing {
 
     /// Re-reads the records when their version moved (or always, with `force`).
     pub async fn refresh(&self, store: &Store, force: bool) -> Result<(), StateError> {
+        let read = self.read(store, force).await;
+        let was = self.readable.swap(read.is_ok(), Ordering::AcqRel);
+        if read.is_ok() && !was {
+            self.readable_since.store(now_ms(), Ordering::Release);
+        }
+        match (&read, was) {
+            (Err(e), true) => {
+                tracing::warn!(error = %e, "the run-time keys cannot be read: requests without a key known before are refused (503) until they can")
+            }
+            (Ok(()), false) if self.version.load(Ordering::Acquire) != 0 || store.keys_home() == "redis" => {
+                tracing::info!("the run-time keys can be read again");
+            }
+            _ => {}
+        }
+        read
+    }
+
+    async fn read(&self, store: &Store, force: bool) -> Result<(), StateError> {
         let version = store.keys_version().await?;
-        if !force && version == self.version.load(Ordering::Acquire) {
+        if !force && self.readable() && version == self.version.load(Ordering::Acquire) {
             return Ok(());
         }
         let records = store.keys().await?;
+        if !records.is_empty() {
+            self.had.store(true, Ordering::Release);
+        }
         let live = records.iter().filter(|r| r.revoked_at_ms.is_none()).filter_map(|r| {
             let hash: [u8; 32] = hex::decode(&r.sha256).ok()?.try_into().ok()?;
             Some((hash, Arc::new(Key { hash, ..key_of(r) })))
@@ -80,8 +160,14 @@ impl KeyRing {
     /// read at start leaves the ring empty until it can.
     pub async fn start(store: Arc<Store>) -> Arc<KeyRing> {
         let ring = Arc::new(KeyRing::default());
-        if let Err(e) = ring.refresh(&store, true).await {
-            tracing::warn!(error = %e, "the run-time keys could not be read at start; they are read again every 250 ms");
+        if store.keys_home() == "redis" {
+            ring.confirm_ms.store(CONFIRM_SHARED.as_millis() as u64, Ordering::Relaxed);
+        }
+        ring.readable_since.store(now_ms(), Ordering::Release);
+        if let Err(e) = ring.read(&store, true).await {
+            tracing::warn!(error = %e, "the run-time keys could not be read at start: requests without a config key are refused (503) until they can; they are read again every 250 ms");
+        } else {
+            ring.readable.store(true, Ordering::Release);
         }
         ring.watch(store);
         ring
@@ -103,6 +189,10 @@ impl KeyRing {
             }
         });
     }
+}
+
+fn hash_of(r: &KeyRecord) -> [u8; 32] {
+    hex::decode(&r.sha256).ok().and_then(|h| h.try_into().ok()).unwrap_or([0; 32])
 }
 
 fn key_of(r: &KeyRecord) -> Key {
@@ -203,7 +293,7 @@ fn field<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn fields(bytes: &[u8]) -> Result<Fields, ApiError> {
+fn fields(bytes: &[u8], snap: &Snapshot) -> Result<Fields, ApiError> {
     let body: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     let Value::Object(body) = body else { return Err(ApiError::bad_request("the request body must be a JSON object")) };
@@ -237,14 +327,22 @@ fn fields(bytes: &[u8]) -> Result<Fields, ApiError> {
             return Err(ApiError::bad_request("`budget.usd` must be a number of dollars, 0 or more").param("budget"));
         }
     }
-    Ok(Fields {
-        name,
-        tier: field(&body, "tier")?,
-        budget,
-        limits: field(&body, "limits")?,
-        models: field(&body, "models")?,
-        expires_at_ms,
-    })
+    let limits: Option<Option<LimitsConfig>> = field(&body, "limits")?;
+    if let Some(Some(l)) = limits {
+        if l.rpm == Some(0) || l.tpm == Some(0) {
+            return Err(ApiError::bad_request(
+                "`limits`: `rpm` and `tpm` must be at least 1 (to stop a key, revoke it or give it an `expires_at`)",
+            )
+            .param("limits"));
+        }
+    }
+    // The same check as the config's keys: an allowlist names catalog models (or families).
+    let models: Option<Option<Vec<String>>> = field(&body, "models")?;
+    let catalog = &snap.config.config.models;
+    if let Some(m) = models.iter().flatten().flatten().find(|m| !catalog.contains_key(m.as_str())) {
+        return Err(ApiError::bad_request(format!("`models`: `{m}` is not a model of the catalog")).param("models"));
+    }
+    Ok(Fields { name, tier: field(&body, "tier")?, budget, limits, models, expires_at_ms })
 }
 
 impl Fields {
@@ -270,14 +368,21 @@ impl Fields {
     }
 }
 
-/// A name no config key and no other live run-time key has.
-fn name_free(snap: &Snapshot, records: &[KeyRecord], name: &str, except: Option<&str>) -> Result<(), ApiError> {
-    let in_config = snap.config.config.keys.iter().any(|k| k.name == name);
-    let in_use = records.iter().any(|r| r.name == name && r.revoked_at_ms.is_none() && Some(r.id.as_str()) != except);
-    if in_config || in_use {
+/// Refuses a name that a config key has (the store itself refuses one that another live
+/// run-time key has, atomically).
+fn not_in_config(snap: &Snapshot, name: &str) -> Result<(), ApiError> {
+    if snap.config.config.keys.iter().any(|k| k.name == name) {
         return Err(ApiError::key_name_taken(name));
     }
     Ok(())
+}
+
+/// Stores a record, or answers 409 when another live key took its name first.
+async fn store(st: &AppState, record: &KeyRecord) -> Result<(), ApiError> {
+    if !st.state.put_key(record).await.map_err(unavailable)? {
+        return Err(ApiError::key_name_taken(&record.name));
+    }
+    st.keys.refresh(&st.state, true).await.map_err(unavailable)
 }
 
 /// `POST /admin/keys`: makes a key; the answer holds its secret, the only time it is shown.
@@ -286,10 +391,9 @@ pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: B
     let result = async {
         admin(&snap, &headers)?;
         let bytes = read_body(&st, &snap, body).await?;
-        let fields = fields(&bytes)?;
+        let fields = fields(&bytes, &snap)?;
         let name = fields.name.clone().ok_or_else(|| ApiError::bad_request("`name` is required").param("name"))?;
-        let records = st.state.keys().await.map_err(unavailable)?;
-        name_free(&snap, &records, &name, None)?;
+        not_in_config(&snap, &name)?;
         let secret = format!("ym-{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         let mut record = KeyRecord {
             id: format!("key_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
@@ -305,8 +409,7 @@ pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: B
             revoked_at_ms: None,
         };
         fields.apply(&mut record);
-        st.state.put_key(&record).await.map_err(unavailable)?;
-        st.keys.refresh(&st.state, true).await.map_err(unavailable)?;
+        store(&st, &record).await?;
         tracing::info!(id = %record.id, name = %record.name, "gateway key created");
         let mut shown = shown(&st, "runtime", Some(&record.id), &key_of(&record), Some(&record)).await;
         shown["key"] = Value::String(secret);
@@ -317,11 +420,10 @@ pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: B
 }
 
 /// The run-time record `id` names; a config key's name is refused, anything else is not found.
-async fn record_of(st: &AppState, snap: &Snapshot, id: &str) -> Result<(Vec<KeyRecord>, KeyRecord), ApiError> {
+async fn record_of(st: &AppState, snap: &Snapshot, id: &str) -> Result<KeyRecord, ApiError> {
     let records = st.state.keys().await.map_err(unavailable)?;
-    if let Some(r) = records.iter().find(|r| r.id == id) {
-        let r = r.clone();
-        return Ok((records, r));
+    if let Some(r) = records.into_iter().find(|r| r.id == id) {
+        return Ok(r);
     }
     if snap.config.config.keys.iter().any(|k| k.name == id) {
         return Err(ApiError::key_in_config(id));
@@ -340,17 +442,16 @@ pub async fn update(
     let result = async {
         admin(&snap, &headers)?;
         let bytes = read_body(&st, &snap, body).await?;
-        let fields = fields(&bytes)?;
-        let (records, mut record) = record_of(&st, &snap, &id).await?;
+        let fields = fields(&bytes, &snap)?;
+        let mut record = record_of(&st, &snap, &id).await?;
         if record.revoked_at_ms.is_some() {
             return Err(ApiError::new(StatusCode::CONFLICT, "key_revoked", format!("the key `{id}` is revoked")));
         }
         if let Some(n) = &fields.name {
-            name_free(&snap, &records, n, Some(&record.id))?;
+            not_in_config(&snap, n)?;
         }
         fields.apply(&mut record);
-        st.state.put_key(&record).await.map_err(unavailable)?;
-        st.keys.refresh(&st.state, true).await.map_err(unavailable)?;
+        store(&st, &record).await?;
         tracing::info!(id = %record.id, "gateway key updated");
         Ok(axum::Json(shown(&st, "runtime", Some(&record.id), &key_of(&record), Some(&record)).await).into_response())
     }
@@ -363,13 +464,22 @@ pub async fn revoke(State(st): State<Arc<AppState>>, Path(id): Path<String>, hea
     let snap = st.reloader.snapshot();
     let result = async {
         admin(&snap, &headers)?;
-        let (_, mut record) = record_of(&st, &snap, &id).await?;
+        let mut record = record_of(&st, &snap, &id).await?;
         if record.revoked_at_ms.is_none() {
+            // SPEC §9 at every change: the last key is not revoked where that would leave the
+            // gateway keyless (not loopback, no `allow_open`).
+            let others = st.keys.all().iter().filter(|k| k.hash != hash_of(&record)).count();
+            if let Some(why) = super::leaves_no_key(&snap.config.config, st.listen, others) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "last_key",
+                    format!("the key `{id}` is not revoked: {why}"),
+                ));
+            }
             record.revoked_at_ms = Some(chrono::Utc::now().timestamp_millis());
-            st.state.put_key(&record).await.map_err(unavailable)?;
+            store(&st, &record).await?;
             tracing::info!(id = %record.id, "gateway key revoked");
         }
-        st.keys.refresh(&st.state, true).await.map_err(unavailable)?;
         Ok::<_, ApiError>(
             axum::Json(json!({"id": record.id, "revoked": true, "revoked_at": rfc3339(record.revoked_at_ms)}))
                 .into_response(),

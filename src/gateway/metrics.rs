@@ -188,13 +188,23 @@ pub fn render_budgets(out: &mut String, keys: &[(String, f64, f64)]) {
 
 /// Appends the shared store's figures: whether Redis answers, the calls that failed, and the
 /// round trips.
-pub fn render_redis(out: &mut String, up: bool, errors: u64, round_trips: u64) {
+pub fn render_redis(out: &mut String, h: &crate::state::shared::Health) {
+    let (up, errors, round_trips) = (h.up(), h.errors(), h.round_trips());
     out.push_str("# HELP yardmaster_redis_up Whether Redis (storage.redis) answered the last ping.\n# TYPE yardmaster_redis_up gauge\n");
     let _ = writeln!(out, "yardmaster_redis_up {}", u8::from(up));
     out.push_str("# HELP yardmaster_redis_errors_total Calls to Redis that failed or timed out.\n# TYPE yardmaster_redis_errors_total counter\n");
     let _ = writeln!(out, "yardmaster_redis_errors_total {errors}");
     out.push_str("# HELP yardmaster_redis_round_trips_total Round trips to Redis (a call, or a pipeline of them).\n# TYPE yardmaster_redis_round_trips_total counter\n");
     let _ = writeln!(out, "yardmaster_redis_round_trips_total {round_trips}");
+    let (queued, cache_bytes) = h.queued();
+    out.push_str("# HELP yardmaster_redis_writes_queued Writes waiting for Redis (settlements, limits, breaker openings, cache stores).\n# TYPE yardmaster_redis_writes_queued gauge\n");
+    let _ = writeln!(out, "yardmaster_redis_writes_queued {queued}");
+    out.push_str("# HELP yardmaster_redis_writes_queued_bytes Bytes of cache entries waiting for Redis.\n# TYPE yardmaster_redis_writes_queued_bytes gauge\n");
+    let _ = writeln!(out, "yardmaster_redis_writes_queued_bytes {cache_bytes}");
+    let (cache, state) = h.dropped();
+    out.push_str("# HELP yardmaster_redis_writes_dropped_total Writes for Redis dropped because the queue was at its bound.\n# TYPE yardmaster_redis_writes_dropped_total counter\n");
+    let _ = writeln!(out, "yardmaster_redis_writes_dropped_total{{kind=\"cache\"}} {cache}");
+    let _ = writeln!(out, "yardmaster_redis_writes_dropped_total{{kind=\"state\"}} {state}");
 }
 
 /// The ledger writer's counters, read when rendering.

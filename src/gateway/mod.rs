@@ -85,6 +85,8 @@ pub struct AppState {
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// Gateway keys made at run time (`/admin/keys`).
     pub keys: Arc<keys::KeyRing>,
+    /// The address the gateway listens on (SPEC §9's open-gateway rule depends on it).
+    pub listen: SocketAddr,
 }
 
 /// Server timings.
@@ -155,7 +157,21 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/keys", get(keys::list).post(keys::create))
         .route("/admin/keys/{id}", axum::routing::patch(keys::update).delete(keys::revoke))
         .fallback(info::not_found)
+        .layer(axum::middleware::map_response(never_cached))
         .with_state(Arc::new(state))
+}
+
+/// Every answer says `nosniff`; the admin endpoints' and `/v1/key`'s, which carry secrets, spend
+/// and keys, also say `no-store`, so that no browser or proxy keeps them.
+async fn never_cached(uri: axum::http::Uri, mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let h = r.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let path = uri.path();
+    if (path.starts_with("/admin") && !path.starts_with("/admin/assets/")) || path == "/v1/key" {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains requests in flight for up
@@ -174,16 +190,26 @@ pub async fn run(
     conn::run(listener, router, settings, stats, cut, shutdown).await;
 }
 
+/// Why a gateway with these config keys, on `addr`, would be left with no key at all where SPEC §9
+/// forbids it (not loopback, no `allow_open: true`), given the run-time keys `live_runtime`.
+/// Checked at start, on every reload and rollback, and on every revocation.
+pub(crate) fn leaves_no_key(config: &crate::config::Config, addr: SocketAddr, live_runtime: usize) -> Option<String> {
+    if !config.keys.is_empty() || live_runtime > 0 || addr.ip().is_loopback() || config.allow_open {
+        return None;
+    }
+    Some(format!(
+        "no `keys` are configured and no run-time key is live, so the gateway would be open on {addr} (not loopback); add a key or set `allow_open: true`"
+    ))
+}
+
 /// With no key in the config and none made at run time the gateway is open: allowed on loopback
 /// (with a warning), refused elsewhere unless `allow_open: true`.
 fn refuse_open(snap: &crate::reload::Snapshot, addr: SocketAddr, ring: &keys::KeyRing) -> Result<(), String> {
-    if !snap.config.config.keys.is_empty() || !ring.is_empty() {
+    if !snap.config.config.keys.is_empty() || !ring.open() {
         return Ok(());
     }
-    if !addr.ip().is_loopback() && !snap.config.config.allow_open {
-        return Err(format!(
-            "no `keys` are configured (or made at run time), so the gateway would be open; it refuses to listen on {addr} (not loopback) unless `allow_open: true`"
-        ));
+    if let Some(why) = leaves_no_key(&snap.config.config, addr, ring.all().len()) {
+        return Err(format!("{why}; it refuses to listen"));
     }
     tracing::warn!("no `keys` are configured: the gateway is open to anyone who can reach {addr}");
     Ok(())
@@ -229,6 +255,7 @@ fn store(snap: &crate::reload::Snapshot, ledger: Option<Ledger>, cooldown: Durat
         open_on_error: r.on_error == crate::config::OnError::Open,
         prefix: r.prefix.clone(),
         cooldown,
+        queued_bytes: r.max_queued_bytes,
     };
     Ok(Store::Shared(crate::state::shared::Shared::new(settings, ledger)?))
 }
@@ -306,6 +333,10 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
     });
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // SPEC §9 holds at every change, not only here: a reload or a rollback that would leave the
+    // gateway with no key where it may not be open is rejected.
+    let guard_ring = ring.clone();
+    reloader.guard(Box::new(move |next| leaves_no_key(&next.config.config, addr, guard_ring.all().len())));
     if watch {
         reloader.watch()?;
     }
@@ -330,6 +361,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
         cache: Arc::new(crate::cache::ResponseCache::new(snap.config.config.cache.max_bytes)),
         telemetry: telemetry(&snap.config.config, http)?.map(Arc::new),
         keys: ring,
+        listen: addr,
     };
     if state.state.shares_cache() {
         // Exact entries go to the shared store too, so that every instance finds them.

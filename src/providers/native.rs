@@ -136,11 +136,13 @@ impl Upstream {
     pub async fn json_reply(&self, resp: reqwest::Response, limits: Limits) -> Result<Value, UpstreamError> {
         let bytes = self.body(resp, limits).await?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-        if v.is_object() {
-            Ok(v)
-        } else {
-            Err(UpstreamError::Malformed("the reply is not a JSON object".into()))
+        if !v.is_object() {
+            return Err(UpstreamError::Malformed("the reply is not a JSON object".into()));
         }
+        if v.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(error_with_200());
+        }
+        Ok(v)
     }
 
     /// The reply's server-sent events (`event` and `data` of each), each within the event size
@@ -186,7 +188,69 @@ pub fn parse_raw(bytes: &[u8]) -> Result<RawObject, UpstreamError> {
     if nesting(bytes) > MAX_DEPTH {
         return Err(UpstreamError::Malformed(format!("the reply is nested deeper than {MAX_DEPTH} levels")));
     }
-    serde_json::from_slice(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
+    // Every number must be one that a value can hold (`1e999` cannot): a raw member is not
+    // parsed here, and would later turn into `null`, a blanked field in a 200.
+    serde_json::from_slice::<Checked>(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+    let raw: RawObject = serde_json::from_slice(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+    if raw.get("error").is_some_and(|e| e.get() != "null") {
+        return Err(error_with_200());
+    }
+    Ok(raw)
+}
+
+/// A 200 whose body is an error object: a failed attempt (it falls through like a 5xx, and is
+/// neither charged nor cached). Its message is not repeated (it may echo what the upstream got).
+fn error_with_200() -> UpstreamError {
+    UpstreamError::Malformed("the reply is an error object, with a 200 status".into())
+}
+
+/// A JSON text parsed for its validity only: every number within f64's range, nothing built.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Checked, E> {
+        if v.is_finite() {
+            Ok(Checked)
+        } else {
+            Err(E::custom("a number is out of range"))
+        }
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 /// The deepest nesting that serde_json builds values for.
@@ -266,6 +330,10 @@ where
         event: String,
         data: String,
         has_data: bool,
+        /// The event size limit, checked on the decoded data (an invalid byte decodes to three).
+        max: usize,
+        /// The event in the making went over `max`.
+        over: bool,
     }
     impl Parser {
         /// The next complete event in the buffer.
@@ -294,6 +362,10 @@ where
                         }
                         self.data.push_str(value);
                         self.has_data = true;
+                        if self.data.len() > self.max {
+                            self.over = true;
+                            return None;
+                        }
                     }
                     "event" => value.clone_into(&mut self.event),
                     _ => {}
@@ -309,8 +381,16 @@ where
         }
     }
     let body = Box::pin(body);
-    let state =
-        (body, Parser { buf: Vec::new(), pos: 0, event: String::new(), data: String::new(), has_data: false }, false);
+    let parser = Parser {
+        buf: Vec::new(),
+        pos: 0,
+        event: String::new(),
+        data: String::new(),
+        has_data: false,
+        max: max_event,
+        over: false,
+    };
+    let state = (body, parser, false);
     futures_util::stream::unfold(state, move |(mut body, mut p, done)| async move {
         if done {
             return None;
@@ -319,7 +399,7 @@ where
             if let Some(ev) = p.next_event() {
                 return Some((Ok(ev), (body, p, false)));
             }
-            if p.waiting() > max_event {
+            if p.over || p.waiting() > max_event {
                 let e = UpstreamError::Malformed(format!(
                     "an event larger than {max_event} bytes (`limits: {{ max_event_bytes }}`)"
                 ));

@@ -53,12 +53,19 @@ pub struct LocalKeys {
     version: AtomicU64,
     memory: Mutex<BTreeMap<String, KeyRecord>>,
     ledger: Option<Ledger>,
+    /// Held from the name check to the write, so that two creates cannot both find a name free.
+    writing: Box<tokio::sync::Mutex<()>>,
 }
 
 impl LocalKeys {
     /// Keys kept in `ledger`, or in memory without one.
     pub fn new(ledger: Option<Ledger>) -> LocalKeys {
-        LocalKeys { version: AtomicU64::new(1), memory: Mutex::default(), ledger }
+        LocalKeys {
+            version: AtomicU64::new(1),
+            memory: Mutex::default(),
+            ledger,
+            writing: Box::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     /// Whether the keys outlive the process (they are in the ledger).
@@ -82,8 +89,19 @@ impl LocalKeys {
         }
     }
 
-    /// Stores a record (replacing the one with its id).
-    pub async fn put(&self, record: &KeyRecord) -> Result<(), StateError> {
+    /// Stores a record (replacing the one with its id), unless another live record has its
+    /// name: `Ok(false)` then, and nothing is written. The check and the write are one step.
+    pub async fn put(&self, record: &KeyRecord) -> Result<bool, StateError> {
+        let _writing = self.writing.lock().await;
+        if name_taken(&self.all().await?, record) {
+            return Ok(false);
+        }
+        self.copy(record).await?;
+        Ok(true)
+    }
+
+    /// Stores a record as it is, with no name check (a copy of what the shared store holds).
+    pub async fn copy(&self, record: &KeyRecord) -> Result<(), StateError> {
         match &self.ledger {
             None => {
                 self.memory.lock().unwrap_or_else(|p| p.into_inner()).insert(record.id.clone(), record.clone());
@@ -93,6 +111,12 @@ impl LocalKeys {
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
+}
+
+/// Whether a live record other than `record` has its name (a revoked record frees its name).
+pub fn name_taken(records: &[KeyRecord], record: &KeyRecord) -> bool {
+    record.revoked_at_ms.is_none()
+        && records.iter().any(|r| r.id != record.id && r.name == record.name && r.revoked_at_ms.is_none())
 }
 
 /// A record as JSON.

@@ -257,8 +257,10 @@ impl Store {
         }
     }
 
-    /// Stores a run-time key's record, replacing the one with its id.
-    pub async fn put_key(&self, record: &keys::KeyRecord) -> Result<(), StateError> {
+    /// Stores a run-time key's record, replacing the one with its id, unless another live key
+    /// has its name (`Ok(false)`, nothing written): atomically, on every store and across
+    /// instances.
+    pub async fn put_key(&self, record: &keys::KeyRecord) -> Result<bool, StateError> {
         match self {
             Store::Local(s) => s.keys.put(record).await,
             Store::Shared(s) => s.put_key(record).await,

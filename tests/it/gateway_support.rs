@@ -139,6 +139,9 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
             Response::builder().header("content-type", "application/json").body(Body::from_stream(s)).unwrap()
         }
 
+        // A 200 whose body is an error object, and a reply with a number no f64 holds.
+        "error200" => (StatusCode::OK, [("content-type", "application/json")], r#"{"error":{"message":"quota exceeded","type":"insufficient_quota","code":null,"param":null}}"#).into_response(),
+        "inf" => (StatusCode::OK, [("content-type", "application/json")], r#"{"id":"up-1","object":"chat.completion","created":1,"model":"inf","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"logprobs":{"x":1e999},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#).into_response(),
         "verbatim" => (StatusCode::OK, [("content-type", "application/json")], VERBATIM).into_response(),
         // Upstreams that echo the request's `Authorization` header back (a provider key must never
         // reach the client), in every place a reply can carry it.

@@ -18,6 +18,7 @@ mod docs;
 mod doors;
 mod eval;
 mod eval_corpus;
+mod fail_closed;
 mod fmt_corpus;
 mod front_door;
 mod gateway;

@@ -24,8 +24,8 @@ impl Redis {
         r
     }
 
-    /// Starts it (again) on its port.
-    fn restart(&mut self) {
+    /// Starts it (again) on its port, empty.
+    pub fn restart(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
@@ -40,11 +40,32 @@ impl Redis {
         self.child = Some(child);
     }
 
-    fn stop(&mut self) {
+    /// Stops it (and everything it held: it keeps nothing on disk).
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stalls it (SIGSTOP): connections stay open and nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a stalled server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
     }
 
     /// The environment variable that holds its URL (one per server: tests run side by side).
@@ -61,7 +82,7 @@ impl Drop for Redis {
     }
 }
 
-const POLICY: &str = r#"
+pub const POLICY: &str = r#"
 rule "faq" {
   when header("x-test") == "faq"
   then ok-model
@@ -81,7 +102,7 @@ rule "stall" {
 default { then ok-model }
 "#;
 
-fn shared_config(addr: std::net::SocketAddr, env: &str, on_error: &str) -> String {
+pub fn shared_config(addr: std::net::SocketAddr, env: &str, on_error: &str) -> String {
     config(addr, "ok")
         .replace(
             "models:\n",
@@ -98,25 +119,25 @@ fn shared_config(addr: std::net::SocketAddr, env: &str, on_error: &str) -> Strin
         + &format!("storage: {{ sqlite: yardmaster.db, redis: {{ url_env: {env}, on_error: {on_error}, prefix: \"t:\" }} }}\n")
 }
 
-async fn instance(redis: &Redis, on_error: &str) -> Gateway {
+pub async fn instance(redis: &Redis, on_error: &str) -> Gateway {
     let env = redis.env();
     let on_error = on_error.to_string();
     gateway_custom(POLICY, false, move |addr| shared_config(addr, &env, &on_error)).await
 }
 
-fn ask(text: &str) -> Value {
+pub fn ask(text: &str) -> Value {
     json!({"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": text}]})
 }
 
-async fn send(g: &Gateway, key: &str, rule: &str, text: &str) -> reqwest::Response {
+pub async fn send(g: &Gateway, key: &str, rule: &str, text: &str) -> reqwest::Response {
     g.post("/v1/chat/completions", Some(key)).header("x-test", rule).json(&ask(text)).send().await.unwrap()
 }
 
-async fn key_info(g: &Gateway, key: &str) -> Value {
+pub async fn key_info(g: &Gateway, key: &str) -> Value {
     g.http.get(format!("{}/v1/key", g.url)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
 }
 
-fn micros(usd: &Value) -> u64 {
+pub fn micros(usd: &Value) -> u64 {
     (usd.as_f64().unwrap() * 1e6).round() as u64
 }
 

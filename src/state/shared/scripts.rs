@@ -18,18 +18,27 @@ end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
 ";
 
-/// Reserve: KEYS[1] account hash, KEYS[2] expiry set; ARGV[1] limit, ARGV[2] micros (0: only the
-/// standing), ARGV[3] member, ARGV[4] lifetime ms, ARGV[5] the spend to start a new account with.
-/// Returns `{fits, spent, reserved}`.
+/// Reserve: KEYS[1] account hash, KEYS[2] expiry set, KEYS[3] the reservation's settlement
+/// marker; ARGV[1] limit, ARGV[2] micros (0: only the standing), ARGV[3] member, ARGV[4] lifetime
+/// ms, ARGV[5] the spend to start a new account with, or `-` when the caller has not read it.
+/// Returns `{fits, spent, reserved}`, with `fits` -1 when the account is missing and no spend
+/// was given: the caller reads its ledger and calls again, so that an account Redis lost (it
+/// restarted empty) starts again from the ledger's spend, never from 0. A reservation whose
+/// settlement already ran (its request failed while this script waited in a stalled Redis) is
+/// not made.
 pub fn reserve() -> String {
     format!(
         "{NOW}
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[1], 'spent', ARGV[5], 'reserved', 0) end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[5] == '-' then return {{-1, 0, 0}} end
+  redis.call('HSET', KEYS[1], 'spent', ARGV[5], 'reserved', 0)
+end
 {PURGE}
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
 local micros = tonumber(ARGV[2])
 if micros == 0 then return {{1, spent, reserved}} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {{0, spent, reserved}} end
 if spent + reserved + micros > tonumber(ARGV[1]) then return {{0, spent, reserved}} end
 redis.call('HINCRBY', KEYS[1], 'reserved', micros)
 redis.call('HSET', KEYS[1], 'r:' .. ARGV[3], micros)
@@ -149,3 +158,30 @@ return out
 "
     )
 }
+
+/// Store a run-time key's record unless another live record has its name: KEYS[1] the records
+/// hash, KEYS[2] the version; ARGV[1] id, ARGV[2] the record (JSON), ARGV[3] its name, ARGV[4]
+/// `1` when it is live. Returns 1 when stored, 0 when the name is taken.
+pub const PUT_KEY: &str = r"
+if ARGV[4] == '1' then
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    local ok, r = pcall(cjson.decode, v)
+    if ok and r.id ~= ARGV[1] and r.name == ARGV[3] and (r.revoked_at_ms == nil or r.revoked_at_ms == cjson.null) then
+      return 0
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('INCR', KEYS[2])
+return 1
+";
+
+/// Put back records that Redis lost (it restarted empty): KEYS[1] the records hash, KEYS[2] the
+/// version; ARGV pairs of id and record. Only ids Redis does not have are written (a key is
+/// never deleted, so a missing id is a lost one). Returns how many were put back.
+pub const RESTORE_KEYS: &str = r"
+local n = 0
+for i = 1, #ARGV, 2 do n = n + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if n > 0 then redis.call('INCR', KEYS[2]) end
+return n
+";
