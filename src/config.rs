@@ -61,6 +61,11 @@ pub struct Config {
     /// Allow an open gateway (no keys) on a non-loopback address.
     #[serde(default)]
     pub allow_open: bool,
+    /// Other names an open gateway on loopback answers to, as `Host` headers name them
+    /// (`localhost`, `127.0.0.1` and `[::1]` always work); every other `Host` is refused, which
+    /// stops DNS rebinding.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// Server limits.
     #[serde(default)]
     pub limits: ServerLimits,

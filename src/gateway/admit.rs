@@ -43,6 +43,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn authenticate(st: &AppState, snap: &Snapshot, headers: &HeaderMap) -> Result<Option<Arc<Key>>, ApiError> {
     let unreadable = || ApiError::state_unavailable("the run-time keys cannot be read; try again shortly");
     if snap.config.config.keys.is_empty() && st.keys.open() {
+        open_request(st, snap, headers)?;
         return Ok(None);
     }
     let Some(token) = bearer(headers) else {
@@ -62,6 +63,42 @@ pub fn authenticate(st: &AppState, snap: &Snapshot, headers: &HeaderMap) -> Resu
         return Err(ApiError::key_expired());
     }
     Ok(Some(k))
+}
+
+/// What an open gateway (no key stands between it and any web page its operator visits) still
+/// asks of a request: on loopback, a `Host` that names it (DNS rebinding points another name at
+/// 127.0.0.1); and a body, if any, sent as `application/json`, which no cross-site form or
+/// simple request can send without the browser asking first.
+fn open_request(st: &AppState, snap: &Snapshot, headers: &HeaderMap) -> Result<(), ApiError> {
+    if st.listen.ip().is_loopback() {
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let name =
+            host.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(host, |(n, _)| n);
+        let ours = ["localhost", "127.0.0.1", "[::1]"].contains(&name.to_ascii_lowercase().as_str())
+            || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            || snap.config.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(name));
+        if !ours {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                format!("this open gateway answers to localhost and the names in `hosts`, not to `{name}`"),
+            ));
+        }
+    }
+    let has_body = headers.get(axum::http::header::CONTENT_LENGTH).is_some_and(|l| l != "0")
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    if has_body {
+        let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("an open gateway takes bodies sent as `Content-Type: application/json`, not `{ct}` (with curl: -H 'content-type: application/json')"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The body, within the size limit and the body timeout.
@@ -107,6 +144,26 @@ pub async fn admit(
     }
     limits(&st.state, k, &inbound, settle).await?;
     Ok(Admitted { key, inbound })
+}
+
+/// The key's `rpm` and `tpm` for a request that calls no model (`count_tokens`): it counts
+/// against `rpm`, and is refused while `tpm` has no room for its `tokens` (which it then gives
+/// back), so that a key at its limits cannot make the gateway count for it either.
+pub async fn within_limits(state: &Store, k: &Key, tokens: u64) -> Result<(), ApiError> {
+    let unavailable = |e: crate::state::StateError| ApiError::state_unavailable(&e.to_string());
+    let limits = k.limits.unwrap_or_default();
+    if let Some(rpm) = limits.rpm {
+        if let Err(wait) = state.check_rpm(&k.name, rpm).await.map_err(unavailable)? {
+            return Err(ApiError::rate_limited(wait, "rpm", "requests per minute"));
+        }
+    }
+    if let Some(tpm) = limits.tpm {
+        match state.reserve_tpm(&k.name, tpm, tokens).await.map_err(unavailable)? {
+            Ok(hold) => state.settle_tpm(hold, 0),
+            Err(wait) => return Err(ApiError::rate_limited(wait, "tpm", "tokens per minute")),
+        }
+    }
+    Ok(())
 }
 
 /// The key's `rpm` and `tpm`. `tpm` is admitted against the worst case (the prompt's bytes plus

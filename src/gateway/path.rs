@@ -42,8 +42,13 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, req: axum::extract::R
     let record = Record::new(snap.version());
     let (parts, body) = req.into_parts();
     let counted = async {
-        super::admit::authenticate(&st, &snap, &parts.headers)?;
+        let key = super::admit::authenticate(&st, &snap, &parts.headers)?;
         let bytes = super::admit::read_body(&st, &snap, body).await?;
+        if let Some(k) = &key {
+            // Before any counting; the worst case is the body's length in tokens (as admission
+            // reserves).
+            super::admit::within_limits(&st.state, k, bytes.len() as u64).await?;
+        }
         let mut v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
         if let Some(o) = v.as_object_mut() {
@@ -71,6 +76,10 @@ pub async fn count_tokens(State(st): State<Arc<AppState>>, req: axum::extract::R
 pub async fn responses(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     let snap = st.reloader.snapshot();
     let (parts, body) = req.into_parts();
+    // The key first, as on every door: an unauthenticated body is never read.
+    if let Err(e) = super::admit::authenticate(&st, &snap, &parts.headers) {
+        return super::settle::answer(&st, Record::new(snap.version()), Err(e));
+    }
     // The body is read here once, for the settings a Response object echoes, and handed on.
     let bytes = match super::admit::read_body(&st, &snap, body).await {
         Ok(b) => b,

@@ -422,3 +422,71 @@ async fn the_upstream_fuzz_regressions_hold() {
     }
     assert!(seen >= 2);
 }
+
+#[tokio::test]
+async fn the_responses_door_refuses_an_unauthenticated_body_before_reading_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = gateway_custom(BASE, false, |addr| config(addr, "ok")).await;
+    // Headers that promise 10 MiB, and no body: without a key, the answer comes at once.
+    let mut sock = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    let head = "POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{";
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_millis(400), sock.read(&mut buf))
+        .await
+        .expect("answered before the body timeout (500 ms here)")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+}
+
+#[tokio::test]
+async fn an_open_loopback_gateway_refuses_other_hosts_and_bodies_that_are_not_json() {
+    let g = gateway_custom(BASE, false, |addr| without_keys(&config(addr, "ok")) + "hosts: [gateway.internal]\n").await;
+    let body = serde_json::to_string(&ask("hello")).unwrap();
+    let send = |ct: Option<&'static str>, host: &'static str| {
+        let mut r = g.http.post(format!("{}/v1/chat/completions", g.url)).header("host", host).body(body.clone());
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r.send()
+    };
+    // What a cross-site form or `fetch` without a preflight can send.
+    for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data"), None] {
+        let r = send(ct, "localhost").await.unwrap();
+        assert_eq!(r.status(), 415, "{ct:?}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"]["message"].as_str().unwrap().contains("application/json"), "{e}");
+    }
+    // A rebinding name is refused; the loopback names and the configured one are served.
+    let r = send(Some("application/json"), "attacker.example:8080").await.unwrap();
+    assert_eq!(r.status(), 403);
+    for host in ["localhost:8080", "127.0.0.1", "[::1]:80", "gateway.internal"] {
+        assert_eq!(send(Some("application/json; charset=utf-8"), host).await.unwrap().status(), 200, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn count_tokens_counts_against_the_keys_limits() {
+    let g = gateway_custom(BASE, false, |addr| {
+        config(addr, "ok")
+            .replace(
+                "  - { name: plain,",
+                "  - { name: slow, key_sha256: SLOW, limits: { rpm: 2 } }\n  - { name: plain,",
+            )
+            .replace("SLOW", &crate::gateway_support::sha("sk-slow"))
+    })
+    .await;
+    let count = || {
+        g.post("/v1/messages/count_tokens", Some("sk-slow"))
+            .json(&json!({"model": "auto", "messages": [{"role": "user", "content": "count me"}]}))
+            .send()
+    };
+    assert_eq!(count().await.unwrap().status(), 200);
+    assert_eq!(count().await.unwrap().status(), 200);
+    let r = count().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(!header(&r, "retry-after").is_empty());
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["type"], "error", "in Anthropic's shape: {e}");
+}
