@@ -150,18 +150,8 @@ pub async fn admit(
 /// against `rpm`, and is refused while `tpm` has no room for its `tokens` (which it then gives
 /// back), so that a key at its limits cannot make the gateway count for it either.
 pub async fn within_limits(state: &Store, k: &Key, tokens: u64) -> Result<(), ApiError> {
-    let unavailable = |e: crate::state::StateError| ApiError::state_unavailable(&e.to_string());
-    let limits = k.limits.unwrap_or_default();
-    if let Some(rpm) = limits.rpm {
-        if let Err(wait) = state.check_rpm(&k.name, rpm).await.map_err(unavailable)? {
-            return Err(ApiError::rate_limited(wait, "rpm", "requests per minute"));
-        }
-    }
-    if let Some(tpm) = limits.tpm {
-        match state.reserve_tpm(&k.name, tpm, tokens).await.map_err(unavailable)? {
-            Ok(hold) => state.settle_tpm(hold, 0),
-            Err(wait) => return Err(ApiError::rate_limited(wait, "tpm", "tokens per minute")),
-        }
+    if let Some(hold) = rate_limits(state, k, tokens).await? {
+        state.settle_tpm(hold, 0);
     }
     Ok(())
 }
@@ -169,6 +159,13 @@ pub async fn within_limits(state: &Store, k: &Key, tokens: u64) -> Result<(), Ap
 /// The key's `rpm` and `tpm`. `tpm` is admitted against the worst case (the prompt's bytes plus
 /// `max_tokens`, or 4,096) and settled with the real usage.
 async fn limits(state: &Store, k: &Key, inbound: &Inbound, settle: &mut Settle) -> Result<(), ApiError> {
+    let tokens = (inbound.facts.prompt.len() as u64).saturating_add(inbound.facts.max_tokens.unwrap_or(4096));
+    settle.holds.tokens = rate_limits(state, k, tokens).await?;
+    Ok(())
+}
+
+/// Counts one request against `rpm` and admits `tokens` against `tpm`: the token hold, if any.
+async fn rate_limits(state: &Store, k: &Key, tokens: u64) -> Result<Option<crate::state::TokenHold>, ApiError> {
     let unavailable = |e: crate::state::StateError| ApiError::state_unavailable(&e.to_string());
     let limits = k.limits.unwrap_or_default();
     if let Some(rpm) = limits.rpm {
@@ -176,12 +173,9 @@ async fn limits(state: &Store, k: &Key, inbound: &Inbound, settle: &mut Settle) 
             return Err(ApiError::rate_limited(wait, "rpm", "requests per minute"));
         }
     }
-    if let Some(tpm) = limits.tpm {
-        let tokens = (inbound.facts.prompt.len() as u64).saturating_add(inbound.facts.max_tokens.unwrap_or(4096));
-        match state.reserve_tpm(&k.name, tpm, tokens).await.map_err(unavailable)? {
-            Ok(hold) => settle.holds.tokens = Some(hold),
-            Err(wait) => return Err(ApiError::rate_limited(wait, "tpm", "tokens per minute")),
-        }
+    let Some(tpm) = limits.tpm else { return Ok(None) };
+    match state.reserve_tpm(&k.name, tpm, tokens).await.map_err(unavailable)? {
+        Ok(hold) => Ok(Some(hold)),
+        Err(wait) => Err(ApiError::rate_limited(wait, "tpm", "tokens per minute")),
     }
-    Ok(())
 }
