@@ -40,6 +40,14 @@ pub struct Key {
 }
 
 impl Key {
+    /// Whether the key may use the catalog model `model` (its allowlist names it, or a family
+    /// it falls under; a key without an allowlist may use any).
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|list| {
+            list.iter().any(|n| n == model || (config::is_family(n) && model.starts_with(n.trim_end_matches('*'))))
+        })
+    }
+
     /// A config key with the hash of its secret.
     pub fn from_config(k: &config::KeyConfig, hash: [u8; 32]) -> Key {
         Key {

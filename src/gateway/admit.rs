@@ -135,12 +135,8 @@ pub async fn admit(
         inbound.facts = facts.with_headers(headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
     }
     let Some(k) = key.as_deref() else { return Ok(Admitted { key, inbound }) };
-    if let Some(list) = &k.models {
-        let in_family =
-            |n: &String| crate::config::is_family(n) && inbound.requested.starts_with(n.trim_end_matches('*'));
-        if inbound.requested != "auto" && !list.contains(&inbound.requested) && !list.iter().any(in_family) {
-            return Err(ApiError::model_not_allowed(&inbound.requested));
-        }
+    if inbound.requested != "auto" && !k.may_use(&inbound.requested) {
+        return Err(ApiError::model_not_allowed(&inbound.requested));
     }
     limits(&st.state, k, &inbound, settle).await?;
     Ok(Admitted { key, inbound })

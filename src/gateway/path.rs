@@ -186,8 +186,11 @@ async fn look_up(
     };
     let control = headers.get(axum::http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let wait = routing.timeout_ms.map_or(dispatch::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
+    // A shared entry may have been answered by a model this key may not use: never served to it.
+    let allowed = |hit: &cache::Hit| admitted.key.as_deref().is_none_or(|k| k.may_use(&hit.entry.model));
     let mut ticket = match cache::lookup(&st.cache, query, control, wait).await {
-        Lookup::Hit(hit) => return Err(hit),
+        Lookup::Hit(hit) if allowed(&hit) => return Err(hit),
+        Lookup::Hit(_) => return Ok(None),
         Lookup::Miss(t) => t,
         Lookup::Bypass => {
             settle.record.cache = Some("bypass");
@@ -202,7 +205,10 @@ async fn look_up(
             Ok(Some((bytes, ttl))) => {
                 if let Some(entry) = cache::adopt(&st.cache, ticket, &bytes, ttl) {
                     let similarity = routing.cache.and_then(|c| c.similar.as_ref()).map(|_| 1.0);
-                    return Err(cache::Hit { entry, similarity });
+                    let hit = cache::Hit { entry, similarity };
+                    if allowed(&hit) {
+                        return Err(hit);
+                    }
                 }
                 return Ok(None);
             }
@@ -226,7 +232,7 @@ async fn look_up(
             .await
     {
         if !ticket.no_lookup {
-            if let Some(hit) = cache::nearest(&st.cache, &context.key, &v, similar.threshold) {
+            if let Some(hit) = cache::nearest(&st.cache, &context.key, &v, similar.threshold).filter(allowed) {
                 return Err(hit);
             }
         }

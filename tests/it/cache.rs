@@ -365,3 +365,31 @@ async fn a_close_enough_question_of_the_same_context_is_a_semantic_hit_charged_i
     );
     assert_eq!(header(&exact, "x-yardmaster-cost-usd"), "0.000000");
 }
+
+#[tokio::test]
+async fn a_shared_entry_is_never_served_to_a_key_that_may_not_use_the_model_that_answered_it() {
+    let g = gateway_custom(POLICY, false, |addr| {
+        config(addr, "ok")
+            .replace("providers:\n", "providers:\n  mocky: { kind: mock, latency: 0ms }\n")
+            .replace(
+                "models:\n",
+                "models:\n  waiter: { provider: up, id: wait300, context: 100000 }\n  mock-embed: { provider: mocky, id: e, endpoint: embeddings, context: 8000 }\n",
+            )
+            .replace(
+                "  - { name: plain,",
+                &format!("  - {{ name: narrow, key_sha256: {}, tier: premium, models: [premium-model] }}\n  - {{ name: plain,", sha("sk-narrow")),
+            )
+    })
+    .await;
+    let body = ask("Shared within the tier");
+    assert_eq!(header(&send(&g, "docs", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "miss");
+    // The same tier, but `ok-model` is not on this key's list: uncached it is refused, and so is
+    // the cached answer.
+    let uncached = send(&g, "faq", "sk-narrow", &ask("not cached anywhere"), None).await;
+    let refused = uncached.status();
+    assert!(refused.is_client_error() || refused.is_server_error(), "{refused}");
+    let r = send(&g, "docs", "sk-narrow", &body, None).await;
+    assert_ne!(header(&r, "x-yardmaster-cache"), "hit");
+    assert_eq!(r.status(), refused);
+    assert_eq!(g.up.calls("ok"), 1, "nothing else reached the model");
+}
