@@ -4,9 +4,10 @@
 //! - **A cap** on open connections (`limits.max_connections`; by default half the process's file
 //!   limit, so that upstream connections have descriptors too): past it a new connection is
 //!   closed at once and counted (`yardmaster_connections_refused_total`).
-//! - **Idle connections are closed** after the header timeout: one that never sends a byte, an
-//!   HTTP/2 one that sends its preface and goes quiet, and a keep-alive between requests, when no
-//!   request is in flight and no byte has moved (`yardmaster_connections_idle_closed_total`).
+//! - **Idle connections are closed** after the header timeout: one that never sends a request, an
+//!   HTTP/2 one that sends its preface and then only PINGs or SETTINGS, and a keep-alive between
+//!   requests, when no request has been in flight for that long, whatever bytes moved
+//!   (`yardmaster_connections_idle_closed_total`).
 //! - **Accept errors back off** (5 ms doubling to 1 s) instead of spinning: out of descriptors,
 //!   the loop sleeps while real clients are served.
 //! - **Early answers say so**: an HTTP/1 error sent before the request's body was read to its end
@@ -68,7 +69,8 @@ pub fn default_max() -> usize {
     16_384
 }
 
-/// When a connection last moved a byte, and how many of its requests are in flight.
+/// When a connection last began or ended a request (or opened), and how many of its requests
+/// are in flight.
 #[derive(Debug)]
 struct Activity {
     base: Instant,
@@ -172,12 +174,9 @@ impl Watched {
 
 impl AsyncRead for Watched {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
+        // Bytes are not activity: a peer that only sends PINGs or SETTINGS (or trickles
+        // anything but a request) is as idle as one that sends nothing.
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -195,11 +194,7 @@ impl AsyncWrite for Watched {
             }
             return Poll::Ready(Ok(b.len()));
         }
-        let r = Pin::new(&mut self.inner).poll_write(cx, b);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write(cx, b)
     }
 
     fn poll_write_vectored(
@@ -219,11 +214,7 @@ impl AsyncWrite for Watched {
                 return self.poll_write(cx, &whole);
             }
         }
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

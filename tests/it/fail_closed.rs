@@ -490,3 +490,37 @@ async fn count_tokens_counts_against_the_keys_limits() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["type"], "error", "in Anthropic's shape: {e}");
 }
+
+#[tokio::test]
+async fn an_http2_connection_that_only_sends_pings_is_closed_when_idle() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = gateway_custom(BASE, false, |addr| config(addr, "ok")).await;
+    let mut sock = tokio::net::TcpStream::connect(g.running.addr).await.unwrap();
+    // The preface, an empty SETTINGS frame, then a PING every 100 ms (the idle timeout is 500 ms).
+    sock.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let (mut read, mut write) = sock.into_split();
+    let pinger = tokio::spawn(async move {
+        for i in 0u8..40 {
+            let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, i, 0, 0, 0, 0, 0, 0, 0];
+            if write.write_all(&ping).await.is_err() {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        40
+    });
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the pinging connection was still open after 3 s");
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed only once idle: {:?}", started.elapsed());
+    pinger.abort();
+}
