@@ -10,11 +10,12 @@
 mod complete;
 mod position;
 mod reference;
+mod transport;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use lsp_server::{Connection, Message, Notification, Request, Response};
+use lsp_server::{Message, Notification, Request, Response};
 use lsp_types::{
     Diagnostic, DiagnosticSeverity, DocumentSymbol, Hover, HoverContents, MarkupContent, MarkupKind, NumberOrString,
     ServerCapabilities, SymbolKind, TextDocumentSyncCapability, TextDocumentSyncKind, TextEdit, Uri,
@@ -28,7 +29,7 @@ use position::Lines;
 
 /// Serves the protocol on stdin and stdout until the client says `exit`.
 pub fn run() -> Result<(), String> {
-    let (conn, io) = Connection::stdio();
+    let (conn, io) = transport::stdio();
     let caps = ServerCapabilities {
         text_document_sync: Some(TextDocumentSyncCapability::Kind(TextDocumentSyncKind::FULL)),
         hover_provider: Some(lsp_types::HoverProviderCapability::Simple(true)),
@@ -82,7 +83,7 @@ pub fn run() -> Result<(), String> {
         }
     }
     drop(conn);
-    io.join().map_err(|e| e.to_string())
+    io.join()
 }
 
 /// How long the typing must pause before a changed document is checked.

@@ -287,3 +287,22 @@ fn an_included_file_is_checked_through_its_entry() {
     c.notify("exit", Value::Null);
     assert!(c.child.wait().unwrap().success());
 }
+
+#[test]
+fn a_frame_that_claims_100_terabytes_ends_the_session_with_an_error_instead_of_an_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Client::start(dir.path());
+    c.request("initialize", json!({"processId": null, "rootUri": null, "capabilities": {}}));
+    c.send(&json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
+    c.stdin.write_all(b"Content-Length: 100000000000000\r\n\r\n{").unwrap();
+    c.stdin.flush().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = c.child.try_wait().unwrap() {
+            assert!(!status.success(), "it ends with an error");
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the server is still running");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
