@@ -392,12 +392,15 @@ impl Reloader {
         };
         let noise = Arc::new(Mutex::new(noise_of(&self.snapshot())));
         let seen_noise = Arc::clone(&noise);
+        // The server's own log, when stdout or stderr is a file beside the policy: its writes are
+        // not changes (at trace level, each one logged would be another write, in a loop).
+        let logs = own_log_files();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             // Reads (ours included) are not changes.
             if let Ok(ev) = ev {
                 let ours = {
                     let n = lock(&seen_noise);
-                    ev.paths.iter().any(|p| p.file_name().is_none_or(|f| !n.contains(f)))
+                    ev.paths.iter().any(|p| p.file_name().is_none_or(|f| !n.contains(f)) && !is_one_of(p, &logs))
                 };
                 if ours
                     && matches!(
@@ -465,6 +468,36 @@ impl Reloader {
             }
         });
         Ok(())
+    }
+}
+
+/// The files that this process's stdout and stderr write to (device and inode), if they are files.
+fn own_log_files() -> Vec<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        ["/proc/self/fd/1", "/proc/self/fd/2", "/dev/fd/1", "/dev/fd/2"]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| (m.dev(), m.ino()))
+            .collect()
+    }
+    #[cfg(not(unix))]
+    Vec::new()
+}
+
+/// Whether `path` is one of `files` (by device and inode).
+fn is_one_of(path: &Path, files: &[(u64, u64)]) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        !files.is_empty() && std::fs::metadata(path).is_ok_and(|m| files.contains(&(m.dev(), m.ino())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, files);
+        false
     }
 }
 

@@ -37,9 +37,17 @@ fn busy_window(s: &str) -> Result<std::time::Duration, String> {
 fn init_logging(format: Format) {
     // INVARIANT: the default level never logs keys or prompt text; request bodies are only ever
     // logged at `trace`, which must be asked for.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("YARDMASTER_LOG")
+    let asked = std::env::var("YARDMASTER_LOG").ok();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("YARDMASTER_LOG")
         // The ANN index's crate logs every index it makes at `info`: one per semantic context.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
+    if !asked.as_deref().is_some_and(|a| a.contains("notify")) {
+        // The file watcher's crate logs every file event at `trace`: with the log written to a
+        // file in a watched directory, each line would be an event and another line, forever.
+        if let Ok(d) = "notify=debug".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     // Colours only on a terminal (and never with NO_COLOR): a log file or a collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

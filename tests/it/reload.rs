@@ -135,3 +135,39 @@ async fn a_configmap_style_symlink_swap_reloads() {
     }
     running.shutdown().await;
 }
+
+#[test]
+fn at_trace_level_the_watcher_ignores_the_servers_own_log_file_beside_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("yardmaster.yaml"),
+        "listen: 127.0.0.1:0\npolicy: main.route\nproviders:\n  m: { kind: mock }\nmodels:\n  small: { provider: m }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("main.route"), "default { then small }\n").unwrap();
+    let log = dir.path().join("yardmaster.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_yardmaster"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("yardmaster.yaml"))
+        .env("YARDMASTER_LOG", "trace")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let size = || std::fs::metadata(&log).unwrap().len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap().contains("yardmaster is listening") {
+        assert!(std::time::Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = size();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let grown = size() - before;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(grown < 64 * 1024, "the log grew {grown} bytes in 2 s with nothing to do");
+    assert!(!text.contains("watcher handled a change"), "a log write was taken for a change");
+}
