@@ -7,7 +7,7 @@ use crate::policy::diagnostic::Diagnostic;
 use crate::policy::ir::names::{self};
 use crate::policy::ir::*;
 use crate::policy::syntax::ast::{self, Value};
-use crate::policy::syntax::span::Spanned;
+use crate::policy::syntax::span::{Span, Spanned};
 use crate::util::fuzzy::did_you_mean;
 
 impl Checker {
@@ -66,7 +66,8 @@ impl Checker {
                     }
                 },
                 "cache" => match one {
-                    Some(Value::Duration(ms, _)) if *ms > 0 => match self.cache_mode(*ms, o.node.mode.as_ref()) {
+                    Some(Value::Duration(ms, _)) if *ms > 0 => match self.cache_mode(*ms, o.node.mode.as_ref(), o.span)
+                    {
                         Some(c) => out.cache = Some(c),
                         None => ok = false,
                     },
@@ -108,8 +109,8 @@ impl Checker {
 
     /// `cache DURATION [shared | similar PCT using MODEL]`: E0304 for a threshold over 100%, E0408
     /// for a `similar` model that does not serve embeddings.
-    fn cache_mode(&mut self, ttl_ms: u64, mode: Option<&Spanned<ast::CacheMode>>) -> Option<CacheIr> {
-        let mut c = CacheIr { ttl_ms, shared: false, similar: None };
+    fn cache_mode(&mut self, ttl_ms: u64, mode: Option<&Spanned<ast::CacheMode>>, span: Span) -> Option<CacheIr> {
+        let mut c = CacheIr { ttl_ms, shared: false, similar: None, span, mode_span: mode.map(|m| m.span) };
         match mode.map(|m| (&m.node, m.span)) {
             None => {}
             Some((ast::CacheMode::Shared, _)) => c.shared = true,

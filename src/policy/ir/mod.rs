@@ -71,6 +71,11 @@ pub struct CacheIr {
     pub shared: bool,
     /// `similar PCT using MODEL`: a semantic cache.
     pub similar: Option<SimilarIr>,
+    /// The `cache ...` clause, and its `shared` or `similar ...` part (for diagnostics).
+    #[serde(skip)]
+    pub span: Span,
+    #[serde(skip)]
+    pub mode_span: Option<Span>,
 }
 
 /// `similar PCT using MODEL`.

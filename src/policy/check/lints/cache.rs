@@ -26,7 +26,7 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
             out.push(
                 Diagnostic::new(
                     Code::LowSimilarity,
-                    r.span,
+                    c.mode_span.unwrap_or(c.span),
                     format!("`{}` answers from the cache at {:.0}% similarity", r.name, s.threshold * 100.0),
                 )
                 .label("a low threshold")
@@ -35,7 +35,7 @@ pub(super) fn run(checked: &Checked, out: &mut Vec<Diagnostic>) {
         }
         if has_split(&r.target) {
             out.push(
-                Diagnostic::new(Code::CacheWithSplit, r.span, format!("`{}` caches the answers of a split", r.name))
+                Diagnostic::new(Code::CacheWithSplit, c.span, format!("`{}` caches the answers of a split", r.name))
                     .label("a cached arm answers for the others")
                     .help("a cached answer is replayed whichever arm a request would take: drop `cache` while the experiment runs"),
             );
