@@ -69,9 +69,10 @@ pub struct RuleFigures {
 /// A model's figures for the admin page.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ModelFigures {
-    /// Requests it answered or failed.
+    /// Upstream calls made to it (each attempt, a fallback's failed first attempt included).
     pub requests: u64,
-    /// Of those, answered with a status of 500 or more.
+    /// Of those, the ones that failed (timeouts, resets, 429s, 5xx, malformed replies; not the
+    /// client's own errors).
     pub errors: u64,
     /// Mean latency, in milliseconds.
     pub mean_latency_ms: Option<f64>,
@@ -151,6 +152,9 @@ struct ModelStats {
     cost_micros: u64,
     fallbacks: u64,
     retries: u64,
+    /// Upstream calls made to it, and those that failed (a client error is not its failure).
+    calls: u64,
+    failed_calls: u64,
 }
 
 /// Appends the connections' figures: open now, refused at the cap, closed idle.
@@ -279,24 +283,17 @@ impl Metrics {
             .collect()
     }
 
-    /// Every model that was called: requests, errors and mean latencies.
+    /// Every model that was called: calls, failed calls and mean latencies. Counted per attempt,
+    /// so that a model whose first attempt always fails shows those failures even when another
+    /// model answered the request.
     pub fn models(&self) -> BTreeMap<String, ModelFigures> {
         let mut out: BTreeMap<String, ModelFigures> = BTreeMap::new();
-        let requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (model, providers) in requests.values().flat_map(|r| r.models.iter()) {
-            let f = out.entry(model.clone()).or_default();
-            for (status, n) in providers.values().flat_map(BTreeMap::iter) {
-                f.requests += n;
-                if *status >= 500 {
-                    f.errors += n;
-                }
-            }
-        }
-        drop(requests);
         let models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mean = |h: &Histogram| (h.count > 0).then(|| h.sum * 1000.0 / h.count as f64);
         for (model, s) in models.iter() {
             let f = out.entry(model.clone()).or_default();
+            f.requests = s.calls;
+            f.errors = s.failed_calls;
             f.mean_latency_ms = mean(&s.latency);
             f.mean_ttfb_ms = mean(&s.ttfb);
         }
@@ -315,6 +312,14 @@ impl Metrics {
             s.tokens_in += tokens_in;
             s.tokens_out += tokens_out;
             s.cost_micros += cost_micros;
+        });
+    }
+
+    /// Records one upstream call to `model`, and whether it failed.
+    pub fn attempt(&self, model: &str, failed: bool) {
+        self.model(model, |s| {
+            s.calls += 1;
+            s.failed_calls += u64::from(failed);
         });
     }
 

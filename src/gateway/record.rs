@@ -373,6 +373,9 @@ impl Record {
         if self.ledgered {
             m.overhead(self.overhead().as_secs_f64());
         }
+        for a in self.attempts.iter().filter(|a| a.outcome.called()) {
+            m.attempt(&a.model, matches!(&a.outcome, Outcome::Failed(e) if !e.is_client_error()));
+        }
         for w in self.attempts.windows(2) {
             if let [a, b] = w {
                 if a.model == b.model && a.outcome.called() && b.outcome.called() {

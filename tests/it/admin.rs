@@ -102,7 +102,13 @@ async fn rules_models_and_reloads_show_what_the_traffic_did() {
     assert_eq!(model("fail500")["healthy"], false);
     assert_eq!(model("ok-model")["healthy"], true);
     assert_eq!(model("ok-model")["requests"], 9);
+    assert_eq!(model("ok-model")["errors"], 0);
     assert!(model("ok-model")["mean_latency_ms"].as_f64().unwrap() > 0.0);
+    // Counted per attempt: fail500 only ever failed first (ok-model answered each request), and
+    // its five calls before the breaker opened are five errors, not zero.
+    assert_eq!(model("fail500")["requests"], 5, "{models}");
+    assert_eq!(model("fail500")["errors"], 5);
+    assert_eq!(model("fail500")["error_rate"], 1.0);
 
     assert_eq!(get(&g, "/admin/reloads").await["data"], json!([]));
     let r = g.post("/admin/reload", Some("sk-admin")).send().await.unwrap();
