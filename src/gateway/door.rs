@@ -41,6 +41,9 @@ pub struct Inbound {
     pub stream: bool,
     /// Whether a streaming client asked for the usage chunk (`stream_options.include_usage`).
     pub wants_usage: bool,
+    /// The body's size as the client sent it, in bytes: no more input tokens than this (and the
+    /// images it names) are ever charged.
+    pub body_bytes: u64,
 }
 
 impl Door {
@@ -90,7 +93,15 @@ impl Door {
         let Some(requested) = facts.model.clone() else { return Err(Self::model_required()) };
         let stream = !matches!(self, Door::Embeddings | Door::Moderations) && facts.stream;
         let wants_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-        Ok(Inbound { endpoint: self.endpoint(), body, facts, requested, stream, wants_usage })
+        Ok(Inbound {
+            endpoint: self.endpoint(),
+            body,
+            facts,
+            requested,
+            stream,
+            wants_usage,
+            body_bytes: bytes.len() as u64,
+        })
     }
 }
 

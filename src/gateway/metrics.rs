@@ -19,6 +19,8 @@ pub struct Metrics {
     cache: Mutex<CacheCounts>,
     /// The gateway's own time per request (`yardmaster_overhead_seconds`).
     overhead: Mutex<Overhead>,
+    /// Replies whose reported usage was more than their request could use.
+    usage_capped: std::sync::atomic::AtomicU64,
 }
 
 /// A rule's requests per minute over the last hour: slot `m % 60` holds minute `m`.
@@ -315,6 +317,11 @@ impl Metrics {
         });
     }
 
+    /// Counts a reply whose reported usage was cut to what its request could use.
+    pub fn usage_capped(&self) {
+        self.usage_capped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records one upstream call to `model`, and whether it failed.
     pub fn attempt(&self, model: &str, failed: bool) {
         self.model(model, |s| {
@@ -458,6 +465,12 @@ impl Metrics {
                 refusals.get(why).copied().unwrap_or(0)
             );
         }
+        out.push_str("# HELP yardmaster_usage_capped_total Replies whose reported usage was more than their request could use, charged at the cap.\n# TYPE yardmaster_usage_capped_total counter\n");
+        let _ = writeln!(
+            out,
+            "yardmaster_usage_capped_total {}",
+            self.usage_capped.load(std::sync::atomic::Ordering::Relaxed)
+        );
         if let Some(l) = ledger {
             out.push_str("# HELP yardmaster_ledger_records_total Ledger rows committed.\n# TYPE yardmaster_ledger_records_total counter\n");
             let _ = writeln!(out, "yardmaster_ledger_records_total {}", l.written);

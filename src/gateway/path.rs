@@ -241,6 +241,14 @@ async fn look_up(
     Ok(Some(ticket))
 }
 
+/// The image parts of a chat body's messages.
+fn images(body: &serde_json::Value) -> u64 {
+    let Some(messages) = body.get("messages").and_then(serde_json::Value::as_array) else { return 0 };
+    let parts = messages.iter().filter_map(|m| m.get("content")?.as_array()).flatten();
+    parts.filter(|p| p.get("type").and_then(serde_json::Value::as_str).is_some_and(|t| t.contains("image"))).count()
+        as u64
+}
+
 /// The calling key and its budget, when it has one.
 fn budget_of(k: &crate::reload::Key) -> Option<(&str, Budget)> {
     let b = k.budget?;
@@ -315,6 +323,14 @@ async fn forward(
             let model = catalog.by_name(&success.model).or(family.as_ref());
             settle.rate = Rate::of(model.and_then(|m| m.price));
             settle.context = model.and_then(|m| m.context);
+            let with = targets.list.iter().find(|t| t.model == success.model).map_or(&[][..], |t| t.with);
+            settle.cap = Some(crate::accounting::budget::charge_cap(
+                inbound.body_bytes,
+                sizes.prompt_bytes,
+                (images(&inbound.body), inbound.body.get("tools").is_some_and(|t| !t.is_null())),
+                crate::policy::eval::plan::max_tokens(inbound.facts.max_tokens, with),
+                settle.context,
+            ));
             let prompt_tokens = routing.tokens.or(inbound.facts.known_tokens);
             let base64 = inbound.endpoint == crate::catalog::Endpoint::Embeddings
                 && inbound.body.get("encoding_format").and_then(serde_json::Value::as_str) == Some("base64");

@@ -27,20 +27,33 @@ pub struct Settle {
     pub rate: Rate,
     /// The context window of the model that answered: no usage above it is believed.
     pub context: Option<u64>,
+    /// The most the reply may be charged for (`accounting::budget::charge_cap`: what its
+    /// reservation allowed), once a model answered: reported usage above it is cut to it,
+    /// logged and counted.
+    pub cap: Option<Usage>,
     done: bool,
 }
 
 impl Settle {
     /// A guard for a request with this record.
     pub fn new(st: Arc<AppState>, record: Record) -> Settle {
-        Settle { st, record, holds: Holds::default(), rate: Rate::default(), context: None, done: false }
+        Settle { st, record, holds: Holds::default(), rate: Rate::default(), context: None, cap: None, done: false }
     }
 
     /// What `usage` costs at the answering model's prices, bounded by its context (as settling
     /// would charge it).
     pub fn cost_of(&self, usage: Usage) -> u64 {
-        let u = usage.bounded(self.context).unwrap_or(usage);
+        let u = self.capped(usage);
+        let u = u.bounded(self.context).unwrap_or(u);
         self.rate.cost_micros(u.input, u.output)
+    }
+
+    /// `usage` within the reply's cap.
+    fn capped(&self, usage: Usage) -> Usage {
+        match self.cap {
+            Some(c) => Usage { input: usage.input.min(c.input), output: usage.output.min(c.output), ..usage },
+            None => usage,
+        }
     }
 
     /// Ends the request with `status` and `usage` (once: later calls change nothing); returns
@@ -50,15 +63,24 @@ impl Settle {
             return self.record.cost_micros.unwrap_or(0);
         }
         self.done = true;
-        let usage = match usage.bounded(self.context) {
+        let capped = self.capped(usage);
+        if capped != usage {
+            tracing::warn!(
+                request_id = %self.record.id, input = usage.input, output = usage.output,
+                charged_input = capped.input, charged_output = capped.output,
+                "the upstream reported more tokens than the request's reservation allowed; charged for what it allowed"
+            );
+            self.st.metrics.usage_capped();
+        }
+        let usage = match capped.bounded(self.context) {
             Some(bounded) => {
                 tracing::warn!(
-                    request_id = %self.record.id, input = usage.input, output = usage.output,
+                    request_id = %self.record.id, input = capped.input, output = capped.output,
                     "the upstream reported more tokens than the model's context holds; charged for the context"
                 );
                 bounded
             }
-            None => usage,
+            None => capped,
         };
         let answer = self.rate.cost_micros(usage.input, usage.output);
         let state = &self.st.state;

@@ -270,27 +270,40 @@ async fn a_client_that_gives_up_before_the_answer_leaves_nothing_reserved() {
     g.running.shutdown().await;
 }
 
-/// An upstream that reports 10^18 tokens is charged for what the model's context can hold, and
-/// the spend reads back the same after a restart (10^18 tokens once charged millions of dollars,
-/// stored a row at `i64::MAX`, and the sum then overflowed and read as 0).
+/// An upstream that reports 10^18 tokens is charged for what the request's reservation allowed
+/// (its body's bytes as input tokens, and without `max_tokens` 4,096 output tokens), never more,
+/// logged and counted; the spend reads back the same after a restart (10^18 tokens once charged
+/// millions of dollars, stored a row at `i64::MAX`, and the sum then overflowed and read as 0).
 #[tokio::test]
-async fn absurd_usage_is_bounded_by_the_context() {
+async fn absurd_usage_is_charged_at_most_what_the_reservation_allowed() {
     let mut g = gateway_custom(POLICY, false, config).await;
+    let body_bytes = serde_json::to_vec(&msg("hello")).unwrap().len() as u64;
+    // Input at $1 per million tokens, output at $2.
+    let expected = body_bytes + 2 * 4_096;
     for _ in 0..3 {
         let r = g.chat(msg("hello"), "sk-rich", Some("absurd")).await;
         assert_eq!(r.status(), 200);
-        // 100,000 tokens of context at $1 per million input tokens.
-        assert_eq!(header(&r, "x-yardmaster-cost-usd"), "0.100000");
+        assert_eq!(header(&r, "x-yardmaster-cost-usd"), format!("{:.6}", expected as f64 / 1e6));
     }
+    // With `max_tokens`, output is charged up to it.
+    let mut capped = msg("hello");
+    capped["max_tokens"] = json!(10);
+    let r = g.chat(capped.clone(), "sk-rich", Some("absurd")).await;
+    let with_max = serde_json::to_vec(&capped).unwrap().len() as u64 + 2 * 10;
+    assert_eq!(header(&r, "x-yardmaster-cost-usd"), format!("{:.6}", with_max as f64 / 1e6));
+    let metrics = g.http.get(format!("{}/metrics", g.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("yardmaster_usage_capped_total 4"), "{metrics}");
     let rows = rows(&g).await;
     let mine: Vec<_> = rows.iter().filter(|r| r.model.as_deref() == Some("absurd-model")).collect();
-    assert_eq!(mine.len(), 3);
-    assert!(mine.iter().all(|r| r.input_tokens + r.output_tokens <= 100_000 && r.cost_micros == 100_000), "{mine:?}");
-    assert_eq!(key_info(&g, "sk-rich").await["spend_usd"], json!(0.3));
+    assert_eq!(mine.len(), 4);
+    assert!(mine[..3].iter().all(|r| r.input_tokens == body_bytes && r.cost_micros == expected), "{mine:?}");
+    let spent = 3 * expected + with_max;
+    let usd = |v: &Value| (v.as_f64().unwrap() * 1e6).round() as u64;
+    assert_eq!(usd(&key_info(&g, "sk-rich").await["spend_usd"]), spent);
     g.running.shutdown().await;
     g.running = start_in(g.dir.path(), false).await;
     g.url = format!("http://{}", g.running.addr);
-    assert_eq!(key_info(&g, "sk-rich").await["spend_usd"], json!(0.3));
+    assert_eq!(usd(&key_info(&g, "sk-rich").await["spend_usd"]), spent);
     g.running.shutdown().await;
 }
 

@@ -192,8 +192,11 @@ async fn start(ids: (&'static str, &'static str)) -> (crate::gateway_support::Ga
 }
 
 fn body(model: &str, stream: bool, tools: bool) -> Value {
+    // Long enough that the fixtures' reported usage (up to 2,000 input tokens) is within what the
+    // request's reservation allows (its body's bytes), so that it is charged as reported.
+    let question = format!("Weather in Oslo? {}", "Answer in one short line, please. ".repeat(70));
     let mut b = json!({"model": model, "stream": stream, "messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Oslo?"}]});
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": question}]});
     if tools {
         b["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
     }
