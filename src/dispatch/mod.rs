@@ -330,7 +330,9 @@ async fn try_target(
             Some((ctx, false)) => ([0; 8], ctx.parent.map(|p| ctx.header(p))),
             None => ([0; 8], None),
         };
+        holds.in_flight = Some(t.reserve_micros);
         let result = call(t, req, traceparent).await;
+        holds.in_flight = None;
         let ttfb = started.elapsed();
         let timing = Timing { start: wall, took: ttfb, span };
         let e = match result {

@@ -59,6 +59,12 @@ impl Settle {
     /// Ends the request with `status` and `usage` (once: later calls change nothing); returns
     /// its cost in micro-USD. The record stays readable, for the response's headers.
     pub fn finish(&mut self, status: u16, usage: Usage) -> u64 {
+        self.end(status, usage, None)
+    }
+
+    /// Ends the request; `charge` (micro-USD), when given, is what it costs instead of `usage`
+    /// at the model's prices.
+    fn end(&mut self, status: u16, usage: Usage, charge: Option<u64>) -> u64 {
         if self.done {
             return self.record.cost_micros.unwrap_or(0);
         }
@@ -82,7 +88,7 @@ impl Settle {
             }
             None => capped,
         };
-        let answer = self.rate.cost_micros(usage.input, usage.output);
+        let answer = charge.unwrap_or_else(|| self.rate.cost_micros(usage.input, usage.output));
         let state = &self.st.state;
         if let Some(r) = self.holds.budget.take() {
             state.settle(r, answer);
@@ -137,9 +143,15 @@ impl Settle {
 
 impl Drop for Settle {
     fn drop(&mut self) {
-        // The client went away before the answer: nothing came back to it, and the reservations
-        // are given back. (A stream's relay settles with what it streamed before this runs.)
-        self.finish(499, Usage::default());
+        // The client went away before the answer. Nothing came back to it, but a call in flight
+        // is billed by its provider all the same, and what it used is never learnt: it is charged
+        // its worst case (its reservation's amount). Before any call, nothing is charged. (A
+        // stream's relay settles with what it knows before this runs.)
+        let charge = self.holds.in_flight.take();
+        if charge.is_some() {
+            tracing::info!(request_id = %self.record.id, "the client went away during an upstream call: charged the call's worst case");
+        }
+        self.end(499, Usage::default(), charge);
     }
 }
 

@@ -7,8 +7,11 @@
 //! gateway asked for is read (and given `usage.cost`), and dropped when the client did not ask for
 //! it; when the upstream reports no usage, the tokens are counted. A stream that breaks (an
 //! upstream error, a reset, an event over the size limit, no chunk within the idle timeout, or an
-//! end without `[DONE]`) ends with an error event and no `[DONE]`, and is recorded as 502. When the client goes away, the body is dropped, and with it the upstream request;
-//! the request is then settled with what was streamed so far. The relay owns the request's
+//! end without `[DONE]`) ends with an error event and no `[DONE]`, and is recorded as 502. When
+//! the client goes away, the body is dropped, and with it the upstream request; the request is
+//! then settled with the provider's reported usage if it came, else with the prompt and the most
+//! output the answer could have had (the provider bills what it generated, which is never
+//! reported). The relay owns the request's
 //! settle guard, so every way a stream ends settles it exactly once.
 
 use std::time::Duration;
@@ -125,7 +128,15 @@ impl Tally {
 
     fn settle(&mut self, status: u16) -> Option<(Usage, u64)> {
         let mut settle = self.settle.take()?;
-        let used = self.usage();
+        let mut used = self.usage();
+        if status == 499 && self.reported.is_none() {
+            // The client went away mid-answer: the upstream stream is dropped, but the provider
+            // bills what it generated, which is never reported. The output is charged at the
+            // most the answer could have had (`max_tokens`, or the reservation's bound).
+            if let Some(cap) = settle.cap {
+                used.output = used.output.max(cap.output);
+            }
+        }
         let cost = settle.finish(status, used);
         if let (200, Some(c)) = (status, self.caching.take()) {
             if let Some(body) = c.body(used) {

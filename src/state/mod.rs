@@ -87,6 +87,9 @@ pub struct Holds {
     pub budget: Option<Reservation>,
     /// The request's `tpm` admission.
     pub tokens: Option<TokenHold>,
+    /// The worst-case cost (micro-USD) of the upstream call in flight, while one is: what a
+    /// request abandoned during the call is charged, as the provider bills it regardless.
+    pub in_flight: Option<u64>,
 }
 
 /// A breaker's state.

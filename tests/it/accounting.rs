@@ -44,6 +44,11 @@ rule "slow" {
   then hang-model
 }
 
+rule "slow, priced" {
+  when header("x-test") == "hang-priced"
+  then hang-priced
+}
+
 rule "absurd" {
   when header("x-test") == "absurd"
   then absurd-model
@@ -70,6 +75,7 @@ models:
   fail-a:      {{ provider: up, id: fail500, price: {{ input: 1, output: 2 }}, context: 100000 }}
   fail-b:      {{ provider: up, id: fail503, price: {{ input: 1, output: 2 }}, context: 100000 }}
   hang-model:  {{ provider: up, id: slow, price: {{ input: 0.01, output: 0.01 }}, context: 100000 }}
+  hang-priced: {{ provider: up, id: slow, price: {{ input: 1, output: 2 }}, context: 100000 }}
   absurd-model: {{ provider: up, id: absurd, price: {{ input: 1, output: 2 }}, context: 100000 }}
 keys:
   - {{ name: open-ended, key_sha256: {plain} }}
@@ -183,8 +189,11 @@ async fn cost_is_tokens_times_prices_for_plain_and_streamed_replies() {
     g.running.shutdown().await;
 }
 
+/// A client that goes away mid-stream is charged what the provider bills, which the gateway
+/// never learns (the usage comes at the end): the prompt, and the most output the answer could
+/// have had (without `max_tokens`, the reservation's 4,096 tokens).
 #[tokio::test]
-async fn a_stream_cut_by_its_client_is_settled_with_what_was_streamed() {
+async fn a_stream_cut_by_its_client_is_charged_the_most_the_answer_could_have_used() {
     let g = gateway_custom(POLICY, false, config).await;
     let mut body = msg("hello");
     body["stream"] = json!(true);
@@ -201,9 +210,34 @@ async fn a_stream_cut_by_its_client_is_settled_with_what_was_streamed() {
     let rows = rows(&g).await;
     let r = row(&rows, &id);
     assert_eq!(r.status, 499);
-    assert!(r.estimated, "the upstream sent no usage before the cut: the tokens are counted");
-    assert!(r.output_tokens >= 2, "{r:?}");
+    assert!(r.estimated, "the upstream sent no usage before the cut");
+    assert_eq!(r.output_tokens, 4_096, "{r:?}");
     assert_eq!(r.cost_micros, r.input_tokens + 2 * r.output_tokens);
+    g.running.shutdown().await;
+}
+
+/// A client that goes away while the upstream call is in flight is charged the call's worst
+/// case (its reservation): the provider bills the call regardless.
+#[tokio::test]
+async fn a_client_that_goes_away_during_the_call_is_charged_the_calls_worst_case() {
+    let g = gateway_custom(POLICY, false, config).await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let sent = impatient
+        .post(format!("{}/v1/chat/completions", g.url))
+        .bearer_auth("sk-rich")
+        .header("x-test", "hang-priced")
+        .json(&msg("hello"))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the upstream takes 5 s; the client gives up first");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gone: Vec<_> = rows(&g).await.into_iter().filter(|r| r.key.as_deref() == Some("rich")).collect();
+    assert_eq!(gone.len(), 1);
+    // "hello" is 5 bytes (the worst case's input tokens), and 4,096 output tokens at $2 per million.
+    assert_eq!((gone[0].status, gone[0].cost_micros), (499, 5 + 2 * 4_096), "{gone:?}");
+    let info = key_info(&g, "sk-rich").await;
+    assert_eq!(info["reserved_usd"], json!(0.0), "{info}");
+    assert_eq!(info["spend_usd"], json!(0.008197), "{info}");
     g.running.shutdown().await;
 }
 
