@@ -155,6 +155,12 @@ impl ResponseCache {
     fn get(&self, k: &CacheKey) -> Option<Arc<Entry>> {
         self.entries.get(k)
     }
+
+    /// Applies `max_bytes` now, after an insert: moka evicts in batches, so a burst of inserts
+    /// would otherwise hold (and serve) more than the bound until its next housekeeping.
+    fn bound(&self) {
+        self.entries.run_pending_tasks();
+    }
 }
 
 /// Bytes an entry takes besides its text: the entry, its key, the map's and the eviction order's
@@ -388,6 +394,7 @@ pub async fn lookup(cache: &ResponseCache, q: Query<'_>, cache_control: &str, wa
 pub fn adopt(cache: &ResponseCache, ticket: Ticket, bytes: &[u8], ttl: Duration) -> Option<Arc<Entry>> {
     let entry = Arc::new(Entry::decode(bytes, ttl.max(Duration::from_millis(1)))?);
     cache.entries.insert(ticket.key, entry.clone());
+    cache.bound();
     drop(ticket);
     Some(entry)
 }
@@ -442,6 +449,7 @@ pub fn store(cache: &ResponseCache, ticket: Ticket, body: &Value, answered: Answ
         share(&ticket.key, entry.encode(), ticket.ttl);
     }
     cache.entries.insert(ticket.key, Arc::new(entry));
+    cache.bound();
     // The ticket (and its flight) ends here: requests waiting for it find the entry.
     drop(ticket);
 }

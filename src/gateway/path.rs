@@ -241,6 +241,12 @@ async fn look_up(
     Ok(Some(ticket))
 }
 
+/// Whether a chat body asks for logprobs.
+fn asks_logprobs(body: &serde_json::Value) -> bool {
+    body.get("logprobs").and_then(serde_json::Value::as_bool) == Some(true)
+        || body.get("top_logprobs").is_some_and(|t| !t.is_null())
+}
+
 /// The image parts of a chat body's messages.
 fn images(body: &serde_json::Value) -> u64 {
     let Some(messages) = body.get("messages").and_then(serde_json::Value::as_array) else { return 0 };
@@ -334,6 +340,9 @@ async fn forward(
             let prompt_tokens = routing.tokens.or(inbound.facts.known_tokens);
             let base64 = inbound.endpoint == crate::catalog::Endpoint::Embeddings
                 && inbound.body.get("encoding_format").and_then(serde_json::Value::as_str) == Some("base64");
+            // A stream is stored as the text it carried: one that asked for logprobs would lose
+            // them, so it is not stored (the non-streamed answer keeps them, and is).
+            let ticket = ticket.filter(|_| !(inbound.stream && asks_logprobs(&inbound.body)));
             Ok(Dispatched {
                 success,
                 prompt: inbound.facts.prompt,
