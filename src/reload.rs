@@ -23,6 +23,9 @@ use crate::providers::Provider;
 pub struct Key {
     /// Its name.
     pub name: String,
+    /// What its spend, limits and cache entries are kept under: a config key's name, a run-time
+    /// key's id (so that a new key that takes a revoked key's name starts afresh).
+    pub account: String,
     /// SHA-256 of the key.
     pub hash: [u8; 32],
     /// Its tier.
@@ -52,6 +55,7 @@ impl Key {
     pub fn from_config(k: &config::KeyConfig, hash: [u8; 32]) -> Key {
         Key {
             name: k.name.clone(),
+            account: k.name.clone(),
             hash,
             tier: k.tier.clone(),
             budget: k.budget,

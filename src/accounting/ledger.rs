@@ -46,6 +46,8 @@ pub struct Row {
     pub ts_ms: i64,
     /// The key's name (none for an open gateway).
     pub key: Option<String>,
+    /// The account its spend counts to when it is not the name (a run-time key's id).
+    pub account: Option<String>,
     /// The rule that routed it.
     pub rule: Option<String>,
     /// The model that answered (or was last tried).
@@ -164,6 +166,14 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
              ALTER TABLE requests ADD COLUMN saved_micros INTEGER NOT NULL DEFAULT 0;",
         )?;
     }
+    // And those written before run-time keys' spend was kept by id lack `account` (a row without
+    // one counts to its key's name, as config keys' rows do).
+    let has_account: bool =
+        conn.prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'account'")?.exists([])?;
+    if !has_account {
+        conn.execute_batch("ALTER TABLE requests ADD COLUMN account TEXT;")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS requests_account_ts ON requests (account, ts_ms);")?;
     Ok(conn)
 }
 
@@ -182,8 +192,8 @@ fn commit(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
     {
         let mut stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO requests
-             (id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy, cache, saved_micros)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             (id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy, cache, saved_micros, account)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         for r in batch {
             stmt.execute(params![
@@ -202,15 +212,21 @@ fn commit(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
                 r.policy,
                 r.cache,
                 to_i64(r.saved_micros),
+                r.account,
             ])?;
         }
     }
     tx.commit()
 }
 
+/// The rows of account `?1`: its own, or a key's whose name it is (config keys, and rows from
+/// before `account`).
+const OF_ACCOUNT: &str = "(account = ?1 OR (account IS NULL AND key = ?1))";
+
 fn saved_since(conn: &Connection, key: &str, since_ms: i64) -> rusqlite::Result<(u64, u64)> {
-    let mut stmt =
-        conn.prepare_cached("SELECT saved_micros FROM requests WHERE key = ?1 AND ts_ms >= ?2 AND cache = 'hit'")?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT saved_micros FROM requests WHERE {OF_ACCOUNT} AND ts_ms >= ?2 AND cache = 'hit'"
+    ))?;
     let saved = stmt.query_map(params![key, since_ms], |r| r.get::<_, i64>(0))?;
     let (mut hits, mut sum) = (0u64, 0u64);
     for s in saved {
@@ -222,7 +238,8 @@ fn saved_since(conn: &Connection, key: &str, since_ms: i64) -> rusqlite::Result<
 
 fn spend_since(conn: &Connection, key: &str, since_ms: i64) -> rusqlite::Result<u64> {
     // Summed here, saturating: SQLite's SUM fails on overflow, and a negative sum is no spend.
-    let mut stmt = conn.prepare_cached("SELECT cost_micros FROM requests WHERE key = ?1 AND ts_ms >= ?2")?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT cost_micros FROM requests WHERE {OF_ACCOUNT} AND ts_ms >= ?2"))?;
     let costs = stmt.query_map(params![key, since_ms], |r| r.get::<_, i64>(0))?;
     let mut sum = 0u64;
     for c in costs {
@@ -483,7 +500,7 @@ impl Ledger {
 pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Row>> {
     let conn = Connection::open(path)?;
     let mut stmt = conn.prepare(
-        "SELECT id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy, cache, saved_micros
+        "SELECT id, ts_ms, key, rule, model, provider, input_tokens, output_tokens, cost_micros, status, latency_ms, estimated, policy, cache, saved_micros, account
          FROM requests ORDER BY ts_ms, id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -504,6 +521,7 @@ pub fn read_all(path: &Path) -> rusqlite::Result<Vec<Row>> {
             policy: r.get(12)?,
             cache: r.get(13)?,
             saved_micros: u(14)?,
+            account: r.get(15)?,
         })
     })?;
     rows.collect()
@@ -518,6 +536,7 @@ mod tests {
             id: id.into(),
             ts_ms: chrono::Utc::now().timestamp_millis(),
             key: Some(key.into()),
+            account: None,
             rule: Some("r".into()),
             model: Some("m".into()),
             provider: Some("p".into()),

@@ -128,6 +128,7 @@ pub async fn admit(
     let key = authenticate(st, snap, headers)?;
     settle.record.ledgered = true;
     settle.record.key = key.as_ref().map(|k| k.name.clone());
+    settle.record.account = key.as_ref().map(|k| k.account.clone());
     let bytes = read_body(st, snap, body).await?;
     let mut inbound = door.parse(&bytes)?;
     if snap.program.info.reads_headers {
@@ -165,12 +166,12 @@ async fn rate_limits(state: &Store, k: &Key, tokens: u64) -> Result<Option<crate
     let unavailable = |e: crate::state::StateError| ApiError::state_unavailable(&e.to_string());
     let limits = k.limits.unwrap_or_default();
     if let Some(rpm) = limits.rpm {
-        if let Err(wait) = state.check_rpm(&k.name, rpm).await.map_err(unavailable)? {
+        if let Err(wait) = state.check_rpm(&k.account, rpm).await.map_err(unavailable)? {
             return Err(ApiError::rate_limited(wait, "rpm", "requests per minute"));
         }
     }
     let Some(tpm) = limits.tpm else { return Ok(None) };
-    match state.reserve_tpm(&k.name, tpm, tokens).await.map_err(unavailable)? {
+    match state.reserve_tpm(&k.account, tpm, tokens).await.map_err(unavailable)? {
         Ok(hold) => Ok(Some(hold)),
         Err(wait) => Err(ApiError::rate_limited(wait, "tpm", "tokens per minute")),
     }

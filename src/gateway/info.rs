@@ -146,7 +146,7 @@ async fn key_standing(st: &AppState, k: &Key) -> Result<Response, ApiError> {
     let since = k.budget.map_or(0, |b| budget::period_start(b.per, chrono::Utc::now().timestamp_millis()));
     let cache = match &st.accounting.ledger {
         Some(l) => l
-            .saved_since(&k.name, since)
+            .saved_since(&k.account, since)
             .await
             .ok()
             .map(|(hits, saved)| json!({"hits": hits, "saved_usd": usage::usd(saved)})),
@@ -253,7 +253,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     for k in snap.keys.iter().cloned().chain(st.keys.all()) {
         if let Some(b) = k.budget {
             // A store that cannot be read leaves the key out rather than showing a spend of 0.
-            if let Ok(s) = st.state.standing(&k.name, b.per).await {
+            if let Ok(s) = st.state.standing(&k.account, b.per).await {
                 budgets.push((k.name.clone(), crate::accounting::usage::usd(s.spent), b.usd));
             }
         }

@@ -198,6 +198,7 @@ fn hash_of(r: &KeyRecord) -> [u8; 32] {
 fn key_of(r: &KeyRecord) -> Key {
     Key {
         name: r.name.clone(),
+        account: r.id.clone(),
         hash: [0; 32],
         tier: r.tier.clone(),
         budget: r.budget,
@@ -219,8 +220,8 @@ fn rfc3339(ms: Option<i64>) -> Value {
 /// A key as the admin endpoints show it: its settings, its standing, and where it comes from.
 async fn shown(st: &AppState, source: &str, id: Option<&str>, key: &Key, record: Option<&KeyRecord>) -> Value {
     let standing = match key.budget {
-        Some(b) => st.state.standing(&key.name, b.per).await.ok(),
-        None => st.state.standing(&key.name, crate::config::Period::Month).await.ok(),
+        Some(b) => st.state.standing(&key.account, b.per).await.ok(),
+        None => st.state.standing(&key.account, crate::config::Period::Month).await.ok(),
     };
     let spent = standing.map(|s| crate::accounting::usage::usd(s.spent));
     let reserved = standing.map(|s| crate::accounting::usage::usd(s.reserved));

@@ -173,7 +173,7 @@ async fn look_up(
         log.request_sha256 = Some(hex::encode(digest));
     }
     let caller = cache::Caller {
-        key: admitted.key.as_deref().map(|k| k.name.as_str()),
+        key: admitted.key.as_deref().map(|k| k.account.as_str()),
         tier: admitted.key.as_deref().and_then(|k| k.tier.as_deref()),
         uses_cache: admitted.key.as_deref().is_none_or(|k| k.cache),
     };
@@ -258,7 +258,7 @@ fn images(body: &serde_json::Value) -> u64 {
 /// The calling key and its budget, when it has one.
 fn budget_of(k: &crate::reload::Key) -> Option<(&str, Budget)> {
     let b = k.budget?;
-    Some((k.name.as_str(), Budget { limit: crate::accounting::usage::micros(b.usd), per: b.per }))
+    Some((k.account.as_str(), Budget { limit: crate::accounting::usage::micros(b.usd), per: b.per }))
 }
 
 /// What comes after routing: an answer from the cache, or dispatch's.

@@ -47,6 +47,8 @@ pub struct Record {
     pub ledgered: bool,
     /// The key's name.
     pub key: Option<String>,
+    /// Its account (`Key::account`: a run-time key's id), which spend is summed by.
+    pub account: Option<String>,
     /// The rule that routed it.
     pub rule: Option<String>,
     /// The model that answered, or the last one called (or the one that refused the request).
@@ -137,6 +139,7 @@ impl Record {
             started: Instant::now(),
             ledgered: false,
             key: None,
+            account: None,
             rule: None,
             model: None,
             provider: None,
@@ -314,6 +317,7 @@ impl Record {
             id: self.id.clone(),
             ts_ms,
             key: self.key.clone(),
+            account: self.account.clone().filter(|a| Some(a) != self.key.as_ref()),
             rule: self.rule.clone(),
             model: self.model.clone(),
             provider: self.provider.clone(),

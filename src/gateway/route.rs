@@ -39,7 +39,7 @@ pub fn budget_facts(limit_usd: Option<f64>, standing: Standing) -> Budget {
 pub async fn standing(st: &AppState, key: Option<&Key>) -> Result<Standing, ApiError> {
     match key.and_then(|k| k.budget.map(|b| (k, b))) {
         Some((k, b)) => {
-            st.state.standing(&k.name, b.per).await.map_err(|e| ApiError::state_unavailable(&e.to_string()))
+            st.state.standing(&k.account, b.per).await.map_err(|e| ApiError::state_unavailable(&e.to_string()))
         }
         None => Ok(Standing::default()),
     }

@@ -415,3 +415,40 @@ async fn a_streamed_answer_that_asked_for_logprobs_is_not_stored_without_them() 
     assert_eq!(header(&send(&g, "faq", "sk-team-a", &body, None).await, "x-yardmaster-cache"), "hit");
     assert_eq!(g.up.calls("ok"), 3);
 }
+
+#[tokio::test]
+async fn a_new_key_that_takes_a_revoked_keys_name_gets_neither_its_cache_nor_its_spend() {
+    let g = cached_gateway("").await;
+    let make = || async {
+        let r = g
+            .post("/admin/keys", Some("sk-admin"))
+            .json(&json!({"name": "reused", "budget": {"usd": 10}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+    };
+    let spend = |secret: String| {
+        let r = g.http.get(format!("{}/v1/key", g.url)).bearer_auth(secret).send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap()["spend_usd"].as_f64().unwrap() }
+    };
+    let (id, old) = make().await;
+    let body = ask("Only for the first key");
+    assert_eq!(header(&send(&g, "faq", &old, &body, None).await, "x-yardmaster-cache"), "miss");
+    assert_eq!(header(&send(&g, "faq", &old, &body, None).await, "x-yardmaster-cache"), "hit");
+    g.running.state.accounting.ledger.as_ref().unwrap().flush().await;
+    assert!(spend(old.clone()).await > 0.0);
+    let r = g.http.delete(format!("{}/admin/keys/{id}", g.url)).bearer_auth("sk-admin").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, new) = make().await;
+    assert_eq!(spend(new.clone()).await, 0.0, "the new key starts afresh");
+    assert_eq!(header(&send(&g, "faq", &new, &body, None).await, "x-yardmaster-cache"), "miss");
+    // The revoked key keeps its own spend, apart.
+    let listed: Value =
+        g.http.get(format!("{}/admin/keys", g.url)).bearer_auth("sk-admin").send().await.unwrap().json().await.unwrap();
+    let reused: Vec<&Value> = listed["data"].as_array().unwrap().iter().filter(|k| k["name"] == "reused").collect();
+    assert_eq!(reused.len(), 2, "{listed}");
+    assert!(reused.iter().any(|k| k["state"] == "revoked" && k["spend_usd"].as_f64().unwrap() > 0.0), "{listed}");
+}
