@@ -5,8 +5,8 @@
 //!   limit, so that upstream connections have descriptors too): past it a new connection is
 //!   closed at once and counted (`yardmaster_connections_refused_total`).
 //! - **Idle connections are closed** after the header timeout: one that never sends a request, an
-//!   HTTP/2 one that sends its preface and then only PINGs or SETTINGS, and a keep-alive between
-//!   requests, when no request has been in flight for that long, whatever bytes moved
+//!   HTTP/2 one that sends its preface and then only PINGs or SETTINGS (on HTTP/2 only requests
+//!   count, not frames), and an HTTP/1 keep-alive between requests
 //!   (`yardmaster_connections_idle_closed_total`).
 //! - **Accept errors back off** (5 ms doubling to 1 s) instead of spinning: out of descriptors,
 //!   the loop sleeps while real clients are served.
@@ -112,10 +112,19 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that records when bytes move, and gives hyper's own rejections a body.
+/// Which protocol a connection speaks, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// A socket that records when an HTTP/1 request's bytes arrive, and gives hyper's own rejections
+/// a body.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    protocol: Option<Protocol>,
     /// Bytes still to write in place of what hyper wrote (see [`with_error_body`]).
     pending: Option<(Vec<u8>, usize)>,
 }
@@ -174,9 +183,21 @@ impl Watched {
 
 impl AsyncRead for Watched {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        // Bytes are not activity: a peer that only sends PINGs or SETTINGS (or trickles
-        // anything but a request) is as idle as one that sends nothing.
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            if self.protocol.is_none() {
+                self.protocol = Some(if read.starts_with(b"PRI ") { Protocol::Http2 } else { Protocol::Http1 });
+            }
+            // On HTTP/1 every byte read belongs to a request (one arriving as the idle check
+            // runs is not cut off). On HTTP/2 bytes are not activity: a peer that only sends
+            // PINGs or SETTINGS is as idle as one that sends nothing.
+            if self.protocol == Some(Protocol::Http1) {
+                self.activity.touch();
+            }
+        }
+        r
     }
 }
 
@@ -328,7 +349,7 @@ async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone(), pending: None });
+    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone(), protocol: None, pending: None });
     let svc = {
         let activity = activity.clone();
         tower::service_fn(move |req| handle(router.clone(), activity.clone(), req))

@@ -7,6 +7,7 @@ pub mod gemini;
 pub mod mock;
 pub mod native;
 pub mod openai;
+pub mod scrub;
 
 use std::pin::Pin;
 use std::time::Duration;

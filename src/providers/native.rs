@@ -7,10 +7,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use aho_corasick::AhoCorasick;
 use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 
@@ -18,8 +16,6 @@ use super::{parse_retry_after, EventStream, Limits, UpstreamError};
 
 /// An error body is read up to this size; the rest is left unread.
 const ERROR_BODY_MAX: usize = 64 << 10;
-/// What a scrubbed secret becomes.
-const REDACTED: &[u8] = b"[redacted]";
 
 /// How a provider's key travels.
 #[derive(Clone, Copy, Debug)]
@@ -41,40 +37,7 @@ pub struct Upstream {
     scrub: Scrubber,
 }
 
-/// Finds the secrets that a provider is sent (its key and its config's header values) in what it
-/// sends back, and replaces them with `[redacted]`: an upstream that echoes its request's headers
-/// (in an error, an event or a reply) must not hand its key to the client. An upstream only ever
-/// learns what it is sent: the client's own key never goes upstream, nor do other providers'.
-#[derive(Clone, Debug, Default)]
-pub struct Scrubber(Option<Arc<AhoCorasick>>);
-
-impl Scrubber {
-    /// A scrubber of `secrets` (values shorter than 8 bytes are left alone: they are not keys).
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Scrubber {
-        let mut pats: Vec<&str> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
-        pats.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        pats.dedup();
-        Scrubber((!pats.is_empty()).then(|| AhoCorasick::new(&pats).ok().map(Arc::new)).flatten())
-    }
-
-    /// The bytes with every secret replaced (the same bytes when none is there).
-    pub fn bytes(&self, b: bytes::Bytes) -> bytes::Bytes {
-        match &self.0 {
-            Some(ac) if ac.is_match(&b[..]) => {
-                bytes::Bytes::from(ac.replace_all_bytes(&b, &vec![REDACTED; ac.patterns_len()]))
-            }
-            _ => b,
-        }
-    }
-
-    /// The text with every secret replaced.
-    pub fn text(&self, s: String) -> String {
-        match &self.0 {
-            Some(ac) if ac.is_match(&s) => ac.replace_all(&s, &vec!["[redacted]"; ac.patterns_len()]),
-            _ => s,
-        }
-    }
-}
+pub use super::scrub::Scrubber;
 
 impl std::fmt::Debug for Upstream {
     // INVARIANT: the key is never printed.
@@ -148,11 +111,7 @@ impl Upstream {
     /// The reply's server-sent events (`event` and `data` of each), each within the event size
     /// limit, scrubbed.
     pub fn events(&self, resp: reqwest::Response, limits: Limits) -> SseStream {
-        let scrub = self.scrub.clone();
-        Box::pin(
-            sse(resp.bytes_stream(), limits.max_event_bytes)
-                .map(move |ev| ev.map(|(event, data)| (event, scrub.text(data)))),
-        )
+        self.scrub.events(Box::pin(sse(resp.bytes_stream(), limits.max_event_bytes)))
     }
 
     /// An upstream whose key travels as `auth` says.

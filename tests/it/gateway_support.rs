@@ -155,6 +155,22 @@ async fn handle(State(up): State<Upstream>, headers: axum::http::HeaderMap, body
             c["choices"][0]["message"]["content"] = json!(format!("your header was {echo}"));
             axum::Json(c).into_response()
         }
+        // The echo split across two events' text, and JSON-escaped in a reply and an error.
+        "echo-split" => {
+            let (a, b) = echo.split_at(echo.len() / 2);
+            let body = format!("{}{}{}data: [DONE]\n\n", chunk(&model, &format!("you sent {a}")), chunk(&model, &format!("{b} and more")), chunk(&model, "."));
+            Response::builder().header("content-type", "text/event-stream").body(Body::from(body)).unwrap()
+        }
+        "echo-escaped" | "echo-escaped400" => {
+            let escaped = echo.replace('-', "\\u002d");
+            let status = if model == "echo-escaped" { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+            let body = if status == StatusCode::OK {
+                format!(r#"{{"id":"up-1","object":"chat.completion","created":1,"model":"x","choices":[{{"index":0,"message":{{"role":"assistant","content":"you sent {escaped}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}}}"#)
+            } else {
+                format!(r#"{{"error":{{"message":"bad: {escaped}","type":"invalid_request_error","code":null,"param":null}}}}"#)
+            };
+            (status, [("content-type", "application/json")], body).into_response()
+        }
         "echo-first" => {
             let event = json!({"error": {"message": format!("denied: {echo}"), "code": 400}});
             Response::builder().header("content-type", "text/event-stream").body(Body::from(format!("data: {event}\n\n"))).unwrap()

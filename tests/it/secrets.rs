@@ -80,6 +80,9 @@ async fn no_provider_key_reaches_a_client() {
         ("echo200", 200, false),
         ("echo-first", 400, true),
         ("echo-mid", 200, true),
+        ("echo-split", 200, true),
+        ("echo-escaped", 200, false),
+        ("echo-escaped400", 400, false),
     ] {
         let g = gateway(primary, false).await;
         let mut body = msg("hi");
@@ -88,6 +91,8 @@ async fn no_provider_key_reaches_a_client() {
         assert_eq!(r.status().as_u16(), status, "{primary}");
         let text = r.text().await.unwrap();
         assert!(!text.contains(key), "{primary} leaked the key: {text}");
+        // Neither escaped, nor in two pieces that a client joins.
+        assert!(!text.contains("SECRET"), "{primary} leaked part of the key: {text}");
         assert!(text.contains("[redacted]"), "{primary}: the echo is there, redacted: {text}");
         assert!(g.up.auth.lock().unwrap().iter().all(|a| a.contains(key)), "the upstream did get the key");
         g.running.shutdown().await;
