@@ -104,7 +104,7 @@ pub enum UpstreamError {
 pub fn error_type(status: u16) -> &'static str {
     match status {
         404 => "not_found_error",
-        400 | 409 | 413 | 422 => "invalid_request_error",
+        400 | 409 | 413 | 415 | 422 => "invalid_request_error",
         401 => "authentication_error",
         402 => "insufficient_quota",
         403 => "permission_error",

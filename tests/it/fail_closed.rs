@@ -455,7 +455,9 @@ async fn an_open_loopback_gateway_refuses_other_hosts_and_bodies_that_are_not_js
     for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data"), None] {
         let r = send(ct, "localhost").await.unwrap();
         assert_eq!(r.status(), 415, "{ct:?}");
+        assert_eq!(header(&r, "x-should-retry"), "false");
         let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
         assert!(e["error"]["message"].as_str().unwrap().contains("application/json"), "{e}");
     }
     // A rebinding name is refused; the loopback names and the configured one are served.
