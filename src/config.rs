@@ -396,7 +396,7 @@ fn default_debounce() -> u64 {
 }
 
 /// The request log.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Keep prompt text in the request log.
@@ -412,6 +412,16 @@ pub struct LogConfig {
     /// every header a policy reads is kept except credentials (cookies, keys, tokens...).
     #[serde(default)]
     pub headers: Option<Vec<String>>,
+    /// One line per request in the server log at info level (never the prompt); `false` turns
+    /// it off.
+    #[serde(default = "yes")]
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { prompts: false, requests: None, format: None, headers: None, access: true }
+    }
 }
 
 /// Server limits.

@@ -23,4 +23,6 @@ pub struct Accounting {
     pub log_prompts: bool,
     /// The headers whose values they may keep (lowercased), when the config lists them.
     pub log_headers: Option<Vec<String>>,
+    /// Whether each request gets an access-log line at info level (`log.access`).
+    pub access_log: bool,
 }

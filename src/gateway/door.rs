@@ -47,6 +47,17 @@ pub struct Inbound {
 }
 
 impl Door {
+    /// Its name in the access log: `chat`, `embeddings`, `messages`, `responses`, `moderations`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Chat => "chat",
+            Door::Embeddings => "embeddings",
+            Door::Messages => "messages",
+            Door::Responses => "responses",
+            Door::Moderations => "moderations",
+        }
+    }
+
     /// The endpoint that the door's requests are routed as.
     pub fn endpoint(self) -> Endpoint {
         match self {

@@ -329,6 +329,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
             .headers
             .as_ref()
             .map(|h| h.iter().map(|n| n.to_ascii_lowercase()).collect()),
+        access_log: snap.config.config.log.access,
         ledger,
     });
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;

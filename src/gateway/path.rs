@@ -112,6 +112,7 @@ async fn complete(st: Arc<AppState>, door: Door, req: axum::extract::Request) ->
     }
     let snap = st.reloader.snapshot();
     let mut settle = Settle::new(st.clone(), Record::new(snap.version()));
+    settle.record.door = door.as_str();
     // The request's own headers, not a copy of them (as axum's `HeaderMap` extractor makes).
     let (parts, body) = req.into_parts();
     trace(&st, &parts.headers, &mut settle.record);

@@ -92,6 +92,8 @@ pub struct Record {
     pub requested: Option<String>,
     /// `chat`, `embeddings` or `moderations` (for its span).
     pub operation: &'static str,
+    /// The door it came through (`chat`, `messages`, ...), for the access log.
+    pub door: &'static str,
     /// The prompt, for its span (only with `log: { prompts: true }`).
     pub prompt: Option<String>,
     /// Time spent routing: the facts and the policy's decision (`Server-Timing: policy`).
@@ -161,6 +163,7 @@ impl Record {
             span_id: None,
             requested: None,
             operation: "chat",
+            door: "",
             prompt: None,
             policy_time: None,
             head_at: None,

@@ -114,6 +114,18 @@ impl Settle {
             }
         }
         r.count(&self.st.metrics);
+        if self.st.accounting.access_log {
+            // The access log: one line a request, never its prompt.
+            tracing::info!(
+                target: "yardmaster::access",
+                request_id = %r.id, key = %r.key.as_deref().unwrap_or("-"), door = %r.door,
+                rule = %r.rule.as_deref().unwrap_or("-"), model = %r.model.as_deref().unwrap_or("-"),
+                status = r.status, tokens_in = r.usage.input, tokens_out = r.usage.output,
+                cost_usd = %format_args!("{:.6}", crate::accounting::usage::usd(cost)),
+                latency_ms = r.started.elapsed().as_millis() as u64, cache = %r.cache.unwrap_or("-"),
+                "request"
+            );
+        }
         if let Some(t) = &self.st.telemetry {
             let snap = self.st.reloader.snapshot();
             let providers = &snap.config.config.providers;

@@ -439,3 +439,61 @@ fn explain_shows_the_matched_rules_cache() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["cache"], serde_json::json!({"kind": "exact", "ttl_s": 3600.0, "scope": "tier"}), "{out}");
 }
+
+/// The log of a `serve` on a mock catalog (with `extra` in its config) after one chat request
+/// with `prompt`, and the request's id.
+fn served_log(extra: &str, prompt: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "listen: 127.0.0.1:{port}\npolicy: p.route\nproviders:\n  m: {{ kind: mock, latency: 0ms }}\nmodels:\n  a: {{ provider: m, price: {{ input: 1, output: 2 }} }}\n{extra}"
+    );
+    std::fs::write(dir.path().join("y.yaml"), config).unwrap();
+    std::fs::write(dir.path().join("p.route"), "default { then a }\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_yardmaster"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("y.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let body = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": prompt}]}).to_string();
+    let answer = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let req = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            break out;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the gateway did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let id = answer.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    child.wait().unwrap();
+    (log, id)
+}
+
+#[test]
+fn each_request_gets_one_access_line_at_info_without_its_prompt_unless_turned_off() {
+    let prompt = "PROMPT-TEXT-never-in-the-log";
+    let (log, id) = served_log("", prompt);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let line = lines[0];
+    assert!(line.contains("INFO") && line.contains("yardmaster::access"), "{line}");
+    for field in ["door=chat", "rule=default", "model=a", "status=200", "tokens_in=", "cost_usd=", "latency_ms="] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(!log.contains(prompt), "{log}");
+    let (log, id) = served_log("log: { access: false }\n", prompt);
+    assert!(!log.contains(&id), "{log}");
+}
