@@ -98,8 +98,25 @@ pub fn to_chat(body: Value) -> Result<Value, ApiError> {
 fn message(i: usize, msg: &Value) -> Result<Vec<Value>, ApiError> {
     let role = match msg.get("role").and_then(Value::as_str) {
         Some(r @ ("user" | "assistant")) => r,
+        Some("system") => {
+            // Claude Code puts system messages among the turns: they join the system prompt at
+            // their place (SPEC §15).
+            let text = match msg.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(blocks)) => {
+                    blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "`messages[{i}].content` must be a string or a list of text blocks"
+                    ))
+                    .param(format!("messages[{i}].content")))
+                }
+            };
+            return Ok(vec![json!({"role": "system", "content": text})]);
+        }
         _ => {
-            return Err(ApiError::bad_request(format!("`messages[{i}].role` must be user or assistant"))
+            return Err(ApiError::bad_request(format!("`messages[{i}].role` must be user, assistant or system"))
                 .param(format!("messages[{i}].role")))
         }
     };

@@ -142,6 +142,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/providers", get(info::providers))
         .route("/providers", get(info::providers))
         .route("/healthz", get(info::healthz))
+        // Claude Code checks the base URL with `HEAD /` (a GET route answers HEAD too).
+        .route("/", get(info::healthz))
         .route("/readyz", get(info::readyz))
         .route("/metrics", get(info::metrics))
         .route("/admin/policy", get(admin::policy))

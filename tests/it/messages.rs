@@ -44,6 +44,36 @@ async fn a_message_reaches_the_upstream_as_chat_and_comes_back_as_a_message() {
     g.running.shutdown().await;
 }
 
+/// Claude Code puts `role: "system"` messages among the turns and checks the base URL with
+/// `HEAD /`: the system text joins the prompt at its place, and `/` answers 200.
+#[tokio::test]
+async fn system_messages_among_the_turns_keep_their_place_and_head_slash_answers() {
+    let g = gateway("ok", false).await;
+    let body = json!({"model": "ok-model", "max_tokens": 20, "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [{"role": "user", "content": "hello"},
+            {"role": "system", "content": [{"type": "text", "text": "Now in French."}]},
+            {"role": "user", "content": "again"}]});
+    let (status, _, v) = post(&g, "sk-plain", &body.to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    let sent = g.up.bodies.lock().unwrap().last().cloned().unwrap();
+    let roles: Vec<&str> = sent["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "system", "user"], "{sent}");
+    assert_eq!(sent["messages"][2]["content"], "Now in French.");
+    // Claude Code's `?beta=true` changes nothing.
+    let r = g
+        .http
+        .post(format!("{}/v1/messages?beta=true", g.url))
+        .header("x-api-key", "sk-plain")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let head = g.http.head(format!("{}/", g.url)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    g.running.shutdown().await;
+}
+
 #[tokio::test]
 async fn malformed_bodies_and_failures_get_anthropics_error_shape() {
     let g = gateway("ok", false).await;
@@ -54,7 +84,7 @@ async fn malformed_bodies_and_failures_get_anthropics_error_shape() {
         (r#"{"model": "auto", "max_tokens": 0, "messages": []}"#, 400, "invalid_request_error"),
         (r#"{"model": "auto", "max_tokens": 5, "messages": "hi"}"#, 400, "invalid_request_error"),
         (
-            r#"{"model": "auto", "max_tokens": 5, "messages": [{"role": "system", "content": "hi"}]}"#,
+            r#"{"model": "auto", "max_tokens": 5, "messages": [{"role": "tool", "content": "hi"}]}"#,
             400,
             "invalid_request_error",
         ),
