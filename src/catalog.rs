@@ -150,6 +150,36 @@ impl Catalog {
         self
     }
 
+    /// The catalog with these aliases (`(alias, model name)`): `id` and `by_name` resolve an
+    /// alias to its model. An alias that is a model's name, or names no model, is ignored (the
+    /// config check reports both).
+    pub fn with_aliases(mut self, aliases: impl IntoIterator<Item = (String, String)>) -> Catalog {
+        for (alias, name) in aliases {
+            if let (false, Some(id)) = (self.by_name.contains_key(&alias), self.id(&name)) {
+                self.by_name.insert(alias, id);
+            }
+        }
+        self
+    }
+
+    /// The other names of a model (its aliases), sorted.
+    pub fn aliases_of(&self, id: ModelId) -> Vec<&str> {
+        let name = self.get(id).map(|m| m.name.as_str());
+        let mut out: Vec<&str> = self
+            .by_name
+            .iter()
+            .filter(|(n, i)| **i == id && Some(n.as_str()) != name)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Every name a client may send: the models' names and their aliases.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
     /// The families, in catalog order.
     pub fn families(&self) -> &[Model] {
         &self.families
@@ -168,7 +198,7 @@ impl Catalog {
         Some(Model { name: name.to_string(), upstream_id: name[prefix.len()..].to_string(), ..f.clone() })
     }
 
-    /// The model with this name.
+    /// The model with this name or alias.
     pub fn id(&self, name: &str) -> Option<ModelId> {
         self.by_name.get(name).copied()
     }

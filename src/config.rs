@@ -210,6 +210,10 @@ pub struct ModelConfig {
     /// `chat` (default) or `embeddings`.
     #[serde(default)]
     pub endpoint: Option<Endpoint>,
+    /// Other names clients call it by (a vendor's names: `claude-sonnet-4-5`), which
+    /// `requested` and policies resolve to it.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// Prices in USD per million tokens.
@@ -558,7 +562,8 @@ pub fn catalog_of(config: &Config) -> Catalog {
             endpoint: m.endpoint.unwrap_or(Endpoint::Chat),
         })
         .partition(|m| is_family(&m.name));
-    Catalog::new(models).with_families(families)
+    let aliases = config.models.iter().flat_map(|(name, m)| m.aliases.iter().map(move |a| (a.clone(), name.clone())));
+    Catalog::new(models).with_families(families).with_aliases(aliases)
 }
 
 /// Whether a catalog name stands for a family (`PREFIX/*`).
@@ -662,6 +667,17 @@ fn check_models(config: &Config, err: &mut impl FnMut(&str, String)) {
         if let Some(p) = m.price {
             if p.input < 0.0 || p.output < 0.0 || !p.input.is_finite() || !p.output.is_finite() {
                 err(name, format!("model `{name}`: prices cannot be negative"));
+            }
+        }
+    }
+    // An alias names one model, and never stands for another model's name.
+    let mut aliases: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (name, m) in &config.models {
+        for a in &m.aliases {
+            if config.models.contains_key(a) {
+                err(name, format!("model `{name}`: alias `{a}` is the name of a model"));
+            } else if let Some(other) = aliases.insert(a, name) {
+                err(name, format!("model `{name}`: alias `{a}` is also an alias of `{other}`"));
             }
         }
     }

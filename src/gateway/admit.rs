@@ -136,7 +136,9 @@ pub async fn admit(
         inbound.facts = facts.with_headers(headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
     }
     let Some(k) = key.as_deref() else { return Ok(Admitted { key, inbound }) };
-    if inbound.requested != "auto" && !k.may_use(&inbound.requested) {
+    // An alias is checked as the model it names.
+    let requested = snap.program.catalog().by_name(&inbound.requested).map_or(inbound.requested.as_str(), |m| &m.name);
+    if requested != "auto" && !k.may_use(requested) {
         return Err(ApiError::model_not_allowed(&inbound.requested));
     }
     limits(&st.state, k, &inbound, settle).await?;

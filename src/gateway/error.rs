@@ -148,9 +148,14 @@ impl ApiError {
         ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), "policy_denied", message)
     }
 
-    /// 404: `requested` names a model outside the catalog.
-    pub fn model_not_found(model: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "model_not_found", format!("the model `{model}` does not exist"))
+    /// 404: `requested` names a model outside the catalog; `closest` is the nearest name the
+    /// catalog has, if one is near.
+    pub fn model_not_found(model: &str, closest: Option<&str>) -> ApiError {
+        let hint = match closest {
+            Some(c) => format!("; did you mean `{c}`? (or `auto`, to let the policy choose)"),
+            None => "; name a model of `GET /v1/models`, or `auto` to let the policy choose".to_string(),
+        };
+        ApiError::new(StatusCode::NOT_FOUND, "model_not_found", format!("the model `{model}` does not exist{hint}"))
             .param("model")
     }
 

@@ -22,11 +22,12 @@ use crate::accounting::{budget, usage};
 use crate::reload::Key;
 use crate::state::{BreakerState, StateStore};
 
-/// One catalog model as `/v1/models` lists it.
-fn model_entry(m: &crate::catalog::Model) -> serde_json::Value {
+/// One catalog model as `/v1/models` lists it, with its aliases.
+fn model_entry(catalog: &crate::catalog::Catalog, m: &crate::catalog::Model) -> serde_json::Value {
+    let aliases = catalog.id(&m.name).map(|id| catalog.aliases_of(id)).unwrap_or_default();
     json!({
         "id": m.name, "object": "model", "created": 0, "owned_by": m.provider,
-        "context_length": m.context, "endpoint": m.endpoint.as_str(), "tags": m.tags,
+        "context_length": m.context, "endpoint": m.endpoint.as_str(), "tags": m.tags, "aliases": aliases,
         "pricing": m.price.map(|p| json!({"input": p.input, "output": p.output, "unit": "USD per million tokens"})),
     })
 }
@@ -54,9 +55,10 @@ pub async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         // A family is one entry, named as the catalog names it (`openai/*`).
         let families =
             snap.program.catalog().families().iter().filter(|f| allowed.as_ref().is_none_or(|a| a.contains(&f.name)));
+        let catalog = snap.program.catalog();
         let data: Vec<serde_json::Value> = std::iter::once(auto_entry())
-            .chain(visible(&snap, key.as_deref()).map(model_entry))
-            .chain(families.map(model_entry))
+            .chain(visible(&snap, key.as_deref()).map(|m| model_entry(catalog, m)))
+            .chain(families.map(|m| model_entry(catalog, m)))
             .collect();
         axum::Json(json!({"object": "list", "data": data})).into_response()
     });
@@ -72,12 +74,17 @@ pub async fn model(
     let snap = st.reloader.snapshot();
     let record = Record::new(snap.version());
     let result = authenticate(&st, &snap, &headers).and_then(|key| {
+        let catalog = snap.program.catalog();
+        // An alias answers as the model it names.
+        let name = catalog.by_name(&id).map_or(id.as_str(), |m| m.name.as_str());
         let entry = if id == "auto" {
             Some(auto_entry())
         } else {
-            visible(&snap, key.as_deref()).find(|m| m.name == id).map(model_entry)
+            visible(&snap, key.as_deref()).find(|m| m.name == name).map(|m| model_entry(catalog, m))
         };
-        entry.map(|e| axum::Json(e).into_response()).ok_or_else(|| ApiError::model_not_found(&id))
+        entry
+            .map(|e| axum::Json(e).into_response())
+            .ok_or_else(|| ApiError::model_not_found(&id, crate::util::fuzzy::did_you_mean(&id, catalog.names())))
     });
     answer(&st, record, result)
 }

@@ -101,8 +101,9 @@ pub async fn route<'s>(
     }
     if let Some(name) = &routing.unknown_requested {
         // A name outside the catalog may still be a family's (`openai/*`): dispatch reaches it.
-        if snap.program.catalog().family_of(name).is_none() {
-            return Err(ApiError::model_not_found(name));
+        let catalog = snap.program.catalog();
+        if catalog.family_of(name).is_none() {
+            return Err(ApiError::model_not_found(name, crate::util::fuzzy::did_you_mean(name, catalog.names())));
         }
     }
     Ok(routing)

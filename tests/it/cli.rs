@@ -233,8 +233,8 @@ fn explain_json_matches_the_spec_shape() {
     let rules = v["rules"].as_array().unwrap();
     assert_eq!(
         rules.len(),
-        12,
-        "rules/main.route: the spec's nine, the cached FAQ, the support questions and moderations"
+        14,
+        "rules/main.route: the spec's nine, the cached FAQ, the support questions, moderations and the two for Claude's names"
     );
     assert!(rules
         .iter()

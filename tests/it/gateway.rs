@@ -679,3 +679,47 @@ async fn rejections_by_the_http_layer_have_an_error_body() {
     }
     g.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_vendors_name_is_an_alias_and_an_unknown_name_gets_the_closest_one() {
+    let g = crate::gateway_support::gateway_custom(crate::gateway_support::POLICY, false, |addr| {
+        crate::gateway_support::config(addr, "ok").replace(
+            "  ok-model:      { provider: up, id: ok,",
+            "  ok-model:      { provider: up, id: ok, aliases: [gpt-3.5-turbo, ok-model-2026],",
+        )
+    })
+    .await;
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    // `batch` may use only ok-model and embedder: an alias of ok-model is ok-model.
+    let r = g.chat(ask("gpt-3.5-turbo"), "sk-batch", None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-yardmaster-model"), "ok-model");
+    let r = g.chat(ask("ok-modle"), "sk-plain", None).await;
+    assert_eq!(r.status(), 404);
+    let e: Value = r.json().await.unwrap();
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("did you mean `ok-model`") && m.contains("auto"), "{m}");
+    let models: Value =
+        g.http.get(format!("{}/v1/models", g.url)).bearer_auth("sk-plain").send().await.unwrap().json().await.unwrap();
+    let ok = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "ok-model").unwrap().clone();
+    assert_eq!(ok["aliases"], json!(["gpt-3.5-turbo", "ok-model-2026"]));
+    let one: Value = g
+        .http
+        .get(format!("{}/v1/models/ok-model-2026", g.url))
+        .bearer_auth("sk-plain")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["id"], "ok-model");
+}
+
+#[test]
+fn an_alias_that_is_a_models_name_or_anothers_alias_is_a_config_error() {
+    let text = "policy: p.route\nproviders:\n  m: { kind: mock }\nmodels:\n  a: { provider: m, aliases: [b, x] }\n  b: { provider: m, aliases: [x] }\n";
+    let e = yardmaster::config::parse(std::path::Path::new("y.yaml"), text).unwrap_err().to_string();
+    assert!(e.contains("alias `b` is the name of a model"), "{e}");
+    assert!(e.contains("alias `x` is also an alias of `a`"), "{e}");
+}

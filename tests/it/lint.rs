@@ -253,13 +253,14 @@ fn the_shipped_policy_is_the_spec_example_formatted() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let spec = std::fs::read_to_string(root.join("tests/spec/main.route")).unwrap();
     let shipped = std::fs::read_to_string(root.join("rules/main.route")).unwrap();
-    // The shipped policy is the spec's example, formatted, with three rules more: the
+    // The shipped policy is the spec's example, formatted, with five rules more: the
     // quickstart's cached FAQ and its semantically cached support questions (SPEC §10) after the
-    // credentials rule, and moderations (SPEC §12) after the embeddings rule.
+    // credentials rule, the two for the Claude names Claude Code sends (SPEC §15) before the
+    // explicit model's, and moderations (SPEC §12) after the embeddings rule.
     let a = yardmaster::policy::syntax::parse(0, &spec).unwrap();
     let b = yardmaster::policy::syntax::parse(0, &shipped).unwrap();
-    let added = |i: &yardmaster::policy::syntax::ast::Item| matches!(i, yardmaster::policy::syntax::ast::Item::Rule(r) if ["faq", "support", "moderations"].contains(&r.node.name.node.as_str()));
-    assert_eq!(b.items.iter().filter(|i| added(i)).count(), 3);
+    let added = |i: &yardmaster::policy::syntax::ast::Item| matches!(i, yardmaster::policy::syntax::ast::Item::Rule(r) if ["faq", "support", "moderations", "claude haiku names", "claude names"].contains(&r.node.name.node.as_str()));
+    assert_eq!(b.items.iter().filter(|i| added(i)).count(), 5);
     let without: Vec<_> = b.items.iter().filter(|i| !added(i)).cloned().collect();
     assert_eq!(a.items.len(), without.len());
     assert_eq!(yardmaster::policy::fmt::format_source(&shipped).unwrap(), shipped, "rules/main.route is formatted");
@@ -268,8 +269,16 @@ fn the_shipped_policy_is_the_spec_example_formatted() {
     let support_text = "rule \"support\" {\n  when prompt.last starts_with \"Support:\"\n  then claude-haiku -> gpt-4o-mini\n  cache 24h similar 90% using embed-small  # a close enough question is answered from the cache\n}\n\n";
     let moderations_text =
         "rule \"moderations\" {\n  when request.endpoint == \"moderations\"\n  then moderation\n}\n\n";
+    let claude_start = shipped.find("rule \"claude haiku names\"").unwrap();
+    let claude_end = shipped.find("rule \"explicit model\"").unwrap();
+    let claude_text = &shipped[claude_start..claude_end];
+    assert!(claude_text.matches("rule ").count() == 2, "{claude_text}");
     assert_eq!(
-        shipped.replacen(faq_text, "", 1).replacen(support_text, "", 1).replacen(moderations_text, "", 1),
+        shipped.replacen(faq_text, "", 1).replacen(support_text, "", 1).replacen(moderations_text, "", 1).replacen(
+            claude_text,
+            "",
+            1
+        ),
         spec_text
     );
 }
