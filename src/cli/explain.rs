@@ -13,9 +13,13 @@ use crate::policy::testing::{self, Case, Expect};
 /// `explain`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// An OpenAI chat request body (JSON file, or `-` for stdin).
+    /// A request body (JSON file, or `-` for stdin): OpenAI chat, or the `--api` door's.
     #[arg(long)]
     request: PathBuf,
+    /// The door the body is for: `chat` (default), `responses` or `messages`; it is decoded as
+    /// that door decodes it, and `request.api` is set.
+    #[arg(long, default_value = "chat", value_parser = ["chat", "responses", "messages"])]
+    api: String,
     /// The policy (default: the config's policy).
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -84,7 +88,17 @@ fn pairs(flag: &str, shape: &str, values: &[String]) -> Result<BTreeMap<String, 
 
 /// The arguments as a policy test case (which is what sets every fact).
 fn case(args: Args, request: serde_json::Value) -> Result<Case, Exit> {
+    let (api, request) = match args.api.as_str() {
+        "messages" => (crate::catalog::Api::Messages, crate::gateway::messages::to_chat(request)),
+        "responses" => (crate::catalog::Api::Responses, crate::gateway::responses::to_chat(request)),
+        _ => (crate::catalog::Api::Chat, Ok(request)),
+    };
+    let request = request.map_err(|e| {
+        eprintln!("error: the request is not a {} body: {}", args.api, e.message);
+        Exit::CannotRun
+    })?;
     Ok(Case {
+        api: Some(api),
         name: "explain".into(),
         request,
         headers: pairs("header", "K=V", &args.header)?,

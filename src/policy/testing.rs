@@ -42,6 +42,10 @@ pub struct Case {
     /// The time: `"wed 13:00"` or an RFC 3339 UTC timestamp.
     #[serde(default)]
     pub time: Option<String>,
+    /// The door the request came through (`request.api`): `chat` (default), `responses` or
+    /// `messages`. The `request` stays a chat body: the fact is what the case sets.
+    #[serde(default)]
+    pub api: Option<crate::catalog::Api>,
     /// What should happen.
     pub expect: Expect,
 }
@@ -175,6 +179,9 @@ pub fn case_inputs(program: &Program, case: &Case, keys: &[KeyInfo]) -> Result<C
         RequestFacts::from_chat(&case.request)
     };
     let mut req = req.map_err(|e| format!("bad request: {e}"))?;
+    if let Some(api) = case.api {
+        req.api = api;
+    }
     req = req.with_headers(case.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     if let Some(u) = &case.user_id {
         req.user_id = Some(u.clone());

@@ -497,3 +497,37 @@ fn each_request_gets_one_access_line_at_info_without_its_prompt_unless_turned_of
     let (log, id) = served_log("log: { access: false }\n", prompt);
     assert!(!log.contains(&id), "{log}");
 }
+
+#[test]
+fn explain_takes_a_body_of_any_door_and_policy_tests_take_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "rule \"agents\" {\n  when request.api == \"messages\"\n  then claude-haiku\n}\n\ndefault {\n  then gpt-4o-mini\n}\n";
+    std::fs::write(dir.path().join("p.route"), policy).unwrap();
+    let body = r#"{"model": "auto", "max_tokens": 100, "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]}"#;
+    std::fs::write(dir.path().join("m.json"), body).unwrap();
+    let p = dir.path().join("p.route");
+    let m = dir.path().join("m.json");
+    let args = |api: &str| {
+        let p = p.to_str().unwrap().to_string();
+        let m = m.to_str().unwrap().to_string();
+        ym(&["explain", "--config", QUICKSTART, "--policy", &p, "--request", &m, "--api", api, "--format", "json"])
+    };
+    let (code, out, err) = args("messages");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rule"], "agents", "{v}");
+    // As a chat body it is not one (no `messages` list of chat messages with text): a clear error.
+    let (code, _, err) = args("responses");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a responses body"), "{err}");
+    // A policy test sets the fact with `api:`.
+    std::fs::write(
+        dir.path().join("p.tests.yaml"),
+        "- name: through the Messages door\n  api: messages\n  request: { model: auto, messages: [{ role: user, content: hi }] }\n  expect: { rule: agents, model: claude-haiku }\n- name: through chat\n  request: { model: auto, messages: [{ role: user, content: hi }] }\n  expect: { rule: default, model: gpt-4o-mini }\n",
+    )
+    .unwrap();
+    let (code, out, err) = ym(&["test", dir.path().to_str().unwrap(), "--config", QUICKSTART]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+}
