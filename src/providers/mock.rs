@@ -115,9 +115,10 @@ impl ProviderApi for Mock {
         let words: Vec<&str> = WORDS.iter().copied().take(n).collect();
         let choices = body.get("n").and_then(serde_json::Value::as_u64).unwrap_or(1).clamp(1, 16) as usize;
         let input = prompt_tokens(&body).await;
-        let answer = match tool_call(&body) {
-            Some(call) => Answer::Tool(call),
-            None => Answer::Text {
+        let answer = match (tool_call(&body), structured(&body)) {
+            (Some(call), _) => Answer::Tool(call),
+            (None, Some(json)) => Answer::Json(json),
+            (None, None) => Answer::Text {
                 words,
                 finish: if max.is_some_and(|m| (m as usize) < WORDS.len()) { "length" } else { "stop" },
             },
@@ -172,9 +173,11 @@ impl ProviderApi for Mock {
     }
 }
 
-/// What the mock answers: its words, or a call of one of the request's tools.
+/// What the mock answers: its words, JSON in the format the request asked for, or a call of one
+/// of the request's tools.
 enum Answer<'a> {
     Text { words: Vec<&'a str>, finish: &'static str },
+    Json(String),
     Tool(ToolCall),
 }
 
@@ -189,6 +192,7 @@ impl Answer<'_> {
     fn finish(&self) -> &'static str {
         match self {
             Answer::Text { finish, .. } => finish,
+            Answer::Json(_) => "stop",
             Answer::Tool(_) => "tool_calls",
         }
     }
@@ -197,6 +201,7 @@ impl Answer<'_> {
     fn tokens(&self) -> u64 {
         match self {
             Answer::Text { words, .. } => words.len() as u64,
+            Answer::Json(text) => crate::util::tokens::count(text).max(1),
             Answer::Tool(call) => crate::util::tokens::count(&call.arguments).max(1),
         }
     }
@@ -204,6 +209,7 @@ impl Answer<'_> {
     fn message(&self) -> serde_json::Value {
         match self {
             Answer::Text { words, .. } => serde_json::json!({"role": "assistant", "content": words.join(" ")}),
+            Answer::Json(text) => serde_json::json!({"role": "assistant", "content": text}),
             Answer::Tool(call) => serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
                 {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]}),
         }
@@ -218,6 +224,14 @@ impl Answer<'_> {
                 for (i, w) in words.iter().enumerate() {
                     let text = if i == 0 { (*w).to_string() } else { format!(" {w}") };
                     out.push(serde_json::json!({"content": text}));
+                }
+                out
+            }
+            Answer::Json(text) => {
+                let mut out = vec![serde_json::json!({"role": "assistant", "content": ""})];
+                let chars: Vec<char> = text.chars().collect();
+                for piece in chars.chunks(8) {
+                    out.push(serde_json::json!({"content": piece.iter().collect::<String>()}));
                 }
                 out
             }
@@ -267,20 +281,58 @@ fn tool_call(body: &serde_json::Value) -> Option<ToolCall> {
     Some(ToolCall { id, name, arguments })
 }
 
-/// A value that fits a JSON schema: the first of an `enum`, `const`, `anyOf` or `oneOf`; a
-/// string, 1, true, a one-item array; an object with its required properties (all of them when
-/// none are listed).
+/// The JSON the request's `response_format` asks for, as text: a value of its `json_schema`'s
+/// schema, or for `json_object` an object. `None` for text (or no format).
+fn structured(body: &serde_json::Value) -> Option<String> {
+    let format = body.get("response_format")?;
+    match format.get("type").and_then(serde_json::Value::as_str)? {
+        "json_schema" => {
+            let schema =
+                format.pointer("/json_schema/schema").cloned().unwrap_or(serde_json::json!({"type": "object"}));
+            Some(example_in(&schema, &schema, 0).to_string())
+        }
+        "json_object" => Some(serde_json::json!({"answer": WORDS.join(" ")}).to_string()),
+        _ => None,
+    }
+}
+
+/// A value that fits a JSON schema (see [`example_in`]).
 fn example(schema: &serde_json::Value) -> serde_json::Value {
+    example_in(schema, schema, 0)
+}
+
+/// A value that fits `schema`, whose `$ref`s point into `root` (`#/$defs/...`,
+/// `#/definitions/...`): the first of an `enum`, `const`, `anyOf` or `oneOf`; every `allOf`
+/// part merged; a string of at least `minLength`, the least number the bounds allow, true, an
+/// array of `minItems` (at least one) items; an object with its required properties (all of
+/// them when none are listed). Recursion stops at 16 levels.
+fn example_in(schema: &serde_json::Value, root: &serde_json::Value, depth: usize) -> serde_json::Value {
     use serde_json::{json, Value};
+    if depth > 16 {
+        return Value::Null;
+    }
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = r.strip_prefix('#').and_then(|p| root.pointer(p)).unwrap_or(&Value::Null);
+        return example_in(target, root, depth + 1);
+    }
+    if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+        let mut merged = serde_json::Map::new();
+        for p in parts {
+            if let Value::Object(o) = example_in(p, root, depth + 1) {
+                merged.extend(o);
+            }
+        }
+        return Value::Object(merged);
+    }
     if let Some(v) = schema.get("const") {
         return v.clone();
     }
     if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
         return first.clone();
     }
-    for key in ["anyOf", "oneOf", "allOf"] {
+    for key in ["anyOf", "oneOf"] {
         if let Some(first) = schema.get(key).and_then(Value::as_array).and_then(|e| e.first()) {
-            return example(first);
+            return example_in(first, root, depth + 1);
         }
     }
     let kind = match schema.get("type") {
@@ -297,16 +349,35 @@ fn example(schema: &serde_json::Value) -> serde_json::Value {
             let mut out = serde_json::Map::new();
             for (k, v) in props.into_iter().flatten() {
                 if required.as_ref().is_none_or(|r| r.contains(&k.as_str())) {
-                    out.insert(k.clone(), example(v));
+                    out.insert(k.clone(), example_in(v, root, depth + 1));
                 }
             }
             Value::Object(out)
         }
-        "array" => schema.get("items").map_or(json!([]), |i| json!([example(i)])),
-        "integer" | "number" => schema.get("minimum").cloned().unwrap_or(json!(1)),
+        "array" => {
+            let n = schema.get("minItems").and_then(Value::as_u64).unwrap_or(1).clamp(1, 16) as usize;
+            let item = schema.get("items").map_or(json!("example"), |i| example_in(i, root, depth + 1));
+            Value::Array(vec![item; n])
+        }
+        "integer" | "number" => {
+            let least = schema.get("minimum").and_then(Value::as_f64).unwrap_or(1.0);
+            let least = match schema.get("exclusiveMinimum").and_then(Value::as_f64) {
+                Some(x) if x >= least => x + 1.0,
+                _ => least,
+            };
+            let v = schema.get("maximum").and_then(Value::as_f64).map_or(least, |m| least.min(m));
+            if kind == "integer" {
+                json!(v.ceil() as i64)
+            } else {
+                json!(v)
+            }
+        }
         "boolean" => json!(true),
         "null" => Value::Null,
-        _ => json!("example"),
+        _ => {
+            let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
+            json!(format!("example{}", "x".repeat(min.saturating_sub(7))))
+        }
     }
 }
 
@@ -448,6 +519,31 @@ fn vector(text: &str, dims: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_json_schema_is_answered_with_a_value_that_fits_it() {
+        let schema = serde_json::json!({
+            "type": "object", "required": ["steps", "level", "count", "ratio"], "additionalProperties": false,
+            "$defs": {"Step": {"type": "object", "properties": {"text": {"type": "string", "minLength": 12}}, "required": ["text"]}},
+            "properties": {
+                "steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}, "minItems": 2},
+                "level": {"enum": ["low", "high"]},
+                "count": {"type": "integer", "minimum": 3, "maximum": 9},
+                "ratio": {"type": "number", "exclusiveMinimum": 0.5},
+                "note": {"type": "string"}
+            }
+        });
+        let body = serde_json::json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}});
+        let v: serde_json::Value = serde_json::from_str(&super::structured(&body).unwrap()).unwrap();
+        assert_eq!(v["steps"].as_array().unwrap().len(), 2);
+        assert!(v["steps"][0]["text"].as_str().unwrap().len() >= 12, "{v}");
+        assert_eq!((v["level"].clone(), v["count"].clone()), (serde_json::json!("low"), serde_json::json!(3)));
+        assert!(v["ratio"].as_f64().unwrap() > 0.5);
+        assert!(v.get("note").is_none(), "only the required properties: {v}");
+        let object = serde_json::json!({"response_format": {"type": "json_object"}});
+        assert!(serde_json::from_str::<serde_json::Value>(&super::structured(&object).unwrap()).unwrap().is_object());
+        assert!(super::structured(&serde_json::json!({"response_format": {"type": "text"}})).is_none());
+    }
 
     #[test]
     fn tool_calls_fit_the_schema_and_follow_tool_choice() {

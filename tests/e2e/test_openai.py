@@ -1,6 +1,7 @@
 """End to end with the official `openai` Python package against a real `yardmaster serve` on
 127.0.0.1 (an ephemeral port), routed to the built-in mock provider."""
 
+import json
 import time
 import urllib.request
 
@@ -275,3 +276,34 @@ def test_a_close_enough_question_is_a_semantic_hit_read_by_the_sdk():
         assert far.headers["x-yardmaster-cache"] == "miss"
     finally:
         g.stop()
+
+
+def test_structured_output_parses_with_the_sdks_parse_helper(gateway):
+    """The mock answers a JSON schema with JSON that validates against it (SPEC §15), so
+    `chat.completions.parse` works offline, nested models and lists included."""
+    from typing import List, Literal
+
+    import pydantic
+
+    class Step(pydantic.BaseModel):
+        explanation: str
+        output: str
+
+    class Solution(pydantic.BaseModel):
+        steps: List[Step]
+        final_answer: str
+        confidence: Literal["low", "high"]
+        attempts: int
+
+    url = gateway[0]
+    r = client(url).chat.completions.parse(
+        model="auto", messages=[{"role": "user", "content": "solve 8x + 7 = -23"}], response_format=Solution
+    )
+    parsed = r.choices[0].message.parsed
+    assert isinstance(parsed, Solution)
+    assert parsed.steps and parsed.confidence == "low"
+    # `json_object` gets a JSON object.
+    r = client(url).chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "answer in JSON"}], response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
