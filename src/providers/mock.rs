@@ -250,8 +250,8 @@ impl Answer<'_> {
 }
 
 /// The tool call the mock makes, if any: when the request offers tools and `tool_choice` allows
-/// one (`required` or a named function always; `auto`, or none given, unless the last message is
-/// a tool's result, which the mock answers in words so that an agent's loop ends). The call is to
+/// one (`required` or a named function always; `auto`, or none given, unless the conversation
+/// already holds a tool's result, which the mock answers in words so that an agent's loop ends). The call is to
 /// the named function or the first tool, with arguments made from its parameters' schema.
 fn tool_call(body: &serde_json::Value) -> Option<ToolCall> {
     let tools = body.get("tools")?.as_array().filter(|t| !t.is_empty())?;
@@ -262,8 +262,11 @@ fn tool_call(body: &serde_json::Value) -> Option<ToolCall> {
         Some("required") => {}
         _ if named.is_some() => {}
         _ => {
-            let last = body.get("messages").and_then(serde_json::Value::as_array).and_then(|m| m.last());
-            if last.and_then(|m| m.get("role")).and_then(serde_json::Value::as_str) == Some("tool") {
+            // Under `auto`, one call a conversation: once a tool's result is in it, the mock
+            // answers in words, so that an agent's loop ends (an agent such as Claude Code sends
+            // its own text after a tool's result, so the last message alone cannot tell).
+            let messages = body.get("messages").and_then(serde_json::Value::as_array);
+            if messages.into_iter().flatten().any(|m| m.get("role").and_then(serde_json::Value::as_str) == Some("tool")) {
                 return None;
             }
         }
