@@ -266,7 +266,8 @@ fn tool_call(body: &serde_json::Value) -> Option<ToolCall> {
             // answers in words, so that an agent's loop ends (an agent such as Claude Code sends
             // its own text after a tool's result, so the last message alone cannot tell).
             let messages = body.get("messages").and_then(serde_json::Value::as_array);
-            if messages.into_iter().flatten().any(|m| m.get("role").and_then(serde_json::Value::as_str) == Some("tool")) {
+            if messages.into_iter().flatten().any(|m| m.get("role").and_then(serde_json::Value::as_str) == Some("tool"))
+            {
                 return None;
             }
         }
