@@ -526,3 +526,22 @@ async fn an_http2_connection_that_only_sends_pings_is_closed_when_idle() {
     assert!(started.elapsed() >= Duration::from_millis(400), "closed only once idle: {:?}", started.elapsed());
     pinger.abort();
 }
+
+#[test]
+fn formatting_a_policy_with_lone_carriage_returns_is_idempotent() {
+    // Found by the roundtrip_fmt fuzz target: comments and blank lines made of `\r`.
+    let data =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/roundtrip_fmt_lone_cr"))
+            .unwrap();
+    // A lone `\r` ends a comment, as it ends a line in editors: the text after it is code.
+    for text in [std::str::from_utf8(&data).unwrap(), "# a comment\rdefault { then gpt-4o }\r# another\r"] {
+        if yardmaster::policy::syntax::parse(0, text).is_err() {
+            continue;
+        }
+        let once = yardmaster::policy::fmt::format_source(text).unwrap();
+        let twice = yardmaster::policy::fmt::format_source(&once).unwrap();
+        assert_eq!(once, twice);
+    }
+    let formatted = yardmaster::policy::fmt::format_source("# a comment\rdefault { then gpt-4o }\r").unwrap();
+    assert_eq!(formatted, "# a comment\ndefault {\n  then gpt-4o\n}\n");
+}
