@@ -64,6 +64,11 @@ impl KeyRing {
         self.live.load().is_empty()
     }
 
+    /// How many run-time keys are live.
+    pub fn live(&self) -> usize {
+        self.live.load().len()
+    }
+
     /// True when the keys can vouch that the gateway is open: the store was read (a shared one
     /// for long enough to trust an empty answer) and has never held a key. A store that cannot
     /// be read, or that held keys once, keeps the gateway closed.
@@ -148,7 +153,7 @@ impl KeyRing {
             self.had.store(true, Ordering::Release);
         }
         let live = records.iter().filter(|r| r.revoked_at_ms.is_none()).filter_map(|r| {
-            let hash: [u8; 32] = hex::decode(&r.sha256).ok()?.try_into().ok()?;
+            let hash = hash_of(r)?;
             Some((hash, Arc::new(Key { hash, ..key_of(r) })))
         });
         self.live.store(Arc::new(live.collect()));
@@ -191,8 +196,9 @@ impl KeyRing {
     }
 }
 
-fn hash_of(r: &KeyRecord) -> [u8; 32] {
-    hex::decode(&r.sha256).ok().and_then(|h| h.try_into().ok()).unwrap_or([0; 32])
+/// A record's secret hash, when its hex is one.
+fn hash_of(r: &KeyRecord) -> Option<[u8; 32]> {
+    hex::decode(&r.sha256).ok()?.try_into().ok()
 }
 
 fn key_of(r: &KeyRecord) -> Key {
@@ -469,7 +475,7 @@ pub async fn revoke(State(st): State<Arc<AppState>>, Path(id): Path<String>, hea
         if record.revoked_at_ms.is_none() {
             // SPEC §9 at every change: the last key is not revoked where that would leave the
             // gateway keyless (not loopback, no `allow_open`).
-            let others = st.keys.all().iter().filter(|k| k.hash != hash_of(&record)).count();
+            let others = st.keys.live() - usize::from(hash_of(&record).is_some_and(|h| st.keys.find(&h).is_some()));
             if let Some(why) = super::leaves_no_key(&snap.config.config, st.listen, others) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,

@@ -210,7 +210,7 @@ fn refuse_open(snap: &crate::reload::Snapshot, addr: SocketAddr, ring: &keys::Ke
     if !snap.config.config.keys.is_empty() || !ring.open() {
         return Ok(());
     }
-    if let Some(why) = leaves_no_key(&snap.config.config, addr, ring.all().len()) {
+    if let Some(why) = leaves_no_key(&snap.config.config, addr, ring.live()) {
         return Err(format!("{why}; it refuses to listen"));
     }
     tracing::warn!("no `keys` are configured: the gateway is open to anyone who can reach {addr}");
@@ -339,7 +339,7 @@ pub async fn start(config: Loaded, listen: &str, timeouts: Timeouts, watch: bool
     // SPEC §9 holds at every change, not only here: a reload or a rollback that would leave the
     // gateway with no key where it may not be open is rejected.
     let guard_ring = ring.clone();
-    reloader.guard(Box::new(move |next| leaves_no_key(&next.config.config, addr, guard_ring.all().len())));
+    reloader.guard(Box::new(move |next| leaves_no_key(&next.config.config, addr, guard_ring.live())));
     if watch {
         reloader.watch()?;
     }
