@@ -135,7 +135,7 @@ impl KeyRing {
             (Err(e), true) => {
                 tracing::warn!(error = %e, "the run-time keys cannot be read: requests without a key known before are refused (503) until they can")
             }
-            (Ok(()), false) if self.version.load(Ordering::Acquire) != 0 || store.keys_home() == "redis" => {
+            (Ok(()), false) if self.version.load(Ordering::Acquire) != 0 || matches!(store, Store::Shared(_)) => {
                 tracing::info!("the run-time keys can be read again");
             }
             _ => {}
@@ -165,7 +165,7 @@ impl KeyRing {
     /// read at start leaves the ring empty until it can.
     pub async fn start(store: Arc<Store>) -> Arc<KeyRing> {
         let ring = Arc::new(KeyRing::default());
-        if store.keys_home() == "redis" {
+        if matches!(*store, Store::Shared(_)) {
             ring.confirm_ms.store(CONFIRM_SHARED.as_millis() as u64, Ordering::Relaxed);
         }
         ring.readable_since.store(now_ms(), Ordering::Release);
